@@ -1,0 +1,97 @@
+//! Deterministic tensors defined by a formula that Python computes bit for bit the same way
+//! (`scripts/make_parity_fixture.py`). They let the parity tests compare this crate with
+//! torchvision without committing megabytes of weights: only the expected outputs are stored.
+//!
+//! Value `i` of the tensor named `name` is `u = 2 * (splitmix64(fnv1a64(name) + i) >> 40) / 2^24 - 1`,
+//! a number in [-1, 1) that is exact in f32, then scaled by the kind of parameter.
+
+use candle_core::{Device, Result, Tensor};
+use candle_nn::VarMap;
+
+fn fnv1a64(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+fn splitmix64(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// `n` values uniform in [-1, 1), seeded by `name`.
+pub fn uniform(name: &str, n: usize) -> Vec<f64> {
+    let seed = fnv1a64(name.as_bytes());
+    (0..n as u64)
+        .map(|i| 2.0 * (splitmix64(seed.wrapping_add(i)) >> 40) as f64 / (1u64 << 24) as f64 - 1.0)
+        .collect()
+}
+
+/// The formula value of a ResNet parameter with torchvision's `name` and `shape`.
+pub fn parameter(name: &str, shape: &[usize]) -> Vec<f32> {
+    let n: usize = shape.iter().product();
+    let u = uniform(name, n);
+    let (scale, offset) = if name.ends_with("running_var") {
+        (0.25, 0.75)
+    } else if name.ends_with("running_mean") || name.ends_with("bias") {
+        (0.1, 0.0)
+    } else if shape.len() == 1 {
+        // Batch-norm weight.
+        (0.25, 0.5)
+    } else {
+        // Convolution or linear weight: variance 1 / fan_in.
+        let fan_in: usize = shape[1..].iter().product();
+        ((3.0 / fan_in as f64).sqrt(), 0.0)
+    };
+    u.into_iter().map(|v| (offset + scale * v) as f32).collect()
+}
+
+/// Sets every variable of `varmap` to its formula value.
+pub fn fill_varmap(varmap: &VarMap) -> Result<()> {
+    let vars = varmap.data().lock().unwrap_or_else(|p| p.into_inner());
+    for (name, var) in vars.iter() {
+        let values = parameter(name, var.dims());
+        let t = Tensor::from_vec(values, var.dims(), &Device::Cpu)?.to_device(var.device())?;
+        var.set(&t.to_dtype(var.dtype())?)?;
+    }
+    Ok(())
+}
+
+/// An input batch of the given NCHW shape, uniform in [-1, 1).
+pub fn input(shape: (usize, usize, usize, usize), device: &Device) -> Result<Tensor> {
+    let (n, c, h, w) = shape;
+    let values: Vec<f32> = uniform("input", n * c * h * w)
+        .into_iter()
+        .map(|v| v as f32)
+        .collect();
+    Tensor::from_vec(values, shape, device)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn known_values_match_the_python_side() {
+        // Printed by `scripts/make_parity_fixture.py --selftest`.
+        assert_eq!(fnv1a64(b"input"), 0x1ebb_ae8f_5810_b65b);
+        assert_eq!(
+            uniform("input", 3),
+            vec![-0.8043633699417114, -0.705042839050293, 0.14816880226135254]
+        );
+        let conv: Vec<f64> = parameter("layer1.0.conv1.weight", &[64, 64, 1, 1])[..3]
+            .iter()
+            .map(|&v| f64::from(v))
+            .collect();
+        assert_eq!(
+            conv,
+            [
+                0.14784923195838928,
+                0.21429245173931122,
+                -0.08210989087820053
+            ]
+        );
+    }
+}

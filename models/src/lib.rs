@@ -1,0 +1,15 @@
+//! The networks of the fingerprint system: a trainable ResNet family with torchvision's
+//! parameter names, and the import of pretrained checkpoints.
+//!
+//! Everything here is generic over the candle [`Device`](candle_core::Device): the same code
+//! trains on CUDA and serves on a door controller's CPU.
+
+pub mod checkpoint;
+pub mod error;
+pub mod formula;
+pub mod pool;
+pub mod resnet;
+
+pub use checkpoint::{load_checkpoint, load_into_varmap, CheckpointReport};
+pub use error::{ModelError, Result};
+pub use resnet::{Arch, ResNet};

@@ -1,0 +1,6 @@
+#!/usr/bin/env bash
+# The project's test command (README: "Run the tests"). Tests make their own data and weights:
+# no dataset, network or GPU is needed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo test --workspace "$@"

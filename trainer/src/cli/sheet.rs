@@ -1,0 +1,79 @@
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use fingerprint_common::{read_scan, Preprocessing, ResizePolicy, ScanLimits};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use trainer::augment::Augmentation;
+
+use super::DataArgs;
+
+#[derive(Args, Debug)]
+pub struct SheetArgs {
+    #[command(flatten)]
+    data: DataArgs,
+    /// PNG to write.
+    #[arg(long)]
+    out: PathBuf,
+    /// Identities shown, one a row.
+    #[arg(long, default_value_t = 4)]
+    identities: usize,
+    /// Augmented copies shown beside each preprocessed scan.
+    #[arg(long, default_value_t = 5)]
+    copies: usize,
+    /// Network input size.
+    #[arg(long, default_value_t = 224)]
+    size: u32,
+    /// How non-square scans are made square.
+    #[arg(long, value_enum, default_value = "stretch")]
+    resize: ResizeArg,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum ResizeArg {
+    Stretch,
+    Pad,
+}
+
+impl From<ResizeArg> for ResizePolicy {
+    fn from(r: ResizeArg) -> Self {
+        match r {
+            ResizeArg::Stretch => ResizePolicy::Stretch,
+            ResizeArg::Pad => ResizePolicy::Pad,
+        }
+    }
+}
+
+/// Each row: a scan as preprocessed for the network (no augmentation), then augmented copies.
+pub fn run(args: SheetArgs) -> Result<()> {
+    let dataset = args.data.load()?;
+    let pre = Preprocessing {
+        resize: args.resize.into(),
+        ..Preprocessing::imagenet(args.size)
+    };
+    let augmentation = Augmentation::default();
+    let mut rng = ChaCha8Rng::seed_from_u64(args.seed);
+    let mut rows = Vec::new();
+    for group in dataset.by_identity().into_iter().take(args.identities) {
+        let Some(sample) = group.first() else {
+            continue;
+        };
+        let square = pre.resize(&read_scan(&sample.path, &ScanLimits::default())?);
+        let mut row = vec![square.clone()];
+        row.extend((0..args.copies).map(|_| augmentation.apply(&square, &mut rng)));
+        rows.push(row);
+    }
+    trainer::sheet::contact_sheet(&rows)
+        .save(&args.out)
+        .with_context(|| format!("writing {}", args.out.display()))?;
+    println!(
+        "{}: {} identities, first column as served, then {} augmented copies",
+        args.out.display(),
+        rows.len(),
+        args.copies
+    );
+    Ok(())
+}
