@@ -23,7 +23,12 @@ fn splitmix64(x: u64) -> u64 {
 
 /// `n` values uniform in [-1, 1), seeded by `name`.
 pub fn uniform(name: &str, n: usize) -> Vec<f64> {
-    let seed = fnv1a64(name.as_bytes());
+    seeded_uniform(0, name, n)
+}
+
+/// `n` values uniform in [-1, 1) from the stream of (`seed`, `name`); seed 0 is [`uniform`].
+pub fn seeded_uniform(seed: u64, name: &str, n: usize) -> Vec<f64> {
+    let seed = fnv1a64(name.as_bytes()) ^ seed.wrapping_mul(0x9e37_79b9_7f4a_7c15);
     (0..n as u64)
         .map(|i| 2.0 * (splitmix64(seed.wrapping_add(i)) >> 40) as f64 / (1u64 << 24) as f64 - 1.0)
         .collect()

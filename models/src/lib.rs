@@ -5,11 +5,13 @@
 //! trains on CUDA and serves on a door controller's CPU.
 
 pub mod checkpoint;
+pub mod device;
 pub mod error;
 pub mod formula;
 pub mod pool;
 pub mod resnet;
 
 pub use checkpoint::{load_checkpoint, load_into_varmap, CheckpointReport};
+pub use device::device_from_name;
 pub use error::{ModelError, Result};
 pub use resnet::{Arch, ResNet};

@@ -334,6 +334,49 @@ impl ModuleT for ResNet {
     }
 }
 
+/// Re-initialises every variable of a ResNet var map as torchvision does (Kaiming-normal
+/// convolutions, fan-out; unit batch norm; `nn.Linear`'s uniform head), from `seed` alone.
+/// candle's CPU random generator cannot be seeded, so repeatable runs start here.
+pub fn initialize_seeded(varmap: &VarMap, seed: u64) -> Result<()> {
+    let vars = varmap.data().lock().unwrap_or_else(|p| p.into_inner());
+    for (name, var) in vars.iter() {
+        let dims = var.dims();
+        let n: usize = dims.iter().product();
+        let values: Vec<f32> = if name.ends_with("running_var")
+            || (dims.len() == 1 && name.ends_with("weight") && !name.starts_with("fc."))
+        {
+            vec![1.0; n]
+        } else if name.ends_with("running_mean") || (dims.len() == 1 && !name.starts_with("fc.")) {
+            vec![0.0; n]
+        } else if dims.len() == 4 {
+            // Normal draws by Box-Muller from pairs of the uniform stream.
+            let std = (2.0 / (dims[0] * dims[2] * dims[3]) as f64).sqrt();
+            let u = crate::formula::seeded_uniform(seed, name, 2 * n);
+            u.chunks_exact(2)
+                .map(|p| {
+                    let u1 = (p[0] + 1.0) / 2.0 + f64::EPSILON;
+                    let u2 = (p[1] + 1.0) / 2.0;
+                    (std * (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()) as f32
+                })
+                .collect()
+        } else {
+            // The head: weight (classes, in) and bias, uniform in +-1/sqrt(in).
+            let fan_in = vars
+                .get("fc.weight")
+                .and_then(|w| w.dims().get(1).copied())
+                .unwrap_or(1) as f64;
+            let bound = 1.0 / fan_in.sqrt();
+            crate::formula::seeded_uniform(seed, name, n)
+                .into_iter()
+                .map(|v| (v * bound) as f32)
+                .collect()
+        };
+        let t = Tensor::from_vec(values, dims, &candle_core::Device::Cpu)?;
+        var.set(&t.to_dtype(var.dtype())?.to_device(var.device())?)?;
+    }
+    Ok(())
+}
+
 /// The parameter names and shapes of an architecture with `num_classes` outputs, sorted by
 /// name, as torchvision's `state_dict()` has them (without `num_batches_tracked`).
 pub fn parameter_shapes(arch: Arch, num_classes: usize) -> Result<Vec<(String, Vec<usize>)>> {
@@ -347,4 +390,13 @@ pub fn parameter_shapes(arch: Arch, num_classes: usize) -> Result<Vec<(String, V
         .collect();
     shapes.sort();
     Ok(shapes)
+}
+
+/// The 1000 ImageNet class names in output order (from torchvision's model metadata), for
+/// checkpoints with an ImageNet head.
+pub fn imagenet_classes() -> Vec<String> {
+    include_str!("imagenet_classes.txt")
+        .lines()
+        .map(str::to_string)
+        .collect()
 }

@@ -4,5 +4,8 @@
 pub mod augment;
 pub mod dataset;
 pub mod loader;
+pub mod optim;
+pub mod plot;
 pub mod sheet;
 pub mod synth;
+pub mod train;

@@ -65,11 +65,13 @@ fn scan_rng(seed: u64, epoch: u64, index: usize) -> ChaCha8Rng {
 pub enum BatchMode<'a> {
     /// As served: no augmentation.
     Plain,
-    /// Augmented with the scan's own stream for `(seed, epoch)`.
+    /// Augmented with the scan's own stream for `(seed, epoch)`, except slots below
+    /// `plain_slots`, shown as is (the first copy of each training scan).
     Augmented {
         augmentation: &'a Augmentation,
         seed: u64,
         epoch: u64,
+        plain_slots: usize,
     },
 }
 
@@ -86,16 +88,17 @@ pub fn make_batch(
         .map(|&(index, slot)| {
             let mut out = Vec::with_capacity(pre.len());
             match mode {
-                BatchMode::Plain => pre.normalize_into(&cache.images[index], &mut out),
                 BatchMode::Augmented {
                     augmentation,
                     seed,
                     epoch,
-                } => {
+                    plain_slots,
+                } if slot >= plain_slots => {
                     let mut rng = scan_rng(seed, epoch, slot);
                     let img = augmentation.apply(&cache.images[index], &mut rng);
                     pre.normalize_into(&img, &mut out);
                 }
+                _ => pre.normalize_into(&cache.images[index], &mut out),
             }
             out
         })

@@ -4,8 +4,14 @@ use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use trainer::dataset::{Dataset, Layout, FVC_PATTERN};
 
+mod bench;
+mod eval;
+mod predict;
 mod sheet;
 mod synth;
+mod train;
+
+pub use sheet::ResizeArg;
 
 /// Fine-tunes ResNets to recognise fingers, and makes the data to do it with.
 #[derive(Parser, Debug)]
@@ -21,6 +27,14 @@ enum Command {
     Synth(synth::SynthArgs),
     /// Write a PNG contact sheet of scans as the network sees them, augmented.
     Sheet(sheet::SheetArgs),
+    /// Fine-tune a ResNet on a dataset (or resume an interrupted run).
+    Train(train::TrainArgs),
+    /// Top-1/top-5 accuracy of a run's model on its test split or on given scans.
+    Eval(eval::EvalArgs),
+    /// Identify scans: the top-k identities and probabilities of each, as JSON.
+    Predict(predict::PredictArgs),
+    /// Measure training and inference speed (images/s) of an architecture on a device.
+    Bench(bench::BenchArgs),
 }
 
 impl Cli {
@@ -28,6 +42,10 @@ impl Cli {
         match self.command {
             Command::Synth(args) => synth::run(args),
             Command::Sheet(args) => sheet::run(args),
+            Command::Train(args) => train::run(args),
+            Command::Bench(args) => bench::run(args),
+            Command::Eval(args) => eval::run(args),
+            Command::Predict(args) => predict::run(args),
         }
     }
 }
@@ -36,7 +54,7 @@ impl Cli {
 #[derive(Args, Debug, Clone)]
 pub struct DataArgs {
     /// A dataset root; repeat to combine several (identities become <root>/<id>).
-    #[arg(long = "data", required = true)]
+    #[arg(long = "data")]
     pub roots: Vec<PathBuf>,
     /// How files are labelled: a folder per identity, flat files named by --pattern, or
     /// auto (folders if the root has sub-folders, else flat).
@@ -50,6 +68,9 @@ pub struct DataArgs {
 
 impl DataArgs {
     pub fn load(&self) -> Result<Dataset> {
+        if self.roots.is_empty() {
+            anyhow::bail!("no dataset given: pass --data DIR (repeat it to combine several)");
+        }
         let layout = match self.layout.as_str() {
             "folders" => Layout::Folders,
             "flat" => Layout::Flat {

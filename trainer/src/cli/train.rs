@@ -1,0 +1,175 @@
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use fingerprint_common::{Preprocessing, ScanLimits};
+use fingerprint_models::{device_from_name, Arch};
+use trainer::augment::Augmentation;
+use trainer::dataset::{Split, SplitConfig};
+use trainer::train::{start_run, train, Outcome, Report, RunDir, Session, TrainConfig};
+
+use super::{DataArgs, ResizeArg};
+
+static STOP: AtomicBool = AtomicBool::new(false);
+
+#[derive(Args, Debug)]
+pub struct TrainArgs {
+    #[command(flatten)]
+    data: Option<DataArgs>,
+    /// Run folder to create (arguments, split, metrics, curves, checkpoints, report).
+    #[arg(long, required_unless_present = "resume", conflicts_with = "resume")]
+    out: Option<PathBuf>,
+    /// Resume the interrupted run in this folder, with its own settings.
+    #[arg(long)]
+    resume: Option<PathBuf>,
+    /// Network: resnet18, resnet34 or resnet50.
+    #[arg(long, default_value = "resnet50")]
+    arch: Arch,
+    /// Checkpoint to start from (.safetensors or .pth, torchvision or timm names).
+    #[arg(long)]
+    pretrained: Option<PathBuf>,
+    #[arg(long, default_value_t = 100)]
+    epochs: usize,
+    #[arg(long, default_value_t = 24)]
+    batch_size: usize,
+    /// Adam's learning rate.
+    #[arg(long, default_value_t = 1e-4)]
+    lr: f64,
+    /// Weight of the squared Frobenius norm of the last layer's weights in the loss.
+    #[arg(long, default_value_t = 1e-3)]
+    l2: f64,
+    /// Side of the square network input, in pixels.
+    #[arg(long, default_value_t = 224)]
+    size: u32,
+    /// How non-square scans are made square.
+    #[arg(long, value_enum, default_value = "stretch")]
+    resize: ResizeArg,
+    /// Train on the scans as they are, without flips, crops and distortions.
+    #[arg(long)]
+    no_augment: bool,
+    /// Times each training scan is shown per epoch: once as is, the rest augmented.
+    #[arg(long, default_value_t = 3)]
+    copies: usize,
+    /// Stop after this many epochs without a better validation accuracy (0: never).
+    #[arg(long, default_value_t = 20)]
+    patience: usize,
+    /// Keep the (pretrained) backbone fixed and train the last layer only, on features
+    /// computed once: fast even on a CPU.
+    #[arg(long)]
+    freeze_backbone: bool,
+    /// Seed of the split, the initialisation, the shuffling and the augmentation.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Test scans held out per identity.
+    #[arg(long, default_value_t = 4)]
+    test_per_identity: usize,
+    /// Validation scans held out per identity, to choose the best epoch.
+    #[arg(long, default_value_t = 1)]
+    val_per_identity: usize,
+    /// Leave out identities with too few scans for the split, instead of failing.
+    #[arg(long)]
+    skip_small: bool,
+    /// cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+}
+
+pub fn run(args: TrainArgs) -> Result<()> {
+    let device = device_from_name(&args.device)?;
+    // First Ctrl-C: finish the batch, save, exit. Second: exit at once.
+    ctrlc::set_handler(|| {
+        if STOP.swap(true, Ordering::SeqCst) {
+            std::process::exit(130);
+        }
+        eprintln!("\nstopping after this batch and saving; Ctrl-C again to quit at once");
+    })
+    .context("installing the Ctrl-C handler")?;
+    let session = Session {
+        device,
+        limits: ScanLimits::default(),
+        stop: &STOP,
+        verbose: true,
+        on_epoch: None,
+    };
+
+    let (dir, outcome) = if let Some(dir) = args.resume {
+        let outcome = train(&RunDir(dir.clone()), &session)?;
+        (dir, outcome)
+    } else {
+        let Some(data) = &args.data else {
+            bail!("--data is required for a new run");
+        };
+        let dir = args
+            .out
+            .clone()
+            .context("--out is required for a new run")?;
+        let dataset = data.load()?;
+        let split = Split::new(
+            &dataset,
+            SplitConfig {
+                test_per_identity: args.test_per_identity,
+                val_per_identity: args.val_per_identity,
+                seed: args.seed,
+                skip_small: args.skip_small,
+            },
+        )?;
+        for name in &split.skipped {
+            eprintln!("warning: identity {name} has too few scans and is left out");
+        }
+        println!(
+            "{} identities: {} train, {} validation, {} test scans",
+            split.identities.len(),
+            split.train.len(),
+            split.val.len(),
+            split.test.len()
+        );
+        let config = TrainConfig {
+            arch: args.arch,
+            pretrained: args.pretrained,
+            epochs: args.epochs,
+            batch_size: args.batch_size,
+            lr: args.lr,
+            l2: args.l2,
+            preprocessing: Preprocessing {
+                resize: args.resize.into(),
+                ..Preprocessing::imagenet(args.size)
+            },
+            augmentation: (!args.no_augment).then(Augmentation::default),
+            copies: args.copies,
+            patience: (args.patience > 0).then_some(args.patience),
+            freeze_backbone: args.freeze_backbone,
+            seed: args.seed,
+        };
+        let outcome = start_run(&dir, config, split, &session)?;
+        (dir, outcome)
+    };
+    match outcome {
+        Outcome::Finished(report) => print_report(&report, &dir),
+        Outcome::Interrupted { epochs_done } => {
+            println!(
+                "interrupted after {epochs_done} complete epochs; saved. Resume with: trainer train --resume {}",
+                dir.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+pub fn print_report(report: &Report, dir: &std::path::Path) {
+    println!(
+        "test: top-1 {:.2}% top-5 {:.2}% on {} scans of {} identities ({} misidentified); best epoch {} (validation {:.2}%); {:.0} s",
+        100.0 * report.test.top1,
+        100.0 * report.test.top5,
+        report.test.scans,
+        report.identities,
+        report.test.misidentified.len(),
+        report.best_epoch.map_or("-".into(), |e| e.to_string()),
+        100.0 * report.val_accuracy,
+        report.train_seconds
+    );
+    println!(
+        "run folder: {} (report.json, curves.png, best.safetensors)",
+        dir.display()
+    );
+}
