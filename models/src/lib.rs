@@ -7,6 +7,7 @@
 pub mod checkpoint;
 pub mod device;
 pub mod error;
+pub mod export;
 pub mod formula;
 pub mod pool;
 pub mod resnet;

@@ -79,6 +79,118 @@ impl FromStr for Arch {
     }
 }
 
+/// One convolution of the network, named as torchvision names it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConvSpec {
+    /// Prefix of the convolution's parameters (`layer1.0.conv2`, `layer2.0.downsample.0`).
+    pub name: String,
+    /// Prefix of the batch norm that follows it (`layer1.0.bn2`, `layer2.0.downsample.1`).
+    pub bn: String,
+    pub in_channels: usize,
+    pub out_channels: usize,
+    pub kernel: usize,
+    pub stride: usize,
+}
+
+impl ConvSpec {
+    fn new(name: String, bn: String, io: (usize, usize), kernel: usize, stride: usize) -> Self {
+        Self {
+            name,
+            bn,
+            in_channels: io.0,
+            out_channels: io.1,
+            kernel,
+            stride,
+        }
+    }
+
+    /// torchvision pads every convolution by half its kernel.
+    pub fn padding(&self) -> usize {
+        self.kernel / 2
+    }
+}
+
+/// A residual block: its path (ReLU between convolutions) and its projection shortcut.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BlockSpec {
+    pub path: Vec<ConvSpec>,
+    pub downsample: Option<ConvSpec>,
+}
+
+/// The whole convolutional layout of an architecture, shared by the trainable network and the
+/// exported (batch-norm folded) one so the two cannot disagree.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NetworkLayout {
+    pub stem: ConvSpec,
+    pub stages: Vec<Vec<BlockSpec>>,
+}
+
+impl Arch {
+    pub fn layout(self) -> NetworkLayout {
+        let stem = ConvSpec::new("conv1".into(), "bn1".into(), (3, 64), 7, 2);
+        let mut in_c = 64;
+        let mut stages = Vec::with_capacity(4);
+        for (stage, &blocks) in self.stage_blocks().iter().enumerate() {
+            let width = 64 << stage;
+            let out_c = width * self.expansion();
+            let mut stage_blocks = Vec::with_capacity(blocks);
+            for b in 0..blocks {
+                let stride = if b == 0 && stage > 0 { 2 } else { 1 };
+                let prefix = format!("layer{}.{b}", stage + 1);
+                // (in, out, kernel, stride) of each convolution on the residual path.
+                let convs = if self.bottleneck() {
+                    vec![
+                        (in_c, width, 1, 1),
+                        (width, width, 3, stride),
+                        (width, out_c, 1, 1),
+                    ]
+                } else {
+                    vec![(in_c, width, 3, stride), (width, out_c, 3, 1)]
+                };
+                let path = convs
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, (ci, co, k, st))| {
+                        let n = i + 1;
+                        ConvSpec::new(
+                            format!("{prefix}.conv{n}"),
+                            format!("{prefix}.bn{n}"),
+                            (ci, co),
+                            k,
+                            st,
+                        )
+                    })
+                    .collect();
+                let downsample = (stride != 1 || in_c != out_c).then(|| {
+                    ConvSpec::new(
+                        format!("{prefix}.downsample.0"),
+                        format!("{prefix}.downsample.1"),
+                        (in_c, out_c),
+                        1,
+                        stride,
+                    )
+                });
+                stage_blocks.push(BlockSpec { path, downsample });
+                in_c = out_c;
+            }
+            stages.push(stage_blocks);
+        }
+        NetworkLayout { stem, stages }
+    }
+}
+
+impl NetworkLayout {
+    /// Every convolution, in forward order.
+    pub fn convs(&self) -> Vec<&ConvSpec> {
+        let mut all = vec![&self.stem];
+        for block in self.stages.iter().flatten() {
+            all.extend(block.path.iter());
+            all.extend(block.downsample.iter());
+        }
+        all
+    }
+}
+
 /// Whether a parameter name is a batch-norm running statistic: state that is saved and loaded
 /// but not trained by the optimiser.
 pub fn is_buffer(name: &str) -> bool {
@@ -108,19 +220,12 @@ struct ConvBn {
 }
 
 impl ConvBn {
-    /// `conv_vb` and `bn_vb` are separate because torchvision names them apart
-    /// (`conv1`/`bn1`, or `downsample.0`/`downsample.1`).
-    fn new(
-        in_c: usize,
-        out_c: usize,
-        kernel: usize,
-        stride: usize,
-        conv_vb: VarBuilder,
-        bn_vb: VarBuilder,
-    ) -> Result<Self> {
+    /// Parameters come from `vb` under the spec's two torchvision prefixes.
+    fn new(spec: &ConvSpec, vb: &VarBuilder) -> Result<Self> {
+        let (in_c, out_c, kernel) = (spec.in_channels, spec.out_channels, spec.kernel);
         // torchvision: kaiming_normal_(mode="fan_out", nonlinearity="relu").
         let fan_out = (out_c * kernel * kernel) as f64;
-        let weight = conv_vb.get_with_hints(
+        let weight = vb.pp(&spec.name).get_with_hints(
             (out_c, in_c, kernel, kernel),
             "weight",
             Init::Randn {
@@ -129,8 +234,8 @@ impl ConvBn {
             },
         )?;
         let cfg = Conv2dConfig {
-            padding: kernel / 2,
-            stride,
+            padding: spec.padding(),
+            stride: spec.stride,
             ..Default::default()
         };
         let bn_cfg = BatchNormConfig {
@@ -141,17 +246,12 @@ impl ConvBn {
         };
         Ok(Self {
             conv: Conv2d::new(weight, None, cfg),
-            bn: candle_nn::batch_norm(out_c, bn_cfg, bn_vb)?,
+            bn: candle_nn::batch_norm(out_c, bn_cfg, vb.pp(&spec.bn))?,
         })
     }
 
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         self.bn.forward_t(&x.apply(&self.conv)?, train)
-    }
-
-    /// The convolution and its batch norm, for export (batch-norm folding).
-    fn parts(&self) -> (&Conv2d, &BatchNorm) {
-        (&self.conv, &self.bn)
     }
 }
 
@@ -165,40 +265,19 @@ struct Block {
 }
 
 impl Block {
-    fn new(arch: Arch, in_c: usize, width: usize, stride: usize, vb: VarBuilder) -> Result<Self> {
-        let out_c = width * arch.expansion();
-        // (in, out, kernel, stride) of each convolution on the residual path.
-        let convs: Vec<(usize, usize, usize, usize)> = if arch.bottleneck() {
-            vec![
-                (in_c, width, 1, 1),
-                (width, width, 3, stride),
-                (width, out_c, 1, 1),
-            ]
-        } else {
-            vec![(in_c, width, 3, stride), (width, out_c, 3, 1)]
-        };
-        let path = convs
-            .into_iter()
-            .enumerate()
-            .map(|(i, (ci, co, k, s))| {
-                let n = i + 1;
-                ConvBn::new(
-                    ci,
-                    co,
-                    k,
-                    s,
-                    vb.pp(format!("conv{n}")),
-                    vb.pp(format!("bn{n}")),
-                )
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let downsample = if stride != 1 || in_c != out_c {
-            let ds = vb.pp("downsample");
-            Some(ConvBn::new(in_c, out_c, 1, stride, ds.pp("0"), ds.pp("1"))?)
-        } else {
-            None
-        };
-        Ok(Self { path, downsample })
+    fn new(spec: &BlockSpec, vb: &VarBuilder) -> Result<Self> {
+        Ok(Self {
+            path: spec
+                .path
+                .iter()
+                .map(|c| ConvBn::new(c, vb))
+                .collect::<Result<_>>()?,
+            downsample: spec
+                .downsample
+                .as_ref()
+                .map(|c| ConvBn::new(c, vb))
+                .transpose()?,
+        })
     }
 
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
@@ -236,20 +315,13 @@ impl ResNet {
         if num_classes == 0 {
             candle_core::bail!("a classifier needs at least one class");
         }
-        let stem = ConvBn::new(3, 64, 7, 2, vb.pp("conv1"), vb.pp("bn1"))?;
-        let mut in_c = 64;
-        let mut stages = Vec::with_capacity(4);
-        for (stage, &blocks) in arch.stage_blocks().iter().enumerate() {
-            let width = 64 << stage;
-            let stage_vb = vb.pp(format!("layer{}", stage + 1));
-            let mut stage_blocks = Vec::with_capacity(blocks);
-            for b in 0..blocks {
-                let stride = if b == 0 && stage > 0 { 2 } else { 1 };
-                stage_blocks.push(Block::new(arch, in_c, width, stride, stage_vb.pp(b))?);
-                in_c = width * arch.expansion();
-            }
-            stages.push(stage_blocks);
-        }
+        let layout = arch.layout();
+        let stem = ConvBn::new(&layout.stem, &vb)?;
+        let stages = layout
+            .stages
+            .iter()
+            .map(|stage| stage.iter().map(|b| Block::new(b, &vb)).collect())
+            .collect::<Result<Vec<Vec<Block>>>>()?;
         let fc = Self::new_head(arch, num_classes, vb.pp("fc"))?;
         Ok(Self {
             arch,
@@ -305,26 +377,22 @@ impl ResNet {
         Ok((logits, features))
     }
 
-    /// Every convolution with its batch norm, named by the convolution's torchvision prefix
-    /// (`conv1`, `layer1.0.conv2`, `layer2.0.downsample.0`, ...), in forward order.
-    pub fn conv_bn_pairs(&self) -> Vec<(String, &Conv2d, &BatchNorm)> {
-        let mut pairs = Vec::new();
-        let (conv, bn) = self.stem.parts();
-        pairs.push(("conv1".to_string(), conv, bn));
-        for (s, stage) in self.stages.iter().enumerate() {
-            for (b, block) in stage.iter().enumerate() {
-                let prefix = format!("layer{}.{b}", s + 1);
-                for (i, unit) in block.path.iter().enumerate() {
-                    let (conv, bn) = unit.parts();
-                    pairs.push((format!("{prefix}.conv{}", i + 1), conv, bn));
-                }
-                if let Some(ds) = &block.downsample {
-                    let (conv, bn) = ds.parts();
-                    pairs.push((format!("{prefix}.downsample.0"), conv, bn));
-                }
-            }
-        }
-        pairs
+    /// Every convolution with its batch norm and its spec, in forward order.
+    pub fn conv_bn_pairs(&self) -> Vec<(ConvSpec, &Conv2d, &BatchNorm)> {
+        let units = std::iter::once(&self.stem).chain(
+            self.stages
+                .iter()
+                .flatten()
+                .flat_map(|b| b.path.iter().chain(b.downsample.iter())),
+        );
+        let layout = self.arch.layout();
+        layout
+            .convs()
+            .into_iter()
+            .cloned()
+            .zip(units)
+            .map(|(spec, unit)| (spec, &unit.conv, &unit.bn))
+            .collect()
     }
 }
 

@@ -3,6 +3,7 @@
 
 pub mod augment;
 pub mod dataset;
+pub mod export;
 pub mod loader;
 pub mod optim;
 pub mod plot;

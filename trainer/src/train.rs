@@ -24,6 +24,7 @@ use candle_core::{DType, Device, Tensor, D};
 use candle_nn::{loss::cross_entropy, Module, ModuleT, VarBuilder, VarMap};
 use fingerprint_common::{Preprocessing, ScanLimits};
 use fingerprint_models::checkpoint::save_varmap;
+use fingerprint_models::export::FoldedResNet;
 use fingerprint_models::resnet::{initialize_seeded, trainable_vars};
 use fingerprint_models::{load_checkpoint, Arch, ResNet};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -252,9 +253,31 @@ fn bar(len: u64, what: &str) -> ProgressBar {
     pb
 }
 
+/// A network to evaluate: a trained one (eval mode) or an exported file's.
+pub enum Classifier<'a> {
+    Trained(&'a ResNet),
+    Exported(&'a FoldedResNet),
+}
+
+impl Classifier<'_> {
+    pub fn logits(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        match self {
+            Classifier::Trained(m) => m.forward_t(x, false),
+            Classifier::Exported(m) => m.forward(x),
+        }
+    }
+
+    pub fn num_classes(&self) -> usize {
+        match self {
+            Classifier::Trained(m) => m.num_classes(),
+            Classifier::Exported(m) => m.num_classes(),
+        }
+    }
+}
+
 /// Class probabilities (softmax, eval mode) for every scan of a cache.
 pub fn predict_probabilities(
-    model: &ResNet,
+    model: &Classifier,
     cache: &ImageCache,
     pre: &Preprocessing,
     device: &Device,
@@ -266,7 +289,7 @@ pub fn predict_probabilities(
         let (x, _) = make_batch(cache, chunk, pre, BatchMode::Plain);
         let s = pre.size as usize;
         let x = Tensor::from_vec(x, (chunk.len(), 3, s, s), device)?;
-        let logits = model.forward_t(&x, false)?;
+        let logits = model.logits(&x)?;
         outputs.push(candle_nn::ops::softmax(&logits, D::Minus1)?.to_device(&Device::Cpu)?);
     }
     if outputs.is_empty() {
@@ -507,8 +530,13 @@ pub fn train(run: &RunDir, session: &Session) -> Result<Outcome> {
         let val = match &frozen {
             Some(f) => f.evaluate_val(&model, &val_cache, &split.identities)?,
             None => {
-                let probs =
-                    predict_probabilities(&model, &val_cache, pre, device, config.batch_size)?;
+                let probs = predict_probabilities(
+                    &Classifier::Trained(&model),
+                    &val_cache,
+                    pre,
+                    device,
+                    config.batch_size,
+                )?;
                 evaluate_probabilities(&probs, &val_cache, &split.identities)?
             }
         };
@@ -565,7 +593,13 @@ pub fn train(run: &RunDir, session: &Session) -> Result<Outcome> {
 
     // The final report: the best model on the untouched test split.
     let (_, best) = load_run_model(run, device, "best.safetensors")?;
-    let probs = predict_probabilities(&best, &test_cache, pre, device, config.batch_size)?;
+    let probs = predict_probabilities(
+        &Classifier::Trained(&best),
+        &test_cache,
+        pre,
+        device,
+        config.batch_size,
+    )?;
     let test = evaluate_probabilities(&probs, &test_cache, &split.identities)?;
     let report = Report {
         arch: config.arch,

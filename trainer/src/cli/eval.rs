@@ -4,17 +4,23 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use fingerprint_common::ScanLimits;
 use fingerprint_models::device_from_name;
+use fingerprint_models::export::ExportedModel;
 use trainer::dataset::Sample;
 use trainer::loader::ImageCache;
-use trainer::train::{evaluate_probabilities, load_run_model, predict_probabilities, RunDir};
+use trainer::train::{
+    evaluate_probabilities, load_run_model, predict_probabilities, Classifier, RunDir,
+};
 
 use super::DataArgs;
 
 #[derive(Args, Debug)]
 pub struct EvalArgs {
-    /// Run folder whose best model is evaluated.
+    /// Run folder: its best model, and its test split unless --data is given.
+    #[arg(long, required_unless_present = "model")]
+    run: Option<PathBuf>,
+    /// An exported model file to evaluate instead of the run's checkpoint.
     #[arg(long)]
-    run: PathBuf,
+    model: Option<PathBuf>,
     /// Which checkpoint of the run: best or last.
     #[arg(long, default_value = "best", value_parser = ["best", "last"])]
     checkpoint: String,
@@ -33,16 +39,43 @@ pub struct EvalArgs {
 
 pub fn run(args: EvalArgs) -> Result<()> {
     let device = device_from_name(&args.device)?;
-    let run = RunDir(args.run.clone());
-    let (info, model) = load_run_model(&run, &device, &format!("{}.safetensors", args.checkpoint))?;
-    let (samples, source) = match &args.data {
-        Some(data) => {
+    let run = args.run.clone().map(RunDir);
+    let exported = args
+        .model
+        .as_ref()
+        .map(|m| ExportedModel::open(m, &device))
+        .transpose()?;
+    let trained = match (&exported, &run) {
+        (None, Some(run)) => Some(load_run_model(
+            run,
+            &device,
+            &format!("{}.safetensors", args.checkpoint),
+        )?),
+        _ => None,
+    };
+    let (classifier, identities, pre, arch) = match (&exported, &trained) {
+        (Some(e), _) => (
+            Classifier::Exported(&e.network),
+            e.manifest.labels.clone(),
+            e.manifest.preprocessing.clone(),
+            format!("{} ({})", e.manifest.arch, e.manifest.quantization),
+        ),
+        (None, Some((info, model))) => (
+            Classifier::Trained(model),
+            info.identities.clone(),
+            info.config.preprocessing.clone(),
+            info.config.arch.to_string(),
+        ),
+        _ => bail!("give --run RUN or --model FILE"),
+    };
+    let (samples, source) = match (&args.data, &run) {
+        (Some(data), _) => {
             let dataset = data.load()?;
             let mut samples = Vec::new();
             let mut unknown = Vec::new();
             for sample in &dataset.samples {
                 let name = &dataset.identities[sample.identity];
-                match info.identities.iter().position(|i| i == name) {
+                match identities.iter().position(|i| i == name) {
                     Some(identity) => samples.push(Sample {
                         path: sample.path.clone(),
                         identity,
@@ -60,24 +93,24 @@ pub fn run(args: EvalArgs) -> Result<()> {
             }
             (samples, "the given scans".to_string())
         }
-        None => (
+        (None, Some(run)) => (
             run.split()?.test,
-            format!("the test split of {}", args.run.display()),
+            format!("the test split of {}", run.0.display()),
         ),
+        (None, None) => {
+            bail!("an exported model needs --data DIR, or --run RUN for its test split")
+        }
     };
-    let pre = &info.config.preprocessing;
     let cache =
-        ImageCache::load(&samples, pre, &ScanLimits::default(), || {}).context("reading scans")?;
-    let probs = predict_probabilities(&model, &cache, pre, &device, args.batch_size)?;
-    let evaluation = evaluate_probabilities(&probs, &cache, &info.identities)?;
+        ImageCache::load(&samples, &pre, &ScanLimits::default(), || {}).context("reading scans")?;
+    let probs = predict_probabilities(&classifier, &cache, &pre, &device, args.batch_size)?;
+    let evaluation = evaluate_probabilities(&probs, &cache, &identities)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&evaluation)?);
         return Ok(());
     }
     println!(
-        "{} on {}: top-1 {:.2}%, top-5 {:.2}% over {} scans",
-        info.config.arch,
-        source,
+        "{arch} on {source}: top-1 {:.2}%, top-5 {:.2}% over {} scans",
         100.0 * evaluation.top1,
         100.0 * evaluation.top5,
         evaluation.scans

@@ -6,6 +6,7 @@ use trainer::dataset::{Dataset, Layout, FVC_PATTERN};
 
 mod bench;
 mod eval;
+mod export;
 mod predict;
 mod sheet;
 mod synth;
@@ -29,6 +30,8 @@ enum Command {
     Sheet(sheet::SheetArgs),
     /// Fine-tune a ResNet on a dataset (or resume an interrupted run).
     Train(train::TrainArgs),
+    /// Export a run's best model (batch norm folded; int8, f16 or f32) for the daemon.
+    Export(export::ExportArgs),
     /// Top-1/top-5 accuracy of a run's model on its test split or on given scans.
     Eval(eval::EvalArgs),
     /// Identify scans: the top-k identities and probabilities of each, as JSON.
@@ -45,6 +48,7 @@ impl Cli {
             Command::Train(args) => train::run(args),
             Command::Bench(args) => bench::run(args),
             Command::Eval(args) => eval::run(args),
+            Command::Export(args) => export::run(args),
             Command::Predict(args) => predict::run(args),
         }
     }

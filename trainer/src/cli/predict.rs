@@ -2,13 +2,13 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use candle_core::{Tensor, D};
-use candle_nn::ModuleT;
 use clap::Args;
 use fingerprint_common::{read_scan, Preprocessing, ScanLimits};
+use fingerprint_models::export::ExportedModel;
 use fingerprint_models::resnet::imagenet_classes;
 use fingerprint_models::{device_from_name, Arch};
 use serde::Serialize;
-use trainer::train::{build_model, load_run_model, RunDir};
+use trainer::train::{build_model, load_run_model, Classifier, RunDir};
 
 #[derive(Args, Debug)]
 pub struct PredictArgs {
@@ -16,8 +16,11 @@ pub struct PredictArgs {
     #[arg(required = true)]
     scans: Vec<PathBuf>,
     /// A run folder (its best model, labels and preprocessing).
-    #[arg(long, conflicts_with = "checkpoint")]
+    #[arg(long, conflicts_with_all = ["checkpoint", "model"])]
     run: Option<PathBuf>,
+    /// An exported model file (labels and preprocessing from its manifest).
+    #[arg(long, conflicts_with = "checkpoint")]
+    model: Option<PathBuf>,
     /// A raw checkpoint (.safetensors or .pth) instead of a run; needs --arch. Its classes
     /// are numbered, or ImageNet's names if it has 1000.
     #[arg(long, requires = "arch")]
@@ -48,26 +51,47 @@ struct Prediction {
 
 pub fn run(args: PredictArgs) -> Result<()> {
     let device = device_from_name(&args.device)?;
-    let (model, labels, pre) = match (&args.run, &args.checkpoint, args.arch) {
-        (Some(run), _, _) => {
+    let exported = args
+        .model
+        .as_ref()
+        .map(|m| ExportedModel::open(m, &device))
+        .transpose()?;
+    let trained;
+    let (classifier, labels, pre) = match (&exported, &args.run, &args.checkpoint, args.arch) {
+        (Some(e), _, _, _) => (
+            Classifier::Exported(&e.network),
+            e.manifest.labels.clone(),
+            e.manifest.preprocessing.clone(),
+        ),
+        (None, Some(run), _, _) => {
             let (info, model) = load_run_model(&RunDir(run.clone()), &device, "best.safetensors")?;
-            (model, info.identities, info.config.preprocessing)
+            trained = model;
+            (
+                Classifier::Trained(&trained),
+                info.identities,
+                info.config.preprocessing,
+            )
         }
-        (None, Some(path), Some(arch)) => {
+        (None, None, Some(path), Some(arch)) => {
             let tensors = fingerprint_models::checkpoint::read_checkpoint(path)?;
             let classes = tensors
                 .get("fc.weight")
                 .map(|w| w.dims()[0])
                 .context("the checkpoint has no fc.weight: no classifier to predict with")?;
             let (_, model) = build_model(arch, classes, &device, 0, Some(path))?;
+            trained = model;
             let labels = if classes == 1000 {
                 imagenet_classes()
             } else {
                 (0..classes).map(|c| c.to_string()).collect()
             };
-            (model, labels, Preprocessing::imagenet(args.size))
+            (
+                Classifier::Trained(&trained),
+                labels,
+                Preprocessing::imagenet(args.size),
+            )
         }
-        _ => bail!("give --run RUN, or --checkpoint FILE with --arch"),
+        _ => bail!("give --run RUN, --model FILE, or --checkpoint FILE with --arch"),
     };
     let limits = ScanLimits::default();
     let mut predictions = Vec::new();
@@ -75,7 +99,7 @@ pub fn run(args: PredictArgs) -> Result<()> {
         let input = pre.apply(&read_scan(scan, &limits)?);
         let s = pre.size as usize;
         let x = Tensor::from_vec(input, (1, 3, s, s), &device)?;
-        let probs = candle_nn::ops::softmax(&model.forward_t(&x, false)?, D::Minus1)?
+        let probs = candle_nn::ops::softmax(&classifier.logits(&x)?, D::Minus1)?
             .squeeze(0)?
             .to_vec1::<f32>()?;
         let mut order: Vec<usize> = (0..probs.len()).collect();

@@ -4,9 +4,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use fingerprint_common::{Preprocessing, ScanLimits};
+use fingerprint_models::export::Quantization;
 use fingerprint_models::{device_from_name, Arch};
 use trainer::augment::Augmentation;
 use trainer::dataset::{Split, SplitConfig};
+use trainer::export::{export_run, print_summary};
 use trainer::train::{start_run, train, Outcome, Report, RunDir, Session, TrainConfig};
 
 use super::{DataArgs, ResizeArg};
@@ -73,6 +75,10 @@ pub struct TrainArgs {
     /// cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
     device: String,
+    /// When training ends, export the best model in this format (int8, f16 or f32) to
+    /// <run>/model-<format>.safetensors.
+    #[arg(long = "export")]
+    export: Option<Quantization>,
 }
 
 pub fn run(args: TrainArgs) -> Result<()> {
@@ -145,7 +151,14 @@ pub fn run(args: TrainArgs) -> Result<()> {
         (dir, outcome)
     };
     match outcome {
-        Outcome::Finished(report) => print_report(&report, &dir),
+        Outcome::Finished(report) => {
+            print_report(&report, &dir);
+            if let Some(q) = args.export {
+                let run = RunDir(dir.clone());
+                let out = run.file(&format!("model-{q}.safetensors"));
+                print_summary(&export_run(&run, q, &out, &session.device)?);
+            }
+        }
         Outcome::Interrupted { epochs_done } => {
             println!(
                 "interrupted after {epochs_done} complete epochs; saved. Resume with: trainer train --resume {}",

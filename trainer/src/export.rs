@@ -1,0 +1,161 @@
+//! `trainer export`: a run's best model as an exported file (see `docs/model-format.md`), with
+//! the accuracy of every format measured on the run's test split.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use candle_core::{Device, Tensor};
+use fingerprint_common::ScanLimits;
+use fingerprint_models::export::{
+    fold_batch_norm, write_exported, ExportAccuracy, ExportedModel, FoldedResNet, Manifest,
+    Quantization,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::loader::{make_batch, BatchMode, ImageCache};
+use crate::train::{load_run_model, write_json, RunDir};
+
+/// One format's figures.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct FormatFigures {
+    pub quantization: Quantization,
+    pub top1: f64,
+    pub agreement_with_f32: f64,
+    pub file_bytes: u64,
+}
+
+/// What `trainer export` measured (also written as `export.json` in the run folder).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ExportSummary {
+    pub out: PathBuf,
+    pub test_scans: usize,
+    pub formats: Vec<FormatFigures>,
+}
+
+/// Top-1 class of every scan of `cache` under an exported network.
+pub fn top1_predictions(
+    network: &FoldedResNet,
+    cache: &ImageCache,
+    pre: &fingerprint_common::Preprocessing,
+    device: &Device,
+) -> Result<Vec<u32>> {
+    let mut out = Vec::with_capacity(cache.len());
+    let indices: Vec<(usize, usize)> = (0..cache.len()).map(|i| (i, i)).collect();
+    let s = pre.size as usize;
+    for chunk in indices.chunks(16) {
+        let (x, _) = make_batch(cache, chunk, pre, BatchMode::Plain);
+        let x = Tensor::from_vec(x, (chunk.len(), 3, s, s), device)?;
+        out.extend(network.forward(&x)?.argmax(1)?.to_vec1::<u32>()?);
+    }
+    Ok(out)
+}
+
+/// Exports the run's best model as `quantization` to `out`, measuring f32, f16 and int8 on
+/// the test split first (each through the real file reader) so the file records its accuracy.
+pub fn export_run(
+    run: &RunDir,
+    quantization: Quantization,
+    out: &Path,
+    device: &Device,
+) -> Result<ExportSummary> {
+    let (info, model) = load_run_model(run, device, "best.safetensors")?;
+    let weights = fold_batch_norm(&model)?;
+    let split = run.split()?;
+    let pre = &info.config.preprocessing;
+    let cache = ImageCache::load(&split.test, pre, &ScanLimits::default(), || {})
+        .context("reading the test split")?;
+    let manifest = Manifest {
+        format: String::new(),
+        version: 0,
+        arch: info.config.arch,
+        num_classes: info.identities.len(),
+        labels: info.identities.clone(),
+        preprocessing: pre.clone(),
+        quantization,
+        accuracy: None,
+        threshold: None,
+        data_digest: String::new(),
+        created_by: format!("trainer {}", env!("CARGO_PKG_VERSION")),
+    };
+    let scratch = tempfile::tempdir().context("creating a temporary folder")?;
+    let mut figures = Vec::new();
+    let mut f32_predictions = Vec::new();
+    for q in [Quantization::F32, Quantization::F16, Quantization::Int8] {
+        let path = scratch.path().join(format!("{q}.safetensors"));
+        write_exported(
+            &path,
+            &weights,
+            Manifest {
+                quantization: q,
+                ..manifest.clone()
+            },
+        )?;
+        let exported = ExportedModel::open(&path, device)?;
+        let predictions = top1_predictions(&exported.network, &cache, pre, device)?;
+        if q == Quantization::F32 {
+            f32_predictions = predictions.clone();
+        }
+        let n = cache.len().max(1) as f64;
+        let correct = predictions
+            .iter()
+            .zip(&cache.labels)
+            .filter(|(p, l)| p == l)
+            .count();
+        let agree = predictions
+            .iter()
+            .zip(&f32_predictions)
+            .filter(|(p, f)| p == f)
+            .count();
+        figures.push(FormatFigures {
+            quantization: q,
+            top1: correct as f64 / n,
+            agreement_with_f32: agree as f64 / n,
+            file_bytes: exported.file_size,
+        });
+    }
+    let chosen = figures
+        .iter()
+        .find(|f| f.quantization == quantization)
+        .context("format not measured")?;
+    let accuracy = ExportAccuracy {
+        test_scans: cache.len(),
+        top1: chosen.top1,
+        top1_f32: figures[0].top1,
+        agreement_with_f32: chosen.agreement_with_f32,
+    };
+    write_exported(
+        out,
+        &weights,
+        Manifest {
+            accuracy: Some(accuracy),
+            ..manifest
+        },
+    )?;
+    // The file as the daemon will read it.
+    ExportedModel::open(out, device).with_context(|| format!("re-reading {}", out.display()))?;
+    let summary = ExportSummary {
+        out: out.to_path_buf(),
+        test_scans: cache.len(),
+        formats: figures,
+    };
+    write_json(&run.file("export.json"), &summary)?;
+    Ok(summary)
+}
+
+/// The summary as a table for the terminal.
+pub fn print_summary(summary: &ExportSummary) {
+    println!(
+        "format  top-1 (test, {} scans)  agrees with f32  file size",
+        summary.test_scans
+    );
+    for f in &summary.formats {
+        println!(
+            "{:<7} {:>22.2}% {:>15.2}% {:>8.1} MB",
+            f.quantization.to_string(),
+            100.0 * f.top1,
+            100.0 * f.agreement_with_f32,
+            f.file_bytes as f64 / 1e6
+        );
+    }
+    println!("wrote {}", summary.out.display());
+}
