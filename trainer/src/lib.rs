@@ -7,6 +7,7 @@ pub mod export;
 pub mod loader;
 pub mod optim;
 pub mod plot;
+pub mod saliency;
 pub mod sheet;
 pub mod synth;
 pub mod train;

@@ -8,6 +8,7 @@ mod bench;
 mod eval;
 mod export;
 mod predict;
+mod saliency;
 mod sheet;
 mod synth;
 mod train;
@@ -36,6 +37,8 @@ enum Command {
     Eval(eval::EvalArgs),
     /// Identify scans: the top-k identities and probabilities of each, as JSON.
     Predict(predict::PredictArgs),
+    /// Occlusion saliency maps: which parts of a scan the decision rests on.
+    Saliency(saliency::SaliencyArgs),
     /// Measure training and inference speed (images/s) of an architecture on a device.
     Bench(bench::BenchArgs),
 }
@@ -50,6 +53,7 @@ impl Cli {
             Command::Eval(args) => eval::run(args),
             Command::Export(args) => export::run(args),
             Command::Predict(args) => predict::run(args),
+            Command::Saliency(args) => saliency::run(args),
         }
     }
 }
