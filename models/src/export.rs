@@ -109,8 +109,10 @@ pub enum ExportError {
     },
     #[error("{path}: not a valid safetensors file (truncated or corrupted?): {reason}")]
     Malformed { path: PathBuf, reason: String },
-    #[error("{path}: no model manifest: a plain checkpoint, not an exported model (make one with `trainer export`)")]
+    #[error("{path}: no model manifest: a safetensors file, but not an exported model")]
     NoManifest { path: PathBuf },
+    #[error("{path}: a training checkpoint (batch norm not folded, no manifest), not an exported model: make one with `trainer export`")]
+    TrainingCheckpoint { path: PathBuf },
     #[error("{path}: unreadable manifest: {reason}")]
     BadManifest { path: PathBuf, reason: String },
     #[error("{path}: model format {found} version {version} is not supported (this build reads {FORMAT_NAME} version {FORMAT_VERSION})")]
@@ -405,13 +407,25 @@ impl ExportedModel {
             reason: e.to_string(),
         };
         let (_, metadata) = SafeTensors::read_metadata(&mmap).map_err(malformed)?;
-        let json = metadata
+        let Some(json) = metadata
             .metadata()
             .as_ref()
             .and_then(|m| m.get(MANIFEST_KEY))
-            .ok_or_else(|| ExportError::NoManifest {
-                path: path.to_path_buf(),
-            })?;
+        else {
+            let training = metadata
+                .tensors()
+                .keys()
+                .any(|n| n.ends_with("running_mean"));
+            return Err(if training {
+                ExportError::TrainingCheckpoint {
+                    path: path.to_path_buf(),
+                }
+            } else {
+                ExportError::NoManifest {
+                    path: path.to_path_buf(),
+                }
+            });
+        };
         let bad = |reason: String| ExportError::BadManifest {
             path: path.to_path_buf(),
             reason,

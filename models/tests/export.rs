@@ -210,6 +210,33 @@ fn manifest_problems_each_get_their_own_error() -> Result<()> {
 }
 
 #[test]
+fn a_safetensors_file_without_manifest_is_refused() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let path = write_valid(dir.path())?;
+    // The same tensors, the metadata (and with it the manifest) removed.
+    let bytes = std::fs::read(&path)?;
+    let n = u64::from_le_bytes(bytes[..8].try_into()?) as usize;
+    let mut header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n])?;
+    header
+        .as_object_mut()
+        .expect("object")
+        .remove("__metadata__");
+    let mut new_header = serde_json::to_vec(&header)?;
+    while new_header.len() % 8 != 0 {
+        new_header.push(b' ');
+    }
+    let mut out = (new_header.len() as u64).to_le_bytes().to_vec();
+    out.extend(new_header);
+    out.extend(&bytes[8 + n..]);
+    std::fs::write(&path, out)?;
+    let err = ExportedModel::open(&path, &Device::Cpu)
+        .err()
+        .expect("must fail");
+    assert!(matches!(err, ExportError::NoManifest { .. }), "{err}");
+    Ok(())
+}
+
+#[test]
 fn a_plain_checkpoint_is_not_an_exported_model() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let (varmap, _) = trained_like(Arch::ResNet18)?;
@@ -218,7 +245,10 @@ fn a_plain_checkpoint_is_not_an_exported_model() -> Result<()> {
     let err = ExportedModel::open(&path, &Device::Cpu)
         .err()
         .expect("must fail");
-    assert!(matches!(err, ExportError::NoManifest { .. }), "{err}");
+    assert!(
+        matches!(err, ExportError::TrainingCheckpoint { .. }),
+        "{err}"
+    );
     assert!(err.to_string().contains("trainer export"), "{err}");
     let missing = ExportedModel::open(&dir.path().join("none.safetensors"), &Device::Cpu)
         .err()

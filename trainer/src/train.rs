@@ -717,7 +717,9 @@ impl FrozenFeatures {
                             make_batch(cache, chunk, &config.preprocessing, BatchMode::Plain);
                         Tensor::from_vec(x, (chunk.len(), 3, s, s), device)?
                     };
-                    rows.push(model.features_t(&x, false)?);
+                    // Detached: the backbone is fixed, and a tensor that kept its graph would make
+                    // every head step backpropagate through the whole backbone again.
+                    rows.push(model.features_t(&x, false)?.detach());
                     pb.inc(chunk.len() as u64);
                 }
                 pb.finish_and_clear();
