@@ -142,18 +142,12 @@ fn a_flipped_data_byte_fails_the_digest() -> Result<()> {
     Ok(())
 }
 
-/// Rewrites the manifest JSON of a valid file (header length kept valid).
-fn with_manifest(path: &Path, edit: impl Fn(&mut serde_json::Value)) -> Result<()> {
+/// Rewrites the safetensors header JSON of a file (its length prefix kept valid).
+fn with_header(path: &Path, edit: impl Fn(&mut serde_json::Value)) -> Result<()> {
     let bytes = std::fs::read(path)?;
     let n = u64::from_le_bytes(bytes[..8].try_into()?) as usize;
     let mut header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n])?;
-    let mut manifest: serde_json::Value = serde_json::from_str(
-        header["__metadata__"][MANIFEST_KEY]
-            .as_str()
-            .unwrap_or("{}"),
-    )?;
-    edit(&mut manifest);
-    header["__metadata__"][MANIFEST_KEY] = serde_json::Value::String(manifest.to_string());
+    edit(&mut header);
     let mut new_header = serde_json::to_vec(&header)?;
     while new_header.len() % 8 != 0 {
         new_header.push(b' ');
@@ -163,6 +157,19 @@ fn with_manifest(path: &Path, edit: impl Fn(&mut serde_json::Value)) -> Result<(
     out.extend(&bytes[8 + n..]);
     std::fs::write(path, out)?;
     Ok(())
+}
+
+/// Rewrites the manifest of a valid exported file.
+fn with_manifest(path: &Path, edit: impl Fn(&mut serde_json::Value)) -> Result<()> {
+    with_header(path, |header| {
+        let text = header["__metadata__"][MANIFEST_KEY]
+            .as_str()
+            .unwrap_or("{}");
+        let mut manifest: serde_json::Value =
+            serde_json::from_str(text).unwrap_or(serde_json::Value::Null);
+        edit(&mut manifest);
+        header["__metadata__"][MANIFEST_KEY] = serde_json::Value::String(manifest.to_string());
+    })
 }
 
 #[test]
@@ -214,21 +221,11 @@ fn a_safetensors_file_without_manifest_is_refused() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let path = write_valid(dir.path())?;
     // The same tensors, the metadata (and with it the manifest) removed.
-    let bytes = std::fs::read(&path)?;
-    let n = u64::from_le_bytes(bytes[..8].try_into()?) as usize;
-    let mut header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n])?;
-    header
-        .as_object_mut()
-        .expect("object")
-        .remove("__metadata__");
-    let mut new_header = serde_json::to_vec(&header)?;
-    while new_header.len() % 8 != 0 {
-        new_header.push(b' ');
-    }
-    let mut out = (new_header.len() as u64).to_le_bytes().to_vec();
-    out.extend(new_header);
-    out.extend(&bytes[8 + n..]);
-    std::fs::write(&path, out)?;
+    with_header(&path, |header| {
+        if let Some(h) = header.as_object_mut() {
+            h.remove("__metadata__");
+        }
+    })?;
     let err = ExportedModel::open(&path, &Device::Cpu)
         .err()
         .expect("must fail");
