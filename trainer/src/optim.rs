@@ -132,7 +132,12 @@ impl Adam {
         let step = tensors
             .get("step")
             .ok_or_else(|| candle_core::Error::Msg("optimiser state lacks step".into()))?;
-        self.step = step.to_dtype(DType::I64)?.to_vec1::<i64>()?[0].max(0) as u64;
+        self.step = step
+            .to_dtype(DType::I64)?
+            .flatten_all()?
+            .to_vec1::<i64>()?
+            .first()
+            .map_or(0, |s| (*s).max(0) as u64);
         Ok(())
     }
 }

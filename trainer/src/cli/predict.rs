@@ -76,7 +76,7 @@ pub fn run(args: PredictArgs) -> Result<()> {
             let tensors = fingerprint_models::checkpoint::read_checkpoint(path)?;
             let classes = tensors
                 .get("fc.weight")
-                .map(|w| w.dims()[0])
+                .and_then(|w| w.dims().first().copied())
                 .context("the checkpoint has no fc.weight: no classifier to predict with")?;
             let (_, model) = build_model(arch, classes, &device, 0, Some(path))?;
             trained = model;
