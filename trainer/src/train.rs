@@ -275,6 +275,75 @@ impl Classifier<'_> {
     }
 }
 
+/// An owned network with what is needed to feed it and name its outputs: a run's checkpoint
+/// or an exported file, as the `eval`, `predict` and `saliency` commands take it.
+pub struct LoadedModel {
+    network: LoadedNetwork,
+    pub labels: Vec<String>,
+    pub preprocessing: Preprocessing,
+    /// Architecture, and the format for an exported file.
+    pub description: String,
+}
+
+enum LoadedNetwork {
+    Trained(ResNet),
+    Exported(FoldedResNet),
+}
+
+impl LoadedModel {
+    /// An exported model file.
+    pub fn exported(path: &Path, device: &Device) -> Result<Self> {
+        let e = fingerprint_models::export::ExportedModel::open(path, device)?;
+        Ok(Self {
+            description: format!("{} ({})", e.manifest.arch, e.manifest.quantization),
+            labels: e.manifest.labels,
+            preprocessing: e.manifest.preprocessing,
+            network: LoadedNetwork::Exported(e.network),
+        })
+    }
+
+    /// A run folder's checkpoint (`best.safetensors`, `last.safetensors`).
+    pub fn from_run(run: &RunDir, device: &Device, file: &str) -> Result<Self> {
+        let (info, model) = load_run_model(run, device, file)?;
+        Ok(Self::trained(
+            model,
+            info.identities,
+            info.config.preprocessing,
+        ))
+    }
+
+    /// A network already built.
+    pub fn trained(model: ResNet, labels: Vec<String>, preprocessing: Preprocessing) -> Self {
+        Self {
+            description: model.arch().to_string(),
+            labels,
+            preprocessing,
+            network: LoadedNetwork::Trained(model),
+        }
+    }
+
+    /// The exported file if one is given, else the run's checkpoint `file`.
+    pub fn choose(
+        model: Option<&Path>,
+        run: Option<&RunDir>,
+        device: &Device,
+        file: &str,
+    ) -> Result<Self> {
+        match (model, run) {
+            (Some(path), _) => Self::exported(path, device),
+            (None, Some(run)) => Self::from_run(run, device, file),
+            (None, None) => bail!("give --model FILE or --run RUN"),
+        }
+    }
+
+    pub fn classifier(&self) -> Classifier<'_> {
+        match &self.network {
+            LoadedNetwork::Trained(m) => Classifier::Trained(m),
+            LoadedNetwork::Exported(m) => Classifier::Exported(m),
+        }
+    }
+}
+
 /// Class probabilities (softmax, eval mode) for every scan of a cache.
 pub fn predict_probabilities(
     model: &Classifier,

@@ -4,12 +4,9 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use fingerprint_common::ScanLimits;
 use fingerprint_models::device_from_name;
-use fingerprint_models::export::ExportedModel;
 use trainer::dataset::Sample;
 use trainer::loader::ImageCache;
-use trainer::train::{
-    evaluate_probabilities, load_run_model, predict_probabilities, Classifier, RunDir,
-};
+use trainer::train::{evaluate_probabilities, predict_probabilities, LoadedModel, RunDir};
 
 use super::DataArgs;
 
@@ -40,34 +37,18 @@ pub struct EvalArgs {
 pub fn run(args: EvalArgs) -> Result<()> {
     let device = device_from_name(&args.device)?;
     let run = args.run.clone().map(RunDir);
-    let exported = args
-        .model
-        .as_ref()
-        .map(|m| ExportedModel::open(m, &device))
-        .transpose()?;
-    let trained = match (&exported, &run) {
-        (None, Some(run)) => Some(load_run_model(
-            run,
-            &device,
-            &format!("{}.safetensors", args.checkpoint),
-        )?),
-        _ => None,
-    };
-    let (classifier, identities, pre, arch) = match (&exported, &trained) {
-        (Some(e), _) => (
-            Classifier::Exported(&e.network),
-            e.manifest.labels.clone(),
-            e.manifest.preprocessing.clone(),
-            format!("{} ({})", e.manifest.arch, e.manifest.quantization),
-        ),
-        (None, Some((info, model))) => (
-            Classifier::Trained(model),
-            info.identities.clone(),
-            info.config.preprocessing.clone(),
-            info.config.arch.to_string(),
-        ),
-        _ => bail!("give --run RUN or --model FILE"),
-    };
+    let loaded = LoadedModel::choose(
+        args.model.as_deref(),
+        run.as_ref(),
+        &device,
+        &format!("{}.safetensors", args.checkpoint),
+    )?;
+    let (classifier, identities, pre, arch) = (
+        loaded.classifier(),
+        &loaded.labels,
+        &loaded.preprocessing,
+        &loaded.description,
+    );
     let (samples, source) = match (&args.data, &run) {
         (Some(data), _) => {
             let dataset = data.load()?;
@@ -102,9 +83,9 @@ pub fn run(args: EvalArgs) -> Result<()> {
         }
     };
     let cache =
-        ImageCache::load(&samples, &pre, &ScanLimits::default(), || {}).context("reading scans")?;
-    let probs = predict_probabilities(&classifier, &cache, &pre, &device, args.batch_size)?;
-    let evaluation = evaluate_probabilities(&probs, &cache, &identities)?;
+        ImageCache::load(&samples, pre, &ScanLimits::default(), || {}).context("reading scans")?;
+    let probs = predict_probabilities(&classifier, &cache, pre, &device, args.batch_size)?;
+    let evaluation = evaluate_probabilities(&probs, &cache, identities)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&evaluation)?);
         return Ok(());

@@ -4,11 +4,10 @@ use anyhow::{bail, Context, Result};
 use candle_core::{Tensor, D};
 use clap::Args;
 use fingerprint_common::{read_scan, Preprocessing, ScanLimits};
-use fingerprint_models::export::ExportedModel;
 use fingerprint_models::resnet::imagenet_classes;
 use fingerprint_models::{device_from_name, Arch};
 use serde::Serialize;
-use trainer::train::{build_model, load_run_model, Classifier, RunDir};
+use trainer::train::{build_model, LoadedModel, RunDir};
 
 #[derive(Args, Debug)]
 pub struct PredictArgs {
@@ -51,26 +50,10 @@ struct Prediction {
 
 pub fn run(args: PredictArgs) -> Result<()> {
     let device = device_from_name(&args.device)?;
-    let exported = args
-        .model
-        .as_ref()
-        .map(|m| ExportedModel::open(m, &device))
-        .transpose()?;
-    let trained;
-    let (classifier, labels, pre) = match (&exported, &args.run, &args.checkpoint, args.arch) {
-        (Some(e), _, _, _) => (
-            Classifier::Exported(&e.network),
-            e.manifest.labels.clone(),
-            e.manifest.preprocessing.clone(),
-        ),
+    let loaded = match (&args.model, &args.run, &args.checkpoint, args.arch) {
+        (Some(path), _, _, _) => LoadedModel::exported(path, &device)?,
         (None, Some(run), _, _) => {
-            let (info, model) = load_run_model(&RunDir(run.clone()), &device, "best.safetensors")?;
-            trained = model;
-            (
-                Classifier::Trained(&trained),
-                info.identities,
-                info.config.preprocessing,
-            )
+            LoadedModel::from_run(&RunDir(run.clone()), &device, "best.safetensors")?
         }
         (None, None, Some(path), Some(arch)) => {
             let tensors = fingerprint_models::checkpoint::read_checkpoint(path)?;
@@ -79,20 +62,16 @@ pub fn run(args: PredictArgs) -> Result<()> {
                 .and_then(|w| w.dims().first().copied())
                 .context("the checkpoint has no fc.weight: no classifier to predict with")?;
             let (_, model) = build_model(arch, classes, &device, 0, Some(path))?;
-            trained = model;
             let labels = if classes == 1000 {
                 imagenet_classes()
             } else {
                 (0..classes).map(|c| c.to_string()).collect()
             };
-            (
-                Classifier::Trained(&trained),
-                labels,
-                Preprocessing::imagenet(args.size),
-            )
+            LoadedModel::trained(model, labels, Preprocessing::imagenet(args.size))
         }
         _ => bail!("give --run RUN, --model FILE, or --checkpoint FILE with --arch"),
     };
+    let (classifier, labels, pre) = (loaded.classifier(), &loaded.labels, &loaded.preprocessing);
     let limits = ScanLimits::default();
     let mut predictions = Vec::new();
     for scan in &args.scans {

@@ -2,15 +2,14 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use candle_core::D;
 use clap::Args;
 use fingerprint_common::{read_scan, ScanLimits};
 use fingerprint_models::device_from_name;
-use fingerprint_models::export::ExportedModel;
 use image::{imageops, DynamicImage, RgbImage};
 use trainer::saliency::{occlusion_map, overlay, Occlusion};
-use trainer::train::{load_run_model, Classifier, RunDir};
+use trainer::train::{LoadedModel, RunDir};
 
 #[derive(Args, Debug)]
 pub struct SaliencyArgs {
@@ -42,32 +41,14 @@ pub struct SaliencyArgs {
 
 pub fn run(args: SaliencyArgs) -> Result<()> {
     let device = device_from_name(&args.device)?;
-    let exported = args
-        .model
-        .as_ref()
-        .map(|m| ExportedModel::open(m, &device))
-        .transpose()?;
-    let trained = match (&exported, &args.run) {
-        (None, Some(run)) => Some(load_run_model(
-            &RunDir(run.clone()),
-            &device,
-            "best.safetensors",
-        )?),
-        _ => None,
-    };
-    let (classifier, labels, pre) = match (&exported, &trained) {
-        (Some(e), _) => (
-            Classifier::Exported(&e.network),
-            e.manifest.labels.clone(),
-            e.manifest.preprocessing.clone(),
-        ),
-        (None, Some((info, m))) => (
-            Classifier::Trained(m),
-            info.identities.clone(),
-            info.config.preprocessing.clone(),
-        ),
-        _ => bail!("give --model FILE or --run RUN"),
-    };
+    let run = args.run.clone().map(RunDir);
+    let loaded = LoadedModel::choose(
+        args.model.as_deref(),
+        run.as_ref(),
+        &device,
+        "best.safetensors",
+    )?;
+    let (classifier, labels, pre) = (loaded.classifier(), &loaded.labels, &loaded.preprocessing);
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
     let occlusion = Occlusion {
@@ -79,7 +60,7 @@ pub fn run(args: SaliencyArgs) -> Result<()> {
         let scan = pre.resize(&read_scan(scan_path, &ScanLimits::default())?);
         let mut input = Vec::with_capacity(pre.len());
         pre.normalize_into(&scan, &mut input);
-        let map = occlusion_map(&input, &pre, occlusion, args.batch_size, &device, |x| {
+        let map = occlusion_map(&input, pre, occlusion, args.batch_size, &device, |x| {
             candle_nn::ops::softmax(&classifier.logits(x)?, D::Minus1)
         })?;
         let s = pre.size;
