@@ -1,9 +1,14 @@
 //! What the trainer and the daemon share, so that they can never drift apart: decoding a scan
-//! from the formats sensors produce, with limits against hostile input, and the preprocessing
-//! that turns it into the network's input.
+//! from the formats sensors produce, with limits against hostile input, the preprocessing
+//! that turns it into the network's input, the service's configuration and the decision
+//! message it publishes.
 
+pub mod config;
+pub mod decision;
 pub mod preprocess;
 pub mod scan;
 
+pub use config::{DaemonConfig, DEFAULT_CONFIG};
+pub use decision::{Candidate, Decision, ModelRef, ScanSource, SourceKind, Verdict};
 pub use preprocess::{Preprocessing, ResizePolicy};
-pub use scan::{decode_raw, decode_scan, read_scan, ScanError, ScanLimits};
+pub use scan::{decode_raw, decode_scan, read_limited, read_scan, ScanError, ScanLimits};

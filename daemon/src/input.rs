@@ -22,3 +22,116 @@ pub fn raw_scan_input(
 ) -> Result<Vec<f32>, ScanError> {
     Ok(pre.apply(&decode_raw(bytes, width, height, limits)?))
 }
+
+/// A scan message from MQTT, unpacked but not decoded.
+#[derive(Debug, PartialEq)]
+pub struct MqttScan {
+    /// From the message, if it named one.
+    pub scan_id: Option<String>,
+    pub sensor: Option<String>,
+    /// The encoded image, or why the message holds none that may be decoded.
+    pub image: Result<Vec<u8>, String>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ScanMessage {
+    scan_id: Option<String>,
+    sensor: Option<String>,
+    /// Base64 (standard alphabet, padded) of an image file.
+    image: String,
+}
+
+/// Base64 grows data by 4/3; the JSON around it is small.
+fn json_payload_limit(max_bytes: usize) -> usize {
+    max_bytes.saturating_mul(4) / 3 + 4096
+}
+
+/// Unpacks an MQTT scan payload: an image file's bytes as they are, or a JSON object
+/// `{"scan_id": ..., "sensor": ..., "image": "<base64>"}` (a JSON payload starts with `{`,
+/// which no supported image format does). Size limits are checked before anything is parsed.
+pub fn parse_mqtt_scan(payload: &[u8], limits: &ScanLimits) -> MqttScan {
+    let too_large = || ScanError::TooLarge {
+        limit: limits.max_bytes,
+    };
+    let is_json = payload.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
+    if !is_json {
+        let image = if payload.len() > limits.max_bytes {
+            Err(too_large().to_string())
+        } else {
+            Ok(payload.to_vec())
+        };
+        return MqttScan {
+            scan_id: None,
+            sensor: None,
+            image,
+        };
+    }
+    if payload.len() > json_payload_limit(limits.max_bytes) {
+        return MqttScan {
+            scan_id: None,
+            sensor: None,
+            image: Err(too_large().to_string()),
+        };
+    }
+    match serde_json::from_slice::<ScanMessage>(payload) {
+        Err(e) => MqttScan {
+            scan_id: None,
+            sensor: None,
+            image: Err(format!("bad scan message: {e}")),
+        },
+        Ok(m) => {
+            use base64::Engine as _;
+            let image = base64::engine::general_purpose::STANDARD
+                .decode(m.image.trim())
+                .map_err(|e| format!("bad scan message: image is not base64: {e}"))
+                .and_then(|bytes| {
+                    if bytes.len() > limits.max_bytes {
+                        Err(too_large().to_string())
+                    } else {
+                        Ok(bytes)
+                    }
+                });
+            MqttScan {
+                scan_id: m.scan_id.filter(|s| !s.is_empty()),
+                sensor: m.sensor,
+                image,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMITS: ScanLimits = ScanLimits {
+        max_bytes: 100,
+        max_side: 64,
+    };
+
+    #[test]
+    fn raw_payloads_pass_through_and_oversized_ones_are_refused_unread() {
+        let scan = parse_mqtt_scan(b"\x89PNG....", &LIMITS);
+        assert_eq!(scan.image.as_deref(), Ok(b"\x89PNG....".as_slice()));
+        assert_eq!(scan.scan_id, None);
+        let big = parse_mqtt_scan(&[0u8; 101], &LIMITS);
+        assert!(big.image.expect_err("too large").contains("larger"));
+    }
+
+    #[test]
+    fn json_messages_carry_id_sensor_and_base64_image() {
+        let scan = parse_mqtt_scan(
+            br#" {"scan_id": "s1", "sensor": "front", "image": "iVBORw=="}"#,
+            &LIMITS,
+        );
+        assert_eq!(scan.scan_id.as_deref(), Some("s1"));
+        assert_eq!(scan.sensor.as_deref(), Some("front"));
+        assert_eq!(scan.image.as_deref(), Ok(b"\x89PNG".as_slice()));
+        let unknown = parse_mqtt_scan(br#"{"image": "", "pin": 1234}"#, &LIMITS);
+        assert!(unknown.image.expect_err("unknown field").contains("pin"));
+        let decoded_too_big = format!(r#"{{"image": "{}"}}"#, "A".repeat(200));
+        let scan = parse_mqtt_scan(decoded_too_big.as_bytes(), &LIMITS);
+        assert!(scan.image.expect_err("too large").contains("larger"));
+    }
+}

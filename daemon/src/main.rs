@@ -1,5 +1,155 @@
-use anyhow::{bail, Result};
+//! `fingerprintd`: the door controller's fingerprint identification service.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use fingerprint_common::{DaemonConfig, ScanLimits, DEFAULT_CONFIG};
+use fingerprintd::Service;
+use sd_notify::NotifyState;
+use tokio::signal::unix::{signal, SignalKind};
+
+/// Identifies fingers from a sensor directory or an MQTT topic and publishes a decision for
+/// every scan. Runs under systemd (Type=notify, watchdog, SIGHUP reloads the model, SIGTERM
+/// finishes what is in flight).
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    /// Configuration file (TOML; see --print-default-config).
+    #[arg(long, short, default_value = "/etc/fingerprintd/config.toml")]
+    config: PathBuf,
+    /// Print the documented default configuration and exit.
+    #[arg(long)]
+    print_default_config: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the service (the default).
+    Run,
+    /// Validate a configuration file without starting: syntax, values, model, TLS files.
+    CheckConfig {
+        /// Configuration file to check.
+        file: PathBuf,
+    },
+}
 
 fn main() -> Result<()> {
-    bail!("fingerprintd: the service itself is not built yet; only its scan intake exists")
+    let cli = Cli::parse();
+    if cli.print_default_config {
+        print!("{DEFAULT_CONFIG}");
+        return Ok(());
+    }
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    match cli.command.unwrap_or(Command::Run) {
+        Command::Run => runtime.block_on(run(&cli.config)),
+        Command::CheckConfig { file } => runtime.block_on(check_config(&file)),
+    }
+}
+
+async fn check_config(path: &Path) -> Result<()> {
+    let config = DaemonConfig::load(path)?;
+    let engine = fingerprintd::service::load_engine(&config).await?;
+    println!(
+        "{}: model {} ({} {}, {} identities, threshold {})",
+        path.display(),
+        config.model.path.display(),
+        engine.manifest.arch,
+        engine.manifest.quantization,
+        engine.manifest.num_classes,
+        engine.threshold
+    );
+    if let Some(sensor) = &config.sensor {
+        anyhow::ensure!(
+            sensor.dir.is_dir(),
+            "sensor directory {} does not exist",
+            sensor.dir.display()
+        );
+        println!("sensor directory {}", sensor.dir.display());
+    }
+    if let Some(mqtt) = &config.mqtt {
+        fingerprintd::mqtt::options(mqtt, &config.door_id, &ScanLimits::from(config.limits))?;
+        let topics = fingerprintd::mqtt::Topics::new(mqtt, &config.door_id);
+        println!(
+            "MQTT {}:{}{}: scans {}, decisions {}, status {}",
+            mqtt.host,
+            mqtt.port,
+            if mqtt.tls.is_some() { " (TLS)" } else { "" },
+            if mqtt.subscribe_scans {
+                topics.scan.as_str()
+            } else {
+                "(off)"
+            },
+            topics.decision,
+            topics.status
+        );
+    } else {
+        println!("no MQTT: decisions to {}", config.output.decisions);
+    }
+    println!("configuration OK");
+    Ok(())
+}
+
+fn notify(states: &[NotifyState]) {
+    if let Err(e) = sd_notify::notify(states) {
+        tracing::debug!("sd_notify: {e}");
+    }
+}
+
+async fn run(config_path: &Path) -> Result<()> {
+    let config = DaemonConfig::load(config_path)?;
+    let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
+    let mut hup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
+    let service = Service::start(config).await?;
+    notify(&[NotifyState::Ready, NotifyState::Status("ready")]);
+    tracing::info!("ready");
+    // Ping at half the watchdog interval (an hour when there is none: the tick is unused).
+    let period = sd_notify::watchdog_enabled()
+        .map(|d| d / 2)
+        .unwrap_or(Duration::from_secs(3600));
+    let mut watchdog = tokio::time::interval(period);
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = hup.recv() => {
+                let mut states = vec![NotifyState::Reloading];
+                if let Ok(now) = NotifyState::monotonic_usec_now() {
+                    states.push(now);
+                }
+                notify(&states);
+                if let Err(e) = service.reload().await {
+                    tracing::error!("reload refused, the current model stays: {e:#}");
+                }
+                notify(&[NotifyState::Ready]);
+            }
+            _ = watchdog.tick() => {
+                if service.is_healthy() {
+                    notify(&[NotifyState::Watchdog]);
+                } else {
+                    tracing::error!("inference stopped; not feeding the watchdog");
+                }
+            }
+        }
+    }
+    tracing::info!("stopping: finishing scans in flight");
+    notify(&[NotifyState::Stopping]);
+    service.shutdown().await?;
+    tracing::info!("stopped");
+    Ok(())
 }

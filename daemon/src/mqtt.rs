@@ -1,0 +1,432 @@
+//! The broker connection: scans in, decisions and availability out.
+//!
+//! Decisions are published from the on-disk outbox, QoS 1, and an entry leaves the outbox
+//! (and its scan file is settled) only when the broker has acknowledged it. The session is
+//! clean, so after every reconnect whatever was not acknowledged is published again and the
+//! scan topic subscribed again. Incoming scans are acknowledged (manual acks) only once their
+//! decision is stored in the outbox.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use fingerprint_common::config::{MqttConfig, TlsConfig};
+use fingerprint_common::{ScanLimits, ScanSource, SourceKind};
+use rumqttc::{
+    AsyncClient, ConnectionError, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet, QoS,
+    TlsConfiguration, Transport,
+};
+use tokio::sync::{mpsc, watch, Notify};
+
+use crate::engine::ScanRequest;
+use crate::input::parse_mqtt_scan;
+use crate::outbox::Outbox;
+use crate::output::Settler;
+use crate::worker::{Job, Origin};
+
+/// Decisions published but not yet acknowledged, at most.
+const PUBLISH_WINDOW: usize = 32;
+
+pub const ONLINE: &str = "online";
+pub const OFFLINE: &str = "offline";
+
+/// Topics of one door.
+#[derive(Clone, Debug)]
+pub struct Topics {
+    pub scan: String,
+    pub decision: String,
+    pub status: String,
+}
+
+impl Topics {
+    pub fn new(config: &MqttConfig, door_id: &str) -> Self {
+        Self {
+            scan: config.topic(door_id, "scan"),
+            decision: config.topic(door_id, "decision"),
+            status: config.topic(door_id, "status"),
+        }
+    }
+}
+
+/// Largest MQTT packet the client reads: twice the scan limit, so that an oversized scan (or
+/// a JSON message of one at the limit) still gets its "error" decision. Anything larger
+/// breaks the connection (the client refuses to read it); brokers should cap message sizes
+/// below this (mosquitto: `message_size_limit`).
+pub fn max_incoming_packet(limits: &ScanLimits) -> usize {
+    limits.max_bytes.saturating_mul(2).saturating_add(8192)
+}
+
+/// Client options from the configuration: credentials, TLS, last will, size limits.
+pub fn options(config: &MqttConfig, door_id: &str, limits: &ScanLimits) -> Result<MqttOptions> {
+    let client_id = config
+        .client_id
+        .clone()
+        .unwrap_or_else(|| format!("fingerprintd-{door_id}"));
+    let topics = Topics::new(config, door_id);
+    let mut options = MqttOptions::new(client_id, config.host.clone(), config.port);
+    options
+        .set_keep_alive(Duration::from_secs(config.keep_alive_s))
+        .set_clean_session(true)
+        .set_manual_acks(true)
+        .set_inflight(PUBLISH_WINDOW as u16 + 8)
+        .set_request_channel_capacity(4 * PUBLISH_WINDOW)
+        .set_max_packet_size(max_incoming_packet(limits), 1 << 20)
+        .set_last_will(LastWill::new(
+            &topics.status,
+            OFFLINE,
+            QoS::AtLeastOnce,
+            true,
+        ));
+    let password = match (&config.password, &config.password_file) {
+        (Some(p), _) => Some(p.clone()),
+        (None, Some(file)) => Some(
+            std::fs::read_to_string(file)
+                .with_context(|| format!("reading MQTT password file {}", file.display()))?
+                .trim_end_matches(['\r', '\n'])
+                .to_string(),
+        ),
+        (None, None) => None,
+    };
+    if let Some(user) = &config.username {
+        options.set_credentials(user.clone(), password.unwrap_or_default());
+    }
+    if let Some(tls) = &config.tls {
+        options.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
+            Arc::new(rustls_config(tls)?),
+        )));
+    }
+    Ok(options)
+}
+
+/// A rustls client configuration (ring provider) trusting `ca_file`, with the client
+/// certificate when one is configured.
+pub fn rustls_config(tls: &TlsConfig) -> Result<rustls::ClientConfig> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs = |path: &std::path::Path| -> Result<Vec<CertificateDer<'static>>> {
+        let certs = CertificateDer::pem_file_iter(path)
+            .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+            .with_context(|| format!("reading certificates from {}", path.display()))?;
+        anyhow::ensure!(
+            !certs.is_empty(),
+            "{}: no PEM certificate in it",
+            path.display()
+        );
+        Ok(certs)
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in certs(&tls.ca_file)? {
+        roots
+            .add(cert)
+            .with_context(|| format!("{}: unusable CA certificate", tls.ca_file.display()))?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .context("TLS protocol versions")?
+        .with_root_certificates(roots);
+    Ok(match (&tls.client_cert_file, &tls.client_key_file) {
+        (Some(cert), Some(key)) => {
+            let key_der = PrivateKeyDer::from_pem_file(key)
+                .with_context(|| format!("reading private key {}", key.display()))?;
+            builder
+                .with_client_auth_cert(certs(cert)?, key_der)
+                .with_context(|| format!("client certificate {}", cert.display()))?
+        }
+        _ => builder.with_no_client_auth(),
+    })
+}
+
+/// State the connection shares with the rest of the service.
+pub struct Shared {
+    pub outbox: Arc<Mutex<Outbox>>,
+    /// Signalled when an entry is added to the outbox.
+    pub outbox_changed: Arc<Notify>,
+    pub settler: Option<Settler>,
+}
+
+pub struct Connection {
+    pub client: AsyncClient,
+    pub task: tokio::task::JoinHandle<()>,
+}
+
+/// Connects (in the background, retrying with backoff) and runs until `shutdown` turns true
+/// and `drained` says no more decisions will come; then it publishes what is left (waiting
+/// at most `grace`), announces "offline" and disconnects.
+#[allow(clippy::too_many_arguments)]
+pub fn start(
+    options: MqttOptions,
+    config: &MqttConfig,
+    topics: Topics,
+    limits: ScanLimits,
+    shared: Shared,
+    jobs: Option<mpsc::Sender<Job>>,
+    shutdown: watch::Receiver<bool>,
+    drained: watch::Receiver<bool>,
+    grace: Duration,
+) -> Connection {
+    let (client, eventloop) = AsyncClient::new(options, 4 * PUBLISH_WINDOW);
+    let (events_tx, events) = mpsc::channel(64);
+    let max_backoff = Duration::from_secs(config.max_backoff_s.max(1));
+    let poller = tokio::spawn(poll(eventloop, events_tx, max_backoff));
+    let link = Link {
+        client: client.clone(),
+        topics,
+        limits,
+        shared,
+        jobs,
+        connected: false,
+        submitted: VecDeque::new(),
+        awaiting_pkid: VecDeque::new(),
+        by_pkid: HashMap::new(),
+        counter: 0,
+    };
+    let task = tokio::spawn(async move {
+        link.run(events, shutdown, drained, grace).await;
+        poller.abort();
+    });
+    Connection { client, task }
+}
+
+/// Drives the client's event loop in a task of its own (its future is not cancel-safe in a
+/// `select!`), with exponential backoff between connection attempts.
+async fn poll(
+    mut eventloop: EventLoop,
+    events: mpsc::Sender<Result<Event, String>>,
+    max_backoff: Duration,
+) {
+    let mut backoff = Duration::from_secs(1);
+    loop {
+        match eventloop.poll().await {
+            Ok(event) => {
+                if matches!(event, Event::Incoming(Packet::ConnAck(_))) {
+                    backoff = Duration::from_secs(1);
+                }
+                if events.send(Ok(event)).await.is_err() {
+                    return;
+                }
+            }
+            Err(e) => {
+                let requests_done = matches!(e, ConnectionError::RequestsDone);
+                if events.send(Err(e.to_string())).await.is_err() || requests_done {
+                    return;
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(max_backoff);
+            }
+        }
+    }
+}
+
+struct Link {
+    client: AsyncClient,
+    topics: Topics,
+    limits: ScanLimits,
+    shared: Shared,
+    jobs: Option<mpsc::Sender<Job>>,
+    connected: bool,
+    /// Outbox entries handed to the client in this connection, in order.
+    submitted: VecDeque<u64>,
+    /// Submitted entries whose packet id the client has not reported yet.
+    awaiting_pkid: VecDeque<u64>,
+    by_pkid: HashMap<u16, u64>,
+    counter: u64,
+}
+
+impl Link {
+    async fn run(
+        mut self,
+        mut events: mpsc::Receiver<Result<Event, String>>,
+        mut shutdown: watch::Receiver<bool>,
+        mut drained: watch::Receiver<bool>,
+        grace: Duration,
+    ) {
+        let outbox_changed = self.shared.outbox_changed.clone();
+        let mut stopping = false;
+        let mut deadline: Option<Instant> = None;
+        loop {
+            if stopping && *drained.borrow() {
+                let empty = self.outbox_len() == 0;
+                let started = *deadline.get_or_insert_with(|| Instant::now() + grace);
+                if empty || Instant::now() >= started {
+                    break;
+                }
+            }
+            self.submit();
+            let tick = tokio::time::sleep(Duration::from_millis(200));
+            tokio::select! {
+                event = events.recv() => match event {
+                    Some(event) => self.handle(event).await,
+                    None => break,
+                },
+                _ = outbox_changed.notified() => {}
+                changed = shutdown.changed(), if !stopping => {
+                    if changed.is_err() || *shutdown.borrow() {
+                        stopping = true;
+                        // No more scans from the broker: what is queued still gets decided.
+                        self.jobs = None;
+                        let _ = self.client.try_unsubscribe(self.topics.scan.clone());
+                    }
+                }
+                _ = drained.changed(), if stopping => {}
+                _ = tick => {}
+            }
+        }
+        let left = self.outbox_len();
+        if left > 0 {
+            tracing::warn!("{left} decisions stay in the outbox for the next start");
+        }
+        self.go_offline(&mut events).await;
+    }
+
+    fn outbox_len(&self) -> usize {
+        lock(&self.shared.outbox).len()
+    }
+
+    /// Hands outbox entries to the client, up to the window.
+    fn submit(&mut self) {
+        if !self.connected {
+            return;
+        }
+        let room = PUBLISH_WINDOW.saturating_sub(self.submitted.len());
+        let pending: Vec<(u64, Vec<u8>)> = {
+            let outbox = lock(&self.shared.outbox);
+            outbox
+                .iter()
+                .filter(|(seq, _)| !self.submitted.contains(seq))
+                .take(room)
+                .filter_map(|(seq, entry)| match serde_json::to_vec(&entry.decision) {
+                    Ok(p) => Some((*seq, p)),
+                    Err(e) => {
+                        tracing::error!("decision {seq} cannot be serialised: {e}");
+                        None
+                    }
+                })
+                .collect()
+        };
+        for (seq, payload) in pending {
+            let topic = self.topics.decision.clone();
+            if self
+                .client
+                .try_publish(topic, QoS::AtLeastOnce, false, payload)
+                .is_err()
+            {
+                break;
+            }
+            self.submitted.push_back(seq);
+            self.awaiting_pkid.push_back(seq);
+        }
+    }
+
+    async fn handle(&mut self, event: Result<Event, String>) {
+        match event {
+            Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                tracing::info!("connected to the MQTT broker");
+                self.connected = true;
+                // A clean session: nothing from the last connection survives in the client.
+                self.submitted.clear();
+                self.awaiting_pkid.clear();
+                self.by_pkid.clear();
+                if self.jobs.is_some() {
+                    let _ = self
+                        .client
+                        .try_subscribe(self.topics.scan.clone(), QoS::AtLeastOnce);
+                }
+                // QoS 0, so that every QoS 1 publish of this client is a decision.
+                let _ = self.client.try_publish(
+                    self.topics.status.clone(),
+                    QoS::AtMostOnce,
+                    true,
+                    ONLINE,
+                );
+            }
+            Ok(Event::Outgoing(Outgoing::Publish(pkid))) if pkid != 0 => {
+                if let Some(seq) = self.awaiting_pkid.pop_front() {
+                    self.by_pkid.insert(pkid, seq);
+                }
+            }
+            Ok(Event::Incoming(Packet::PubAck(ack))) => {
+                if let Some(seq) = self.by_pkid.remove(&ack.pkid) {
+                    self.submitted.retain(|s| *s != seq);
+                    let entry = lock(&self.shared.outbox).complete(seq);
+                    if let (Some(entry), Some(settler)) = (entry, &self.shared.settler) {
+                        settler.settle(&entry.settle);
+                    }
+                }
+            }
+            Ok(Event::Incoming(Packet::Publish(publish))) => self.scan(publish).await,
+            Ok(_) => {}
+            Err(e) => {
+                if self.connected {
+                    tracing::warn!("MQTT connection lost: {e}");
+                } else {
+                    tracing::debug!("MQTT connection attempt failed: {e}");
+                }
+                self.connected = false;
+            }
+        }
+    }
+
+    async fn scan(&mut self, publish: rumqttc::Publish) {
+        let Some(jobs) = &self.jobs else {
+            // Shutting down: not acknowledged, so not taken.
+            return;
+        };
+        if publish.topic != self.topics.scan {
+            let _ = self.client.try_ack(&publish);
+            return;
+        }
+        let received = Instant::now();
+        let message = parse_mqtt_scan(&publish.payload, &self.limits);
+        self.counter += 1;
+        let scan_id = message.scan_id.unwrap_or_else(|| {
+            let ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis());
+            format!("mqtt-{ms}-{}", self.counter)
+        });
+        let job = Job {
+            scan: ScanRequest {
+                scan_id,
+                source: ScanSource {
+                    kind: SourceKind::Mqtt,
+                    name: publish.topic.clone(),
+                    sensor: message.sensor,
+                },
+                payload: message.image,
+                received,
+            },
+            origin: Origin::Mqtt(publish),
+        };
+        // Waits while the queue is full: back-pressure reaches the broker through the
+        // unacknowledged messages.
+        if jobs.send(job).await.is_err() {
+            self.jobs = None;
+        }
+    }
+
+    async fn go_offline(&mut self, events: &mut mpsc::Receiver<Result<Event, String>>) {
+        if !self.connected {
+            return;
+        }
+        let _ =
+            self.client
+                .try_publish(self.topics.status.clone(), QoS::AtLeastOnce, true, OFFLINE);
+        let _ = self.client.try_disconnect();
+        // Let the event loop send both before the task ends.
+        let until = Instant::now() + Duration::from_secs(2);
+        while let Ok(Some(event)) = tokio::time::timeout_at(until.into(), events.recv()).await {
+            if matches!(event, Ok(Event::Outgoing(Outgoing::Disconnect)) | Err(_)) {
+                break;
+            }
+        }
+    }
+}
+
+pub fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    }
+}

@@ -1,0 +1,302 @@
+//! The running service: model, inputs, inference worker, outputs, and the order in which
+//! they start and stop.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use fingerprint_common::{DaemonConfig, Decision, ScanLimits, Verdict};
+use tokio::sync::{mpsc, watch, Notify};
+
+use crate::engine::{Engine, EngineSlot};
+use crate::mqtt::{self, lock, Topics};
+use crate::outbox::{Entry, Outbox};
+use crate::output::{DecisionLog, Settle, Settler};
+use crate::sensor::{self, SensorWatch};
+use crate::worker::{self, Origin, Outcome, Stats, WorkerConfig};
+
+/// How long a stopping service keeps trying to publish what is left in the outbox.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+pub struct Service {
+    config: DaemonConfig,
+    engine: EngineSlot,
+    shutdown: watch::Sender<bool>,
+    worker: std::thread::JoinHandle<()>,
+    router: tokio::task::JoinHandle<()>,
+    mqtt: Option<tokio::task::JoinHandle<()>>,
+    sensor: Option<SensorWatch>,
+    stats: Stats,
+}
+
+/// Loads the model named by the configuration (on a blocking thread).
+pub async fn load_engine(config: &DaemonConfig) -> Result<Engine> {
+    let m = config.model.clone();
+    let engine = tokio::task::spawn_blocking(move || Engine::load(&m.path, &m.device, m.threshold))
+        .await
+        .context("model loading panicked")?
+        .with_context(|| format!("loading model {}", config.model.path.display()))?;
+    Ok(engine)
+}
+
+/// What the router does with each decision.
+enum Sink {
+    Log {
+        log: DecisionLog,
+        settler: Option<Settler>,
+    },
+    Outbox {
+        outbox: Arc<Mutex<Outbox>>,
+        changed: Arc<Notify>,
+        client: rumqttc::AsyncClient,
+        settler: Option<Settler>,
+    },
+}
+
+impl Service {
+    /// Loads the model, opens the outputs and then the inputs. When this returns the service
+    /// is ready (time to tell systemd).
+    pub async fn start(config: DaemonConfig) -> Result<Self> {
+        let engine = load_engine(&config).await?;
+        tracing::info!(
+            model = %config.model.path.display(),
+            arch = %engine.manifest.arch,
+            quantization = %engine.manifest.quantization,
+            identities = engine.manifest.num_classes,
+            threshold = engine.threshold,
+            "model loaded"
+        );
+        let engine = EngineSlot::new(engine);
+        let limits: ScanLimits = config.limits.into();
+        let (jobs_tx, jobs_rx) = mpsc::channel(config.queue.capacity);
+        let (outcomes_tx, outcomes_rx) = mpsc::channel(config.queue.capacity);
+        let settler = config.sensor.as_ref().map(Settler::new).transpose()?;
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let (drained_tx, drained_rx) = watch::channel(false);
+        let outbox_dir = config.state_dir.join("outbox");
+
+        let (sink, mqtt) = if let Some(mqtt_config) = &config.mqtt {
+            let outbox = Outbox::open(&outbox_dir, config.output.outbox_capacity)?;
+            if let Some(settler) = &settler {
+                // Files whose decisions wait in the outbox are not judged again.
+                for (_, entry) in outbox.iter() {
+                    if let Settle::Processed(p) | Settle::Rejected(p, _) = &entry.settle {
+                        settler.claim(p);
+                    }
+                }
+            }
+            if !outbox.is_empty() {
+                tracing::info!(
+                    "{} decisions from the last run wait to be published",
+                    outbox.len()
+                );
+            }
+            let outbox = Arc::new(Mutex::new(outbox));
+            let changed = Arc::new(Notify::new());
+            let options = mqtt::options(mqtt_config, &config.door_id, &limits)?;
+            let connection = mqtt::start(
+                options,
+                mqtt_config,
+                Topics::new(mqtt_config, &config.door_id),
+                limits,
+                mqtt::Shared {
+                    outbox: outbox.clone(),
+                    outbox_changed: changed.clone(),
+                    settler: settler.clone(),
+                },
+                mqtt_config.subscribe_scans.then(|| jobs_tx.clone()),
+                shutdown_rx,
+                drained_rx,
+                SHUTDOWN_GRACE,
+            );
+            let sink = Sink::Outbox {
+                outbox,
+                changed,
+                client: connection.client,
+                settler: settler.clone(),
+            };
+            (sink, Some(connection.task))
+        } else {
+            let mut log = DecisionLog::open(&config.output.decisions)?;
+            flush_old_outbox(&outbox_dir, &mut log, settler.as_ref())?;
+            (
+                Sink::Log {
+                    log,
+                    settler: settler.clone(),
+                },
+                None,
+            )
+        };
+
+        let stats = Stats::default();
+        let worker = worker::spawn(
+            engine.clone(),
+            jobs_rx,
+            outcomes_tx,
+            WorkerConfig {
+                limits,
+                max_batch: config.queue.max_batch,
+                top_k: config.model.top_k,
+            },
+            stats.clone(),
+        )
+        .context("starting the inference thread")?;
+        let router = tokio::spawn(route(sink, outcomes_rx, drained_tx));
+        let sensor = match (&config.sensor, settler) {
+            (Some(s), Some(settler)) => {
+                Some(sensor::watch(&s.dir, limits, settler, jobs_tx.clone())?)
+            }
+            _ => None,
+        };
+        drop(jobs_tx);
+        Ok(Self {
+            config,
+            engine,
+            shutdown,
+            worker,
+            router,
+            mqtt,
+            sensor,
+            stats,
+        })
+    }
+
+    /// Loads the configured model file again and swaps it in; on error the current model
+    /// stays and the error is returned.
+    pub async fn reload(&self) -> Result<()> {
+        let engine = load_engine(&self.config).await?;
+        tracing::info!(digest = %engine.model.digest, "model reloaded");
+        self.engine.replace(engine);
+        Ok(())
+    }
+
+    /// The model in use.
+    pub fn engine(&self) -> Arc<Engine> {
+        self.engine.current()
+    }
+
+    /// Scans decided and batches run so far.
+    pub fn stats(&self) -> (u64, u64) {
+        self.stats.get()
+    }
+
+    /// False once the inference thread has died (the watchdog stops being fed).
+    pub fn is_healthy(&self) -> bool {
+        !self.worker.is_finished() && !self.router.is_finished()
+    }
+
+    /// Stops taking scans, decides those already queued, publishes their decisions (waiting
+    /// a few seconds for the broker), announces "offline" and returns.
+    pub async fn shutdown(self) -> Result<()> {
+        if let Some(sensor) = self.sensor {
+            sensor.task.abort();
+            let _ = sensor.task.await;
+        }
+        let _ = self.shutdown.send(true);
+        let worker = self.worker;
+        tokio::task::spawn_blocking(move || worker.join())
+            .await
+            .context("joining the inference thread")?
+            .map_err(|_| anyhow::anyhow!("the inference thread panicked"))?;
+        self.router.await.context("decision router")?;
+        if let Some(mqtt) = self.mqtt {
+            tokio::time::timeout(SHUTDOWN_GRACE * 2, mqtt)
+                .await
+                .context("MQTT connection did not close")?
+                .context("MQTT connection task")?;
+        }
+        Ok(())
+    }
+}
+
+/// Decisions left in the outbox by a run with MQTT, when MQTT is now off: they go to the log.
+fn flush_old_outbox(dir: &Path, log: &mut DecisionLog, settler: Option<&Settler>) -> Result<()> {
+    if !dir.is_dir() {
+        return Ok(());
+    }
+    let mut outbox = Outbox::open(dir, usize::MAX)?;
+    let entries: Vec<(u64, Entry)> = outbox.iter().cloned().collect();
+    for (seq, entry) in entries {
+        log.write(&entry.decision)?;
+        outbox.complete(seq);
+        if let Some(settler) = settler {
+            settler.settle(&entry.settle);
+        }
+    }
+    Ok(())
+}
+
+fn log_decision(d: &Decision) {
+    match d.decision {
+        Verdict::Error => tracing::warn!(
+            scan_id = %d.scan_id,
+            error = d.error.as_deref().unwrap_or(""),
+            "decision: error"
+        ),
+        v => tracing::info!(
+            scan_id = %d.scan_id,
+            identity = d.identity.as_deref().unwrap_or("-"),
+            score = d.score.unwrap_or(0.0),
+            latency_ms = format!("{:.1}", d.latency_ms),
+            "decision: {}",
+            if v == Verdict::Grant { "grant" } else { "deny" }
+        ),
+    }
+}
+
+async fn route(
+    mut sink: Sink,
+    mut outcomes: mpsc::Receiver<Outcome>,
+    drained: watch::Sender<bool>,
+) {
+    while let Some(Outcome { decision, origin }) = outcomes.recv().await {
+        log_decision(&decision);
+        let settle = match &origin {
+            Origin::File(path) => match (&decision.decision, &decision.error) {
+                (Verdict::Error, Some(reason)) => Settle::Rejected(path.clone(), reason.clone()),
+                _ => Settle::Processed(path.clone()),
+            },
+            Origin::Mqtt(_) => Settle::Nothing,
+        };
+        match &mut sink {
+            Sink::Log { log, settler } => match log.write(&decision) {
+                Ok(()) => {
+                    if let Some(settler) = settler {
+                        settler.settle(&settle);
+                    }
+                }
+                // The scan file stays and is judged again after a restart.
+                Err(e) => tracing::error!("decision for {} not written: {e:#}", decision.scan_id),
+            },
+            Sink::Outbox {
+                outbox,
+                changed,
+                client,
+                settler,
+            } => {
+                let scan_id = decision.scan_id.clone();
+                let pushed = lock(outbox).push(Entry { decision, settle });
+                match pushed {
+                    Ok(dropped) => {
+                        if let Some(old) = dropped {
+                            tracing::error!(
+                                "outbox full: the decision for {} was dropped unpublished",
+                                old.decision.scan_id
+                            );
+                            if let Some(settler) = settler {
+                                settler.settle(&old.settle);
+                            }
+                        }
+                        if let Origin::Mqtt(publish) = &origin {
+                            let _ = client.ack(publish).await;
+                        }
+                        changed.notify_one();
+                    }
+                    Err(e) => tracing::error!("decision for {scan_id} not stored: {e}"),
+                }
+            }
+        }
+    }
+    let _ = drained.send(true);
+}
