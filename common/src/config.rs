@@ -64,7 +64,7 @@ pub struct ModelConfig {
 pub const FALLBACK_THRESHOLD: f32 = 0.9;
 
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct LimitsConfig {
     pub max_scan_bytes: usize,
     pub max_side: u32,
@@ -90,7 +90,7 @@ impl From<LimitsConfig> for ScanLimits {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct QueueConfig {
     /// Scans waiting for inference at most; inputs wait when it is full.
     pub capacity: usize,
@@ -187,7 +187,7 @@ impl MqttConfig {
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct OutputConfig {
     /// Where decisions go as JSON lines when MQTT is not configured: `stdout` or a file path.
     pub decisions: String,

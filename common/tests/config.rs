@@ -71,6 +71,24 @@ fn every_option_is_in_the_documented_default() -> Result<()> {
 }
 
 #[test]
+fn a_minimal_file_takes_defaults_for_everything_else() -> Result<()> {
+    let text = "door_id = \"d\"\nstate_dir = \"s\"\n[model]\npath = \"m\"\n\
+                [sensor]\ndir = \"in\"\n[output]\ndecisions = \"out.jsonl\"\n\
+                [queue]\nmax_batch = 2\n";
+    let config = DaemonConfig::parse(text, Path::new("minimal.toml"))?;
+    let default = DaemonConfig::parse(DEFAULT_CONFIG, Path::new("config.toml"))?;
+    assert_eq!(
+        config.output.outbox_capacity,
+        default.output.outbox_capacity
+    );
+    assert_eq!(config.queue.capacity, default.queue.capacity);
+    assert_eq!(config.queue.max_batch, 2);
+    assert_eq!(config.limits, default.limits);
+    assert_eq!(config.model.top_k, default.model.top_k);
+    Ok(())
+}
+
+#[test]
 fn mistakes_are_refused_with_the_file_and_the_reason() {
     let path = Path::new("/etc/fingerprintd/config.toml");
     let cases = [

@@ -181,6 +181,7 @@ pub fn start(
         awaiting_pkid: VecDeque::new(),
         by_pkid: HashMap::new(),
         counter: 0,
+        failures: 0,
     };
     let task = tokio::spawn(async move {
         link.run(events, shutdown, drained, grace).await;
@@ -232,6 +233,8 @@ struct Link {
     awaiting_pkid: VecDeque<u64>,
     by_pkid: HashMap<u16, u64>,
     counter: u64,
+    /// Connection attempts failed in a row.
+    failures: u64,
 }
 
 impl Link {
@@ -324,6 +327,7 @@ impl Link {
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
                 tracing::info!("connected to the MQTT broker");
                 self.connected = true;
+                self.failures = 0;
                 // A clean session: nothing from the last connection survives in the client.
                 self.submitted.clear();
                 self.awaiting_pkid.clear();
@@ -360,9 +364,14 @@ impl Link {
             Err(e) => {
                 if self.connected {
                     tracing::warn!("MQTT connection lost: {e}");
-                } else {
-                    tracing::debug!("MQTT connection attempt failed: {e}");
+                } else if self.failures % 10 == 0 {
+                    // The first failure and every tenth: visible, without flooding the log.
+                    tracing::warn!(
+                        attempts = self.failures + 1,
+                        "cannot reach the MQTT broker: {e}"
+                    );
                 }
+                self.failures = if self.connected { 0 } else { self.failures + 1 };
                 self.connected = false;
             }
         }

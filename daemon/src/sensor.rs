@@ -35,6 +35,9 @@ pub fn watch(
     settler: Settler,
     jobs: mpsc::Sender<Job>,
 ) -> Result<SensorWatch> {
+    // Absolute, as the watcher reports paths: one file, one name, one claim.
+    let dir = &std::fs::canonicalize(dir)
+        .with_context(|| format!("sensor directory {}", dir.display()))?;
     let (tx, mut rx) = mpsc::unbounded_channel::<notify::Result<notify::Event>>();
     let mut watcher = notify::recommended_watcher(move |event| {
         let _ = tx.send(event);

@@ -1,4 +1,4 @@
-//! The `fingerprintd` binary as systemd runs it: READY and STOPPING notifications, SIGHUP
+//! The `fingerprintd` binary as systemd runs it: READY, WATCHDOG and STOPPING notifications, SIGHUP
 //! reloading the model (and refusing a broken one), SIGTERM, SIGKILL mid-scan, and the
 //! configuration commands.
 
@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use fingerprint_common::{DaemonConfig, Verdict};
 use fingerprint_models::export::Quantization;
+use fingerprint_models::Arch;
 use support::*;
 
 const BIN: &str = env!("CARGO_BIN_EXE_fingerprintd");
@@ -26,7 +27,9 @@ fn spawn(config: &Path, notify_socket: Option<&Path>) -> Result<Child> {
     let mut cmd = Command::new(BIN);
     cmd.arg("--config").arg(config).stdin(Stdio::null());
     if let Some(socket) = notify_socket {
-        cmd.env("NOTIFY_SOCKET", socket);
+        // As systemd sets them for Type=notify with WatchdogSec=1s.
+        cmd.env("NOTIFY_SOCKET", socket)
+            .env("WATCHDOG_USEC", "1000000");
     }
     Ok(cmd.spawn()?)
 }
@@ -72,19 +75,21 @@ async fn decide_one(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn notifies_systemd_reloads_on_sighup_and_stops_cleanly_on_sigterm() -> Result<()> {
-    let root = tempfile::tempdir()?;
-    let model = root.path().join("model.safetensors");
-    write_model(&model, Quantization::Int8, 0.0)?;
-    let dir = root.path().join("sensor");
-    let mut config = config(root.path(), &model);
-    config.sensor = Some(sensor(&dir));
-    let log = root.path().join("decisions.jsonl");
+    let Setup {
+        root,
+        model,
+        dir,
+        log,
+        config,
+    } = Setup::new(Quantization::Int8)?;
     let config_path = write_config(root.path(), &config)?;
     let socket_path = root.path().join("notify.sock");
     let socket = UnixDatagram::bind(&socket_path)?;
     let mut child = spawn(&config_path, Some(&socket_path))?;
 
     await_notification(&socket, "READY=1", 30)?;
+    // Pings at half the interval.
+    await_notification(&socket, "WATCHDOG=1", 5)?;
     let first = decide_one(&dir, &log, "a.png", 1).await?;
 
     // A new model replaced by rename, then SIGHUP: picked up.
@@ -118,15 +123,17 @@ async fn notifies_systemd_reloads_on_sighup_and_stops_cleanly_on_sigterm() -> Re
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_scan_in_flight_when_killed_is_decided_after_restart() -> Result<()> {
-    let root = tempfile::tempdir()?;
-    let model = root.path().join("model.safetensors");
     // Large enough inputs that a burst takes a while to decide.
-    write_model_sized(&model, Quantization::F32, 0.0, 160)?;
-    let dir = root.path().join("sensor");
-    let mut config = config(root.path(), &model);
-    config.sensor = Some(sensor(&dir));
+    let Setup {
+        root,
+        dir,
+        log,
+        mut config,
+        ..
+    } = Setup::with_model(|path| {
+        write_model_with(path, Arch::ResNet18, CLASSES, 160, Quantization::F32, 0.0)
+    })?;
     config.queue.max_batch = 4;
-    let log = root.path().join("decisions.jsonl");
     let config_path = write_config(root.path(), &config)?;
     let names: Vec<String> = (0..24).map(|i| format!("burst-{i:02}.png")).collect();
 

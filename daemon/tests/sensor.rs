@@ -13,13 +13,13 @@ use support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sensor_directory_scans_get_decisions_and_bad_ones_are_rejected() -> Result<()> {
-    let root = tempfile::tempdir()?;
-    let model = root.path().join("model.safetensors");
-    write_model(&model, Quantization::Int8, 0.0)?;
-    let dir = root.path().join("sensor");
-    let mut config = config(root.path(), &model);
-    config.sensor = Some(sensor(&dir));
-    let log = root.path().join("decisions.jsonl");
+    let Setup {
+        root: _root,
+        dir,
+        log,
+        config,
+        ..
+    } = Setup::new(Quantization::Int8)?;
 
     // Already there at start; a dot-file and a half-written .part are never read.
     std::fs::write(dir.join("early.png"), good_scan(1))?;
@@ -104,16 +104,17 @@ async fn sensor_directory_scans_get_decisions_and_bad_ones_are_rejected() -> Res
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delete_after_decision_and_batches_under_a_burst() -> Result<()> {
-    let root = tempfile::tempdir()?;
-    let model = root.path().join("model.safetensors");
-    write_model(&model, Quantization::F32, 0.0)?;
-    let dir = root.path().join("sensor");
-    let mut config = config(root.path(), &model);
-    let mut s = sensor(&dir);
-    s.after_decision = fingerprint_common::config::AfterDecision::Delete;
-    config.sensor = Some(s);
+    let Setup {
+        root: _root,
+        dir,
+        log,
+        mut config,
+        ..
+    } = Setup::new(Quantization::F32)?;
+    if let Some(s) = &mut config.sensor {
+        s.after_decision = fingerprint_common::config::AfterDecision::Delete;
+    }
     config.model.threshold = Some(1.0); // nothing reaches it: every scan denied
-    let log = root.path().join("decisions.jsonl");
     let burst = 40;
     for i in 0..burst {
         std::fs::write(dir.join(format!("scan-{i:02}.png")), good_scan(i))?;

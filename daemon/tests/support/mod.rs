@@ -26,22 +26,25 @@ pub const CLASSES: usize = 3;
 /// Scans above this many bytes are refused in these tests.
 pub const MAX_SCAN_BYTES: usize = 64 * 1024;
 
-/// Writes a ResNet-18 for 32x32 inputs, with formula weights, exported as `quantization`.
+/// Writes a ResNet-18 for 32x32 inputs with formula weights, exported as `quantization`;
+/// a non-zero `weight_seed` gives a different model.
 pub fn write_model(path: &Path, quantization: Quantization, weight_seed: f32) -> Result<()> {
-    write_model_sized(path, quantization, weight_seed, 32)
+    write_model_with(path, Arch::ResNet18, CLASSES, 32, quantization, weight_seed)
 }
 
-/// As [`write_model`], for `size`x`size` inputs.
-pub fn write_model_sized(
+/// As [`write_model`], for any network, class count and input size.
+pub fn write_model_with(
     path: &Path,
+    arch: Arch,
+    classes: usize,
+    size: u32,
     quantization: Quantization,
     weight_seed: f32,
-    size: u32,
 ) -> Result<()> {
     let varmap = VarMap::new();
     let model = ResNet::new(
-        Arch::ResNet18,
-        CLASSES,
+        arch,
+        classes,
         VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu),
     )?;
     formula::fill_varmap(&varmap)?;
@@ -57,9 +60,9 @@ pub fn write_model_sized(
     let manifest = Manifest {
         format: String::new(),
         version: 0,
-        arch: Arch::ResNet18,
-        num_classes: CLASSES,
-        labels: (0..CLASSES).map(|i| format!("person-{i}")).collect(),
+        arch,
+        num_classes: classes,
+        labels: (0..classes).map(|i| format!("person-{i}")).collect(),
         preprocessing: Preprocessing::imagenet(size),
         quantization,
         accuracy: None,
@@ -138,6 +141,39 @@ pub fn config(root: &Path, model: &Path) -> DaemonConfig {
             decisions: root.join("decisions.jsonl").display().to_string(),
             outbox_capacity: 1000,
         },
+    }
+}
+
+/// A temporary root with a model, a sensor directory and a configuration using both, with
+/// decisions going to `log`.
+pub struct Setup {
+    pub root: tempfile::TempDir,
+    pub model: PathBuf,
+    pub dir: PathBuf,
+    pub log: PathBuf,
+    pub config: DaemonConfig,
+}
+
+impl Setup {
+    pub fn new(quantization: Quantization) -> Result<Self> {
+        Self::with_model(|path| write_model(path, quantization, 0.0))
+    }
+
+    pub fn with_model(write: impl FnOnce(&Path) -> Result<()>) -> Result<Self> {
+        let root = tempfile::tempdir()?;
+        let model = root.path().join("model.safetensors");
+        write(&model)?;
+        let dir = root.path().join("sensor");
+        let mut config = config(root.path(), &model);
+        config.sensor = Some(sensor(&dir));
+        let log = root.path().join("decisions.jsonl");
+        Ok(Self {
+            root,
+            model,
+            dir,
+            log,
+            config,
+        })
     }
 }
 
