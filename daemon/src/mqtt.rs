@@ -317,6 +317,7 @@ impl Link {
             {
                 break;
             }
+            tracing::debug!(seq, "decision handed to the MQTT client");
             self.submitted.push_back(seq);
             self.awaiting_pkid.push_back(seq);
         }
@@ -352,6 +353,7 @@ impl Link {
             }
             Ok(Event::Incoming(Packet::PubAck(ack))) => {
                 if let Some(seq) = self.by_pkid.remove(&ack.pkid) {
+                    tracing::debug!(seq, pkid = ack.pkid, "decision acknowledged by the broker");
                     self.submitted.retain(|s| *s != seq);
                     let entry = lock(&self.shared.outbox).complete(seq);
                     if let (Some(entry), Some(settler)) = (entry, &self.shared.settler) {
