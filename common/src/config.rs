@@ -52,8 +52,10 @@ pub struct ModelConfig {
     /// `cpu`, `cuda` or `cuda:N` (CUDA needs a build with the `cuda` feature).
     #[serde(default = "default_device")]
     pub device: String,
-    /// Overrides the threshold calibrated into the model, if any.
+    /// Classifier mode: overrides the probability threshold calibrated into the model.
     pub threshold: Option<f32>,
+    /// Gallery mode: overrides the similarity threshold calibrated into the model.
+    pub match_threshold: Option<f32>,
     /// How many candidates each decision lists.
     #[serde(default = "default_top_k")]
     pub top_k: usize,
@@ -62,6 +64,10 @@ pub struct ModelConfig {
 /// Used when neither the configuration nor the model sets a threshold: a top-1 probability
 /// this high is rare for a scan of a finger the model was not trained on.
 pub const FALLBACK_THRESHOLD: f32 = 0.9;
+
+/// Gallery similarity needed when the model carries no calibration and the configuration sets
+/// none: strict, so an uncalibrated model refuses rather than admits.
+pub const FALLBACK_MATCH_THRESHOLD: f32 = 0.95;
 
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -158,6 +164,10 @@ pub struct MqttConfig {
     /// Take scans from `<prefix>/<door_id>/scan`.
     #[serde(default = "default_true")]
     pub subscribe_scans: bool,
+    /// Accept enrolment and removal over `<prefix>/<door_id>/enroll` and `.../remove` (restrict
+    /// who may publish there with broker ACLs).
+    #[serde(default)]
+    pub enrollment: bool,
     pub username: Option<String>,
     /// Password in the file (preferred: keep it out of the config).
     pub password_file: Option<PathBuf>,
@@ -228,6 +238,11 @@ fn default_max_backoff() -> u64 {
 }
 
 impl DaemonConfig {
+    /// The gallery of enrolled identities.
+    pub fn gallery_path(&self) -> PathBuf {
+        self.state_dir.join("gallery.json")
+    }
+
     /// Reads and validates a configuration file. Relative paths in it are taken relative to
     /// the file's directory.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
@@ -294,6 +309,11 @@ impl DaemonConfig {
         if let Some(t) = self.model.threshold {
             if !(0.0..=1.0).contains(&t) {
                 return Err(format!("model.threshold {t} is outside 0..=1"));
+            }
+        }
+        if let Some(t) = self.model.match_threshold {
+            if !(-1.0..=1.0).contains(&t) {
+                return Err(format!("model.match_threshold {t} is outside -1..=1"));
             }
         }
         if self.model.top_k == 0 {

@@ -49,6 +49,18 @@ pub struct ModelRef {
     pub digest: String,
 }
 
+/// How the scan was judged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MatchMode {
+    /// 1:N against the enrolled gallery (open set: unknown fingers are denied).
+    Identification,
+    /// 1:1 against the templates of a claimed identity.
+    Verification,
+    /// The trained classifier's own identities (no gallery enrolled).
+    Classifier,
+}
+
 /// One decision, published once per scan.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Decision {
@@ -57,9 +69,13 @@ pub struct Decision {
     /// RFC 3339 UTC time at which the decision was made.
     pub timestamp: String,
     pub decision: Verdict,
+    pub mode: MatchMode,
+    /// The identity the scan claimed to be (verification), if any.
+    pub claimed_identity: Option<String>,
     /// The granted identity; null unless `decision` is `grant`.
     pub identity: Option<String>,
-    /// Score of the best candidate (null on error).
+    /// Score of the best candidate: gallery similarity, or the classifier's probability (null
+    /// on error, or when there was nothing to compare with).
     pub score: Option<f32>,
     /// Score a candidate must reach to be granted.
     pub threshold: f32,

@@ -5,10 +5,12 @@
 
 pub mod config;
 pub mod decision;
+pub mod gallery;
 pub mod preprocess;
 pub mod scan;
 
 pub use config::{DaemonConfig, DEFAULT_CONFIG};
-pub use decision::{Candidate, Decision, ModelRef, ScanSource, SourceKind, Verdict};
+pub use decision::{Candidate, Decision, MatchMode, ModelRef, ScanSource, SourceKind, Verdict};
+pub use gallery::Gallery;
 pub use preprocess::{Preprocessing, ResizePolicy};
 pub use scan::{decode_raw, decode_scan, read_limited, read_scan, ScanError, ScanLimits};

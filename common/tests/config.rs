@@ -6,7 +6,8 @@ use std::path::Path;
 use anyhow::Result;
 use fingerprint_common::config::{MqttConfig, TlsConfig};
 use fingerprint_common::{
-    Candidate, DaemonConfig, Decision, ModelRef, ScanSource, SourceKind, Verdict, DEFAULT_CONFIG,
+    Candidate, DaemonConfig, Decision, MatchMode, ModelRef, ScanSource, SourceKind, Verdict,
+    DEFAULT_CONFIG,
 };
 use serde_json::Value;
 
@@ -41,6 +42,7 @@ fn every_option_is_in_the_documented_default() -> Result<()> {
         client_id: Some("id".into()),
         topic_prefix: "fingerprintd".into(),
         subscribe_scans: true,
+        enrollment: false,
         username: Some("u".into()),
         password_file: Some("p".into()),
         password: None,
@@ -220,6 +222,8 @@ fn decisions_match_the_published_schema() -> Result<()> {
         },
         timestamp: "2026-11-26T12:00:00.000Z".into(),
         decision: Verdict::Grant,
+        mode: MatchMode::Identification,
+        claimed_identity: None,
         identity: Some("alice-right-index".into()),
         score: Some(0.97),
         threshold: 0.9,

@@ -133,6 +133,7 @@ fn run(args: &Args, q: Quantization) -> Result<Row> {
             path: model.clone(),
             device: "cpu".into(),
             threshold: None,
+            match_threshold: None,
             top_k: 3,
         },
         limits: LimitsConfig::default(),

@@ -5,9 +5,11 @@ use std::sync::{Arc, RwLock};
 use std::time::{Instant, SystemTime};
 
 use candle_core::{Device, Tensor};
-use fingerprint_common::config::FALLBACK_THRESHOLD;
+use fingerprint_common::config::{FALLBACK_MATCH_THRESHOLD, FALLBACK_THRESHOLD};
+use fingerprint_common::gallery::normalize;
 use fingerprint_common::{
-    Candidate, Decision, ModelRef, Preprocessing, ScanLimits, ScanSource, Verdict,
+    Candidate, Decision, Gallery, MatchMode, ModelRef, Preprocessing, ScanLimits, ScanSource,
+    Verdict,
 };
 use fingerprint_models::export::{ExportError, ExportedModel, Manifest};
 
@@ -18,7 +20,10 @@ pub struct Engine {
     pub manifest: Manifest,
     pub model: ModelRef,
     pub path: PathBuf,
+    /// Probability a class needs (classifier mode).
     pub threshold: f32,
+    /// Similarity an enrolled identity needs (gallery mode).
+    pub match_threshold: f32,
     pub file_size: u64,
     network: fingerprint_models::export::FoldedResNet,
     device: Device,
@@ -33,9 +38,14 @@ pub enum EngineError {
 }
 
 impl Engine {
-    /// Opens an exported model on `device` (`cpu`, `cuda`, `cuda:N`). `threshold` overrides
-    /// the model's calibrated one.
-    pub fn load(path: &Path, device: &str, threshold: Option<f32>) -> Result<Self, EngineError> {
+    /// Opens an exported model on `device` (`cpu`, `cuda`, `cuda:N`). The thresholds given
+    /// override the model's calibrated ones.
+    pub fn load(
+        path: &Path,
+        device: &str,
+        threshold: Option<f32>,
+        match_threshold: Option<f32>,
+    ) -> Result<Self, EngineError> {
         let device = fingerprint_models::device::device_from_name(device).map_err(|e| {
             EngineError::Device {
                 name: device.into(),
@@ -50,6 +60,13 @@ impl Engine {
         let threshold = threshold
             .or(exported.manifest.threshold)
             .unwrap_or(FALLBACK_THRESHOLD);
+        let match_threshold = match_threshold
+            .or(exported
+                .manifest
+                .calibration
+                .as_ref()
+                .map(|c| c.similarity_threshold))
+            .unwrap_or(FALLBACK_MATCH_THRESHOLD);
         Ok(Self {
             model: ModelRef {
                 name,
@@ -58,6 +75,7 @@ impl Engine {
             manifest: exported.manifest,
             path: path.to_path_buf(),
             threshold,
+            match_threshold,
             file_size: exported.file_size,
             network: exported.network,
             device,
@@ -68,13 +86,26 @@ impl Engine {
         &self.manifest.preprocessing
     }
 
-    /// Class probabilities for preprocessed inputs (each 3 x size x size, CHW).
-    pub fn probabilities(&self, inputs: &[Vec<f32>]) -> candle_core::Result<Vec<Vec<f32>>> {
+    fn batch(&self, inputs: &[Vec<f32>]) -> candle_core::Result<Tensor> {
         let size = self.manifest.preprocessing.size as usize;
         let flat: Vec<f32> = inputs.iter().flatten().copied().collect();
-        let x = Tensor::from_vec(flat, (inputs.len(), 3, size, size), &self.device)?;
-        let logits = self.network.forward(&x)?;
+        Tensor::from_vec(flat, (inputs.len(), 3, size, size), &self.device)
+    }
+
+    /// Class probabilities for preprocessed inputs (each 3 x size x size, CHW).
+    pub fn probabilities(&self, inputs: &[Vec<f32>]) -> candle_core::Result<Vec<Vec<f32>>> {
+        let logits = self.network.forward(&self.batch(inputs)?)?;
         softmax_rows(&logits)?.to_vec2::<f32>()
+    }
+
+    /// Templates: the network's pooled features, L2-normalised.
+    pub fn embeddings(&self, inputs: &[Vec<f32>]) -> candle_core::Result<Vec<Vec<f32>>> {
+        let features = self.network.features(&self.batch(inputs)?)?;
+        Ok(features
+            .to_vec2::<f32>()?
+            .into_iter()
+            .map(normalize)
+            .collect())
     }
 }
 
@@ -116,13 +147,24 @@ pub struct ScanRequest {
     pub source: ScanSource,
     /// The encoded image, or why there is none to decode (too large, bad message).
     pub payload: Result<Vec<u8>, String>,
+    /// Identity to verify against (1:1) instead of identifying (1:N).
+    pub claim: Option<String>,
     pub received: Instant,
+}
+
+/// What scans are compared with.
+pub enum Matcher<'a> {
+    /// The model's own classes (nothing enrolled).
+    Classifier,
+    /// Enrolled templates.
+    Gallery(&'a Gallery),
 }
 
 /// Decides a batch: scans that decode run through the network together; the others get an
 /// "error" decision with the reason. Never panics on input.
 pub fn decide_batch(
     engine: &Engine,
+    matcher: &Matcher,
     scans: &[ScanRequest],
     limits: &ScanLimits,
     top_k: usize,
@@ -139,10 +181,14 @@ pub fn decide_batch(
         .iter()
         .filter_map(|i| i.as_ref().ok().cloned())
         .collect();
-    let mut probabilities = if good.is_empty() {
+    let run = || match matcher {
+        Matcher::Classifier => engine.probabilities(&good),
+        Matcher::Gallery(_) => engine.embeddings(&good),
+    };
+    let mut outputs = if good.is_empty() {
         Ok(Vec::new())
     } else {
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| engine.probabilities(&good)))
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(run))
             .unwrap_or_else(|_| Err(candle_core::Error::Msg("inference panicked".into())))
             .map_err(|e| format!("inference failed: {e}"))
     }
@@ -151,45 +197,58 @@ pub fn decide_batch(
         .iter()
         .zip(inputs)
         .map(|(scan, input)| {
-            let outcome = input.and_then(|_| match &mut probabilities {
+            let output = input.and_then(|_| match &mut outputs {
                 Ok(rows) => rows
                     .next()
                     .ok_or_else(|| "inference returned too few rows".to_string()),
                 Err(e) => Err(e.clone()),
             });
-            decision_for(engine, scan, outcome, top_k)
+            let claim = scan.claim.as_deref();
+            let ranked = output.map(|row| match matcher {
+                Matcher::Classifier => rank_classes(engine, &row, claim),
+                Matcher::Gallery(g) => g.rank(&row, claim),
+            });
+            decision_for(engine, matcher, scan, ranked, top_k)
         })
         .collect()
 }
 
+/// The model's classes by probability (only the claimed one when there is a claim).
+fn rank_classes(engine: &Engine, p: &[f32], claim: Option<&str>) -> Vec<Candidate> {
+    let labels = &engine.manifest.labels;
+    let mut ranked: Vec<Candidate> = p
+        .iter()
+        .enumerate()
+        .map(|(i, &score)| Candidate {
+            identity: labels
+                .get(i)
+                .cloned()
+                .unwrap_or_else(|| format!("class-{i}")),
+            score,
+        })
+        .filter(|c| claim.is_none_or(|claimed| claimed == c.identity))
+        .collect();
+    ranked.sort_by(|a, b| b.score.total_cmp(&a.score));
+    ranked
+}
+
 fn decision_for(
     engine: &Engine,
+    matcher: &Matcher,
     scan: &ScanRequest,
-    probabilities: Result<Vec<f32>, String>,
+    ranked: Result<Vec<Candidate>, String>,
     top_k: usize,
 ) -> Decision {
-    let (verdict, identity, score, candidates, error) = match probabilities {
-        Ok(p) => {
-            let mut order: Vec<usize> = (0..p.len()).collect();
-            order.sort_by(|&a, &b| p[b].total_cmp(&p[a]));
-            let label = |i: usize| {
-                engine
-                    .manifest
-                    .labels
-                    .get(i)
-                    .cloned()
-                    .unwrap_or_else(|| format!("class-{i}"))
-            };
-            let candidates: Vec<Candidate> = order
-                .iter()
-                .take(top_k)
-                .map(|&i| Candidate {
-                    identity: label(i),
-                    score: p[i],
-                })
-                .collect();
+    let (mode, threshold) = match (matcher, &scan.claim) {
+        (Matcher::Classifier, _) => (MatchMode::Classifier, engine.threshold),
+        (Matcher::Gallery(_), None) => (MatchMode::Identification, engine.match_threshold),
+        (Matcher::Gallery(_), Some(_)) => (MatchMode::Verification, engine.match_threshold),
+    };
+    let (verdict, identity, score, candidates, error) = match ranked {
+        Ok(mut candidates) => {
+            candidates.truncate(top_k);
             let best = candidates.first().map(|c| c.score);
-            let granted = best.is_some_and(|s| s >= engine.threshold);
+            let granted = best.is_some_and(|s| s >= threshold);
             let identity = granted.then(|| candidates[0].identity.clone());
             let verdict = if granted {
                 Verdict::Grant
@@ -205,9 +264,11 @@ fn decision_for(
         source: scan.source.clone(),
         timestamp: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
         decision: verdict,
+        mode,
+        claimed_identity: scan.claim.clone(),
         identity,
         score,
-        threshold: engine.threshold,
+        threshold,
         candidates,
         model: engine.model.clone(),
         latency_ms: scan.received.elapsed().as_secs_f64() * 1e3,

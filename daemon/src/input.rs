@@ -29,6 +29,8 @@ pub struct MqttScan {
     /// From the message, if it named one.
     pub scan_id: Option<String>,
     pub sensor: Option<String>,
+    /// Identity to verify against (1:1), from a JSON message.
+    pub claim: Option<String>,
     /// The encoded image, or why the message holds none that may be decoded.
     pub image: Result<Vec<u8>, String>,
 }
@@ -38,6 +40,7 @@ pub struct MqttScan {
 struct ScanMessage {
     scan_id: Option<String>,
     sensor: Option<String>,
+    claim: Option<String>,
     /// Base64 (standard alphabet, padded) of an image file.
     image: String,
 }
@@ -64,6 +67,7 @@ pub fn parse_mqtt_scan(payload: &[u8], limits: &ScanLimits) -> MqttScan {
         return MqttScan {
             scan_id: None,
             sensor: None,
+            claim: None,
             image,
         };
     }
@@ -71,6 +75,7 @@ pub fn parse_mqtt_scan(payload: &[u8], limits: &ScanLimits) -> MqttScan {
         return MqttScan {
             scan_id: None,
             sensor: None,
+            claim: None,
             image: Err(too_large().to_string()),
         };
     }
@@ -78,6 +83,7 @@ pub fn parse_mqtt_scan(payload: &[u8], limits: &ScanLimits) -> MqttScan {
         Err(e) => MqttScan {
             scan_id: None,
             sensor: None,
+            claim: None,
             image: Err(format!("bad scan message: {e}")),
         },
         Ok(m) => {
@@ -95,6 +101,7 @@ pub fn parse_mqtt_scan(payload: &[u8], limits: &ScanLimits) -> MqttScan {
             MqttScan {
                 scan_id: m.scan_id.filter(|s| !s.is_empty()),
                 sensor: m.sensor,
+                claim: m.claim,
                 image,
             }
         }

@@ -7,6 +7,7 @@
 //! [`outbox`] that [`mqtt`] publishes from) and only then settles the scan.
 
 pub mod engine;
+pub mod enroll;
 pub mod input;
 pub mod mqtt;
 pub mod outbox;

@@ -35,6 +35,20 @@ enum Command {
         /// Configuration file to check.
         file: PathBuf,
     },
+    /// Enrol an identity from at least 3 scans of one finger (again: replaces its templates).
+    /// A running service picks the change up within a second.
+    Enroll {
+        /// Name to grant scans of this finger as.
+        #[arg(long)]
+        identity: String,
+        /// Scans (image files) of the finger.
+        #[arg(required = true)]
+        scans: Vec<PathBuf>,
+    },
+    /// Remove an enrolled identity.
+    Remove { identity: String },
+    /// List enrolled identities.
+    List,
 }
 
 fn main() -> Result<()> {
@@ -58,7 +72,57 @@ fn main() -> Result<()> {
     match cli.command.unwrap_or(Command::Run) {
         Command::Run => runtime.block_on(run(&cli.config)),
         Command::CheckConfig { file } => runtime.block_on(check_config(&file)),
+        Command::Enroll { identity, scans } => {
+            runtime.block_on(enroll(&cli.config, &identity, &scans))
+        }
+        Command::Remove { identity } => {
+            let config = DaemonConfig::load(&cli.config)?;
+            if fingerprintd::enroll::remove(&config.gallery_path(), &identity)? {
+                println!("removed {identity}");
+                Ok(())
+            } else {
+                anyhow::bail!("{identity} is not enrolled")
+            }
+        }
+        Command::List => {
+            let config = DaemonConfig::load(&cli.config)?;
+            let enrolled = fingerprintd::enroll::list(&config.gallery_path())?;
+            for (name, templates) in &enrolled {
+                println!("{name}\t{templates} templates");
+            }
+            eprintln!("{} identities enrolled", enrolled.len());
+            Ok(())
+        }
     }
+}
+
+async fn enroll(config_path: &Path, identity: &str, scans: &[PathBuf]) -> Result<()> {
+    let config = DaemonConfig::load(config_path)?;
+    let engine = fingerprintd::service::load_engine(&config).await?;
+    let limits = ScanLimits::from(config.limits);
+    let mut named = Vec::new();
+    for path in scans {
+        let bytes = fingerprint_common::read_limited(path, &limits)?;
+        named.push((path.display().to_string(), bytes));
+    }
+    std::fs::create_dir_all(&config.state_dir)
+        .with_context(|| format!("creating {}", config.state_dir.display()))?;
+    let done =
+        fingerprintd::enroll::enroll(&engine, &config.gallery_path(), identity, &named, &limits)?;
+    let agreement: Vec<String> = done.agreement.iter().map(|a| format!("{a:.3}")).collect();
+    println!(
+        "{} {} from {} impressions (agreement {}; threshold {:.3})",
+        if done.replaced {
+            "re-enrolled"
+        } else {
+            "enrolled"
+        },
+        done.identity,
+        done.templates,
+        agreement.join(", "),
+        engine.match_threshold
+    );
+    Ok(())
 }
 
 async fn check_config(path: &Path) -> Result<()> {

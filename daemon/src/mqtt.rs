@@ -7,6 +7,7 @@
 //! decision is stored in the outbox.
 
 use std::collections::{HashMap, VecDeque};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -19,7 +20,7 @@ use rumqttc::{
 };
 use tokio::sync::{mpsc, watch, Notify};
 
-use crate::engine::ScanRequest;
+use crate::engine::{EngineSlot, ScanRequest};
 use crate::input::parse_mqtt_scan;
 use crate::outbox::Outbox;
 use crate::output::Settler;
@@ -37,6 +38,10 @@ pub struct Topics {
     pub scan: String,
     pub decision: String,
     pub status: String,
+    pub enroll: String,
+    pub remove: String,
+    /// Replies to enrolment and removal requests.
+    pub result: String,
 }
 
 impl Topics {
@@ -45,6 +50,9 @@ impl Topics {
             scan: config.topic(door_id, "scan"),
             decision: config.topic(door_id, "decision"),
             status: config.topic(door_id, "status"),
+            enroll: config.topic(door_id, "enroll"),
+            remove: config.topic(door_id, "remove"),
+            result: config.topic(door_id, "result"),
         }
     }
 }
@@ -144,6 +152,15 @@ pub struct Shared {
     /// Signalled when an entry is added to the outbox.
     pub outbox_changed: Arc<Notify>,
     pub settler: Option<Settler>,
+    /// Enrolment over MQTT, when enabled.
+    pub admin: Option<Admin>,
+}
+
+/// What enrolment over MQTT needs.
+#[derive(Clone)]
+pub struct Admin {
+    pub engine: EngineSlot,
+    pub gallery: PathBuf,
 }
 
 pub struct Connection {
@@ -168,6 +185,7 @@ pub fn start(
 ) -> Connection {
     let (client, eventloop) = AsyncClient::new(options, 4 * PUBLISH_WINDOW);
     let (events_tx, events) = mpsc::channel(64);
+    let (results_tx, results) = mpsc::channel(16);
     let max_backoff = Duration::from_secs(config.max_backoff_s.max(1));
     let poller = tokio::spawn(poll(eventloop, events_tx, max_backoff));
     let link = Link {
@@ -182,9 +200,10 @@ pub fn start(
         by_pkid: HashMap::new(),
         counter: 0,
         failures: 0,
+        results_tx,
     };
     let task = tokio::spawn(async move {
-        link.run(events, shutdown, drained, grace).await;
+        link.run(events, results, shutdown, drained, grace).await;
         poller.abort();
     });
     Connection { client, task }
@@ -230,17 +249,22 @@ struct Link {
     /// Outbox entries handed to the client in this connection, in order.
     submitted: VecDeque<u64>,
     /// Submitted entries whose packet id the client has not reported yet.
-    awaiting_pkid: VecDeque<u64>,
+    /// QoS 1 publishes whose packet id the client has not reported yet: a decision's outbox
+    /// sequence number, or None for a reply to an enrolment request.
+    awaiting_pkid: VecDeque<Option<u64>>,
     by_pkid: HashMap<u16, u64>,
     counter: u64,
     /// Connection attempts failed in a row.
     failures: u64,
+    /// Replies of enrolment tasks, published by the link.
+    results_tx: mpsc::Sender<Vec<u8>>,
 }
 
 impl Link {
     async fn run(
         mut self,
         mut events: mpsc::Receiver<Result<Event, String>>,
+        mut results: mpsc::Receiver<Vec<u8>>,
         mut shutdown: watch::Receiver<bool>,
         mut drained: watch::Receiver<bool>,
         grace: Duration,
@@ -264,6 +288,16 @@ impl Link {
                     None => break,
                 },
                 _ = outbox_changed.notified() => {}
+                Some(reply) = results.recv() => {
+                    let topic = self.topics.result.clone();
+                    if self.connected
+                        && self.client.try_publish(topic, QoS::AtLeastOnce, false, reply).is_ok()
+                    {
+                        self.awaiting_pkid.push_back(None);
+                    } else {
+                        tracing::warn!("enrolment reply not published: not connected");
+                    }
+                }
                 changed = shutdown.changed(), if !stopping => {
                     if changed.is_err() || *shutdown.borrow() {
                         stopping = true;
@@ -319,7 +353,7 @@ impl Link {
             }
             tracing::debug!(seq, "decision handed to the MQTT client");
             self.submitted.push_back(seq);
-            self.awaiting_pkid.push_back(seq);
+            self.awaiting_pkid.push_back(Some(seq));
         }
     }
 
@@ -338,6 +372,11 @@ impl Link {
                         .client
                         .try_subscribe(self.topics.scan.clone(), QoS::AtLeastOnce);
                 }
+                if self.shared.admin.is_some() {
+                    for topic in [&self.topics.enroll, &self.topics.remove] {
+                        let _ = self.client.try_subscribe(topic.clone(), QoS::AtLeastOnce);
+                    }
+                }
                 // QoS 0, so that every QoS 1 publish of this client is a decision.
                 let _ = self.client.try_publish(
                     self.topics.status.clone(),
@@ -347,7 +386,7 @@ impl Link {
                 );
             }
             Ok(Event::Outgoing(Outgoing::Publish(pkid))) if pkid != 0 => {
-                if let Some(seq) = self.awaiting_pkid.pop_front() {
+                if let Some(Some(seq)) = self.awaiting_pkid.pop_front() {
                     self.by_pkid.insert(pkid, seq);
                 }
             }
@@ -366,7 +405,7 @@ impl Link {
             Err(e) => {
                 if self.connected {
                     tracing::warn!("MQTT connection lost: {e}");
-                } else if self.failures % 10 == 0 {
+                } else if self.failures.is_multiple_of(10) {
                     // The first failure and every tenth: visible, without flooding the log.
                     tracing::warn!(
                         attempts = self.failures + 1,
@@ -379,7 +418,31 @@ impl Link {
         }
     }
 
+    /// Enrolment or removal: done on a blocking thread, answered on the result topic.
+    fn admin(&mut self, publish: rumqttc::Publish) {
+        let _ = self.client.try_ack(&publish);
+        let Some(admin) = self.shared.admin.clone() else {
+            return;
+        };
+        let enroll = publish.topic == self.topics.enroll;
+        let limits = self.limits;
+        let replies = self.results_tx.clone();
+        tokio::spawn(async move {
+            let reply = tokio::task::spawn_blocking(move || {
+                crate::enroll::handle_request(&admin, enroll, &publish.payload, &limits)
+            })
+            .await
+            .unwrap_or_else(|e| crate::enroll::failure_reply(enroll, &format!("{e}")));
+            let _ = replies.send(reply).await;
+        });
+    }
+
     async fn scan(&mut self, publish: rumqttc::Publish) {
+        if self.shared.admin.is_some()
+            && (publish.topic == self.topics.enroll || publish.topic == self.topics.remove)
+        {
+            return self.admin(publish);
+        }
         let Some(jobs) = &self.jobs else {
             // Shutting down: not acknowledged, so not taken.
             return;
@@ -406,6 +469,7 @@ impl Link {
                     sensor: message.sensor,
                 },
                 payload: message.image,
+                claim: message.claim,
                 received,
             },
             origin: Origin::Mqtt(publish),

@@ -144,6 +144,7 @@ async fn queue(
                 sensor: None,
             },
             payload,
+            claim: None,
             received,
         },
         origin: crate::worker::Origin::File(path.to_path_buf()),

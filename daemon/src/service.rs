@@ -10,6 +10,7 @@ use fingerprint_common::{DaemonConfig, Decision, ScanLimits, Verdict};
 use tokio::sync::{mpsc, watch, Notify};
 
 use crate::engine::{Engine, EngineSlot};
+use crate::enroll::GallerySlot;
 use crate::mqtt::{self, lock, Topics};
 use crate::outbox::{Entry, Outbox};
 use crate::output::{DecisionLog, Settle, Settler};
@@ -28,15 +29,18 @@ pub struct Service {
     mqtt: Option<tokio::task::JoinHandle<()>>,
     sensor: Option<SensorWatch>,
     stats: Stats,
+    gallery_watch: tokio::task::JoinHandle<()>,
 }
 
 /// Loads the model named by the configuration (on a blocking thread).
 pub async fn load_engine(config: &DaemonConfig) -> Result<Engine> {
     let m = config.model.clone();
-    let engine = tokio::task::spawn_blocking(move || Engine::load(&m.path, &m.device, m.threshold))
-        .await
-        .context("model loading panicked")?
-        .with_context(|| format!("loading model {}", config.model.path.display()))?;
+    let engine = tokio::task::spawn_blocking(move || {
+        Engine::load(&m.path, &m.device, m.threshold, m.match_threshold)
+    })
+    .await
+    .context("model loading panicked")?
+    .with_context(|| format!("loading model {}", config.model.path.display()))?;
     Ok(engine)
 }
 
@@ -68,6 +72,13 @@ impl Service {
             "model loaded"
         );
         let engine = EngineSlot::new(engine);
+        std::fs::create_dir_all(&config.state_dir)
+            .with_context(|| format!("creating {}", config.state_dir.display()))?;
+        let gallery = GallerySlot::open(&config.gallery_path())?;
+        match gallery.current() {
+            Some(g) => tracing::info!(identities = g.identities.len(), "gallery loaded"),
+            None => tracing::info!("no identities enrolled: deciding with the model's classes"),
+        }
         let limits: ScanLimits = config.limits.into();
         let (jobs_tx, jobs_rx) = mpsc::channel(config.queue.capacity);
         let (outcomes_tx, outcomes_rx) = mpsc::channel(config.queue.capacity);
@@ -104,6 +115,10 @@ impl Service {
                     outbox: outbox.clone(),
                     outbox_changed: changed.clone(),
                     settler: settler.clone(),
+                    admin: mqtt_config.enrollment.then(|| mqtt::Admin {
+                        engine: engine.clone(),
+                        gallery: config.gallery_path(),
+                    }),
                 },
                 mqtt_config.subscribe_scans.then(|| jobs_tx.clone()),
                 shutdown_rx,
@@ -132,6 +147,7 @@ impl Service {
         let stats = Stats::default();
         let worker = worker::spawn(
             engine.clone(),
+            gallery.clone(),
             jobs_rx,
             outcomes_tx,
             WorkerConfig {
@@ -150,6 +166,7 @@ impl Service {
             _ => None,
         };
         drop(jobs_tx);
+        let gallery_watch = tokio::spawn(watch_gallery(gallery.clone()));
         Ok(Self {
             config,
             engine,
@@ -159,6 +176,7 @@ impl Service {
             mqtt,
             sensor,
             stats,
+            gallery_watch,
         })
     }
 
@@ -189,6 +207,7 @@ impl Service {
     /// Stops taking scans, decides those already queued, publishes their decisions (waiting
     /// a few seconds for the broker), announces "offline" and returns.
     pub async fn shutdown(self) -> Result<()> {
+        self.gallery_watch.abort();
         if let Some(sensor) = self.sensor {
             sensor.task.abort();
             let _ = sensor.task.await;
@@ -207,6 +226,25 @@ impl Service {
                 .context("MQTT connection task")?;
         }
         Ok(())
+    }
+}
+
+/// Picks up enrolments and removals (by `fingerprintd enroll` / `remove`, or over MQTT) by
+/// looking at the gallery file's modification time every second.
+async fn watch_gallery(gallery: GallerySlot) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        let slot = gallery.clone();
+        match tokio::task::spawn_blocking(move || slot.refresh()).await {
+            Ok(Ok(true)) => {
+                let n = gallery.current().map_or(0, |g| g.identities.len());
+                tracing::info!(identities = n, "gallery reloaded");
+            }
+            Ok(Ok(false)) => {}
+            Ok(Err(e)) => tracing::error!("gallery not reloaded, the previous one stays: {e}"),
+            Err(e) => tracing::error!("gallery reload failed: {e}"),
+        }
     }
 }
 

@@ -8,7 +8,8 @@ use std::sync::Arc;
 use fingerprint_common::{Decision, ScanLimits};
 use tokio::sync::mpsc;
 
-use crate::engine::{decide_batch, EngineSlot, ScanRequest};
+use crate::engine::{decide_batch, EngineSlot, Matcher, ScanRequest};
+use crate::enroll::GallerySlot;
 
 /// Where a scan came from, to settle it once its decision is out.
 pub enum Origin {
@@ -53,6 +54,7 @@ pub struct WorkerConfig {
 /// Runs until the job queue is closed and drained, or nobody takes outcomes any more.
 pub fn spawn(
     engine: EngineSlot,
+    gallery: GallerySlot,
     mut jobs: mpsc::Receiver<Job>,
     outcomes: mpsc::Sender<Outcome>,
     config: WorkerConfig,
@@ -70,9 +72,27 @@ pub fn spawn(
                     }
                 }
                 let engine = engine.current();
-                let (scans, origins): (Vec<ScanRequest>, Vec<Origin>) =
+                let (mut scans, origins): (Vec<ScanRequest>, Vec<Origin>) =
                     batch.into_iter().map(|j| (j.scan, j.origin)).unzip();
-                let decisions = decide_batch(&engine, &scans, &config.limits, config.top_k);
+                let gallery = gallery.current();
+                let matcher = match &gallery {
+                    None => Matcher::Classifier,
+                    Some(g) => {
+                        if g.model_digest != engine.model.digest {
+                            // Templates of another model mean nothing: refuse every scan.
+                            let reason = format!(
+                                "the gallery was enrolled with model {}, not the loaded {}: enrol again",
+                                g.model_digest, engine.model.digest
+                            );
+                            for scan in &mut scans {
+                                scan.payload = Err(reason.clone());
+                            }
+                        }
+                        Matcher::Gallery(g)
+                    }
+                };
+                let decisions =
+                    decide_batch(&engine, &matcher, &scans, &config.limits, config.top_k);
                 tracing::debug!(batch = scans.len(), "batch decided");
                 stats.scans.fetch_add(scans.len() as u64, Ordering::Relaxed);
                 stats.batches.fetch_add(1, Ordering::Relaxed);

@@ -1,7 +1,7 @@
 //! The outbox keeps decisions across restarts, in order, bounded, and survives a torn write.
 
 use anyhow::Result;
-use fingerprint_common::{Decision, ModelRef, ScanSource, SourceKind, Verdict};
+use fingerprint_common::{Decision, MatchMode, ModelRef, ScanSource, SourceKind, Verdict};
 use fingerprintd::outbox::{Entry, Outbox};
 use fingerprintd::output::Settle;
 
@@ -16,6 +16,8 @@ fn entry(id: &str) -> Entry {
             },
             timestamp: "2026-11-26T00:00:00Z".into(),
             decision: Verdict::Deny,
+            mode: MatchMode::Identification,
+            claimed_identity: None,
             identity: None,
             score: Some(0.1),
             threshold: 0.9,

@@ -78,6 +78,22 @@ pub struct ExportAccuracy {
     pub agreement_with_f32: f64,
 }
 
+/// How the similarity threshold for gallery matching was chosen: scans of fingers the model
+/// never trained on, matched against templates of enrolled fingers, at a target false-accept
+/// rate.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Calibration {
+    /// Cosine similarity a scan needs to be granted an enrolled identity.
+    pub similarity_threshold: f32,
+    pub target_far: f64,
+    /// False-accept rate at the threshold on the calibration impostor scans.
+    pub far: f64,
+    /// Share of genuine calibration scans refused at the threshold.
+    pub frr: f64,
+    pub genuine_scores: usize,
+    pub impostor_scores: usize,
+}
+
 /// What a daemon needs to know about a model besides its weights.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Manifest {
@@ -92,6 +108,9 @@ pub struct Manifest {
     pub accuracy: Option<ExportAccuracy>,
     /// Decision threshold on the top-1 probability, if one was calibrated.
     pub threshold: Option<f32>,
+    /// Open-set threshold on gallery similarity, calibrated on held-out fingers.
+    #[serde(default)]
+    pub calibration: Option<Calibration>,
     /// `sha256:` and the hex digest of the tensor data (see docs/model-format.md).
     pub data_digest: String,
     /// Program and version that wrote the file.

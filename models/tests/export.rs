@@ -38,6 +38,7 @@ fn manifest(arch: Arch, quantization: Quantization) -> Manifest {
         quantization,
         accuracy: None,
         threshold: None,
+        calibration: None,
         data_digest: String::new(),
         created_by: "test".into(),
     }

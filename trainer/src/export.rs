@@ -74,6 +74,7 @@ pub fn export_run(
         quantization,
         accuracy: None,
         threshold: None,
+        calibration: None,
         data_digest: String::new(),
         created_by: format!("trainer {}", env!("CARGO_PKG_VERSION")),
     };

@@ -67,6 +67,7 @@ pub fn write_model_with(
         quantization,
         accuracy: None,
         threshold: None,
+        calibration: None,
         data_digest: String::new(),
         created_by: "daemon tests".into(),
     };
@@ -128,6 +129,7 @@ pub fn config(root: &Path, model: &Path) -> DaemonConfig {
             path: model.to_path_buf(),
             device: "cpu".into(),
             threshold: Some(0.0),
+            match_threshold: None,
             top_k: 2,
         },
         limits: LimitsConfig {
@@ -194,6 +196,7 @@ pub fn mqtt(port: u16) -> MqttConfig {
         client_id: None,
         topic_prefix: "fingerprintd".into(),
         subscribe_scans: true,
+        enrollment: false,
         username: None,
         password_file: None,
         password: None,
@@ -423,4 +426,27 @@ impl Subscriber {
         }
         out
     }
+}
+
+/// A PNG of one grey level.
+pub fn flat_scan(level: u8) -> Vec<u8> {
+    let img = GrayImage::from_pixel(48, 40, Luma([level]));
+    let mut out = Cursor::new(Vec::new());
+    img.write_to(&mut out, ImageFormat::Png)
+        .expect("encoding a PNG in memory");
+    out.into_inner()
+}
+
+/// A PNG of sinusoidal stripes: `angle` in degrees, `period` in pixels, `phase` in pixels.
+/// Same angle and period, other phase: like two impressions of one finger.
+pub fn stripes(angle: f32, period: f32, phase: f32) -> Vec<u8> {
+    let (s, c) = angle.to_radians().sin_cos();
+    let img = GrayImage::from_fn(64, 64, |x, y| {
+        let t = (x as f32 * c + y as f32 * s + phase) / period * std::f32::consts::TAU;
+        Luma([(127.5 + 120.0 * t.sin()) as u8])
+    });
+    let mut out = Cursor::new(Vec::new());
+    img.write_to(&mut out, ImageFormat::Png)
+        .expect("encoding a PNG in memory");
+    out.into_inner()
 }

@@ -1,0 +1,393 @@
+//! Enrolment: CLI and MQTT enrol, remove and list; refusal of impressions that disagree; the
+//! running service matching against the gallery (identification and verification); a gallery
+//! cut short mid-write leaves the previous one intact.
+//!
+//! The test model has formula weights, so its embeddings barely separate anything: each test
+//! measures the similarities of its scans first and sets the match threshold between the
+//! genuine and the impostor ones, then checks what the service does with it.
+
+mod support;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::Result;
+use base64::Engine as _;
+use fingerprint_common::gallery::{agreement, similarity};
+use fingerprint_common::{DaemonConfig, Gallery, MatchMode, Verdict};
+use fingerprint_models::export::Quantization;
+use fingerprintd::engine::Engine;
+use fingerprintd::enroll::GallerySlot;
+use fingerprintd::input::encoded_scan_input;
+use fingerprintd::Service;
+use rumqttc::QoS;
+use support::*;
+
+const BIN: &str = env!("CARGO_BIN_EXE_fingerprintd");
+
+fn embed(engine: &Engine, scans: &[Vec<u8>]) -> Result<Vec<Vec<f32>>> {
+    let limits = fingerprint_common::ScanLimits::default();
+    let inputs = scans
+        .iter()
+        .map(|s| encoded_scan_input(s, engine.preprocessing(), &limits))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(engine.embeddings(&inputs)?)
+}
+
+/// Two enrolled "fingers" (stripes at two angles, three phases each), a probe of each, and
+/// strangers; with the threshold that separates them on this model.
+struct Cast {
+    alice: Vec<Vec<u8>>,
+    bob: Vec<Vec<u8>>,
+    alice_probe: Vec<u8>,
+    strangers: Vec<Vec<u8>>,
+    outlier: Vec<u8>,
+    threshold: f32,
+}
+
+fn cast(model: &Path) -> Result<Cast> {
+    let alice: Vec<_> = [0.0, 1.5, 3.0]
+        .iter()
+        .map(|&p| stripes(45.0, 10.0, p))
+        .collect();
+    let bob: Vec<_> = [0.0, 1.5, 3.0]
+        .iter()
+        .map(|&p| stripes(135.0, 4.0, p))
+        .collect();
+    let alice_probe = stripes(45.0, 10.0, 4.5);
+    let strangers: Vec<_> = [
+        (0.0, 6.0, 0.0),
+        (0.0, 6.0, 1.5),
+        (0.0, 6.0, 3.0),
+        (90.0, 6.0, 0.0),
+    ]
+    .iter()
+    .map(|&(a, p, ph)| stripes(a, p, ph))
+    .collect();
+    let outlier = flat_scan(128);
+    let engine = Engine::load(model, "cpu", None, None)?;
+    let e = |s: &[Vec<u8>]| embed(&engine, s);
+    let (ea, eb, es) = (e(&alice)?, e(&bob)?, e(&strangers)?);
+    let ep = e(std::slice::from_ref(&alice_probe))?.remove(0);
+    let best = |probe: &[f32], set: &[Vec<f32>]| {
+        set.iter()
+            .map(|t| similarity(probe, t))
+            .fold(f32::MIN, f32::max)
+    };
+    // Genuine: each impression's mean agreement with its own set, and the probe with alice.
+    let agreement = |set: &[Vec<f32>]| agreement(set).into_iter().fold(f32::MAX, f32::min);
+    let genuine = agreement(&ea).min(agreement(&eb)).min(best(&ep, &ea));
+    let impostor = es
+        .iter()
+        .map(|s| best(s, &ea).max(best(s, &eb)))
+        .fold(best(&ep, &eb), f32::max);
+    println!("lowest genuine {genuine:.4}, highest impostor {impostor:.4}");
+    anyhow::ensure!(
+        genuine > impostor,
+        "test scans do not separate on this model"
+    );
+    Ok(Cast {
+        alice,
+        bob,
+        alice_probe,
+        strangers,
+        outlier,
+        threshold: (genuine + impostor) / 2.0,
+    })
+}
+
+fn write_files(dir: &Path, prefix: &str, scans: &[Vec<u8>]) -> Result<Vec<String>> {
+    scans
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let path = dir.join(format!("{prefix}-{i}.png"));
+            std::fs::write(&path, s)?;
+            Ok(path.display().to_string())
+        })
+        .collect()
+}
+
+fn cli(config: &Path, args: &[&str]) -> Result<(bool, String)> {
+    let out = Command::new(BIN)
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .output()?;
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    Ok((out.status.success(), text))
+}
+
+fn write_config(root: &Path, config: &DaemonConfig) -> Result<std::path::PathBuf> {
+    let path = root.join("config.toml");
+    std::fs::write(&path, toml::to_string(config)?)?;
+    Ok(path)
+}
+
+async fn decide(setup: &Setup, name: &str, scan: &[u8]) -> Result<fingerprint_common::Decision> {
+    drop_scan(&setup.dir, name, scan)?;
+    wait_for(30, name, || {
+        Ok(read_decisions(&setup.log)?
+            .into_iter()
+            .find(|d| d.scan_id == name))
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_enrolment_is_picked_up_by_the_running_service() -> Result<()> {
+    let mut setup = Setup::new(Quantization::F32)?;
+    let cast = cast(&setup.model)?;
+    setup.config.model.match_threshold = Some(cast.threshold);
+    let config = write_config(setup.root.path(), &setup.config)?;
+    let scans = setup.root.path().join("scans");
+    std::fs::create_dir_all(&scans)?;
+    let alice = write_files(&scans, "alice", &cast.alice)?;
+    let bob = write_files(&scans, "bob", &cast.bob)?;
+    let service = Service::start(setup.config.clone()).await?;
+
+    // Nothing enrolled: the model's own classes.
+    let d = decide(&setup, "before.png", &cast.alice_probe).await?;
+    assert_eq!(d.mode, MatchMode::Classifier);
+
+    let args = |id: &'static str, files: &[String]| -> Vec<String> {
+        ["enroll", "--identity", id]
+            .iter()
+            .map(|s| s.to_string())
+            .chain(files.iter().cloned())
+            .collect()
+    };
+    let run = |a: Vec<String>| cli(&config, &a.iter().map(|s| s.as_str()).collect::<Vec<_>>());
+    let (ok, text) = run(args("alice", &alice))?;
+    assert!(ok, "{text}");
+    assert!(text.contains("enrolled alice from 3 impressions"), "{text}");
+    let (ok, text) = run(args("bob", &bob))?;
+    assert!(ok, "{text}");
+    // Too few impressions, and impressions of different fingers, are refused.
+    let (ok, text) = run(args("carol", &alice[..2]))?;
+    assert!(!ok && text.contains("at least 3"), "{text}");
+    let mixed = write_files(
+        &scans,
+        "mixed",
+        &[
+            cast.alice[0].clone(),
+            cast.alice[1].clone(),
+            cast.outlier.clone(),
+        ],
+    )?;
+    let (ok, text) = run(args("eve", &mixed))?;
+    assert!(
+        !ok && text.contains("disagree") && text.contains("mixed-2.png"),
+        "{text}"
+    );
+    let (ok, text) = cli(&config, &["list"])?;
+    assert!(
+        ok && text.contains("alice\t3 templates") && text.contains("bob\t3 templates"),
+        "{text}"
+    );
+    assert!(!text.contains("eve") && !text.contains("carol"), "{text}");
+
+    // The service reloads the gallery within a second or so.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let d = decide(&setup, "alice-probe.png", &cast.alice_probe).await?;
+    assert_eq!(d.mode, MatchMode::Identification);
+    assert_eq!(
+        (d.decision, d.identity.as_deref()),
+        (Verdict::Grant, Some("alice")),
+        "{d:?}"
+    );
+    for (i, s) in cast.strangers.iter().enumerate() {
+        let d = decide(&setup, &format!("stranger-{i}.png"), s).await?;
+        assert_eq!(d.decision, Verdict::Deny, "stranger {i}: {d:?}");
+        assert!(d.score.is_some_and(|s| s < cast.threshold));
+    }
+
+    let (ok, text) = cli(&config, &["remove", "alice"])?;
+    assert!(ok, "{text}");
+    let (ok, text) = cli(&config, &["remove", "alice"])?;
+    assert!(!ok && text.contains("not enrolled"), "{text}");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let d = decide(&setup, "alice-after.png", &cast.alice_probe).await?;
+    assert_eq!(d.decision, Verdict::Deny, "{d:?}");
+    assert!(d.candidates.iter().all(|c| c.identity == "bob"));
+    service.shutdown().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enrolment_and_verification_over_mqtt() -> Result<()> {
+    let mut setup = Setup::new(Quantization::F32)?;
+    let cast = cast(&setup.model)?;
+    setup.config.model.match_threshold = Some(cast.threshold);
+    let port = start_broker()?;
+    let mut m = mqtt(port);
+    m.enrollment = true;
+    setup.config.mqtt = Some(m);
+    let mut watcher = Subscriber::start(
+        port,
+        "watcher",
+        &[
+            "fingerprintd/test-door/result",
+            "fingerprintd/test-door/decision",
+        ],
+    )
+    .await?;
+    let service = Service::start(setup.config.clone()).await?;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let b64 = |s: &[u8]| base64::engine::general_purpose::STANDARD.encode(s);
+    let client = watcher.client.clone();
+    let publish = |topic: &str, body: serde_json::Value| {
+        let client = client.clone();
+        let topic = format!("fingerprintd/test-door/{topic}");
+        async move {
+            client
+                .publish(topic, QoS::AtLeastOnce, false, body.to_string())
+                .await
+        }
+    };
+    let reply = async |w: &mut Subscriber| -> Result<serde_json::Value> {
+        loop {
+            let (topic, payload, _) = w.next(30).await?;
+            if topic.ends_with("/result") {
+                return Ok(serde_json::from_slice(&payload)?);
+            }
+        }
+    };
+
+    let images: Vec<String> = cast.alice.iter().map(|s| b64(s)).collect();
+    publish(
+        "enroll",
+        serde_json::json!({"request_id": "r1", "identity": "alice", "images": images}),
+    )
+    .await?;
+    let r = reply(&mut watcher).await?;
+    assert_eq!(r["request_id"], "r1");
+    assert_eq!(r["ok"], true, "{r}");
+    assert_eq!(r["templates"], 3);
+    let mixed = vec![b64(&cast.alice[0]), b64(&cast.alice[1]), b64(&cast.outlier)];
+    publish(
+        "enroll",
+        serde_json::json!({"request_id": "r2", "identity": "eve", "images": mixed}),
+    )
+    .await?;
+    let r = reply(&mut watcher).await?;
+    assert_eq!(r["ok"], false, "{r}");
+    assert!(
+        r["error"].as_str().is_some_and(|e| e.contains("disagree")),
+        "{r}"
+    );
+    assert_eq!(
+        fingerprintd::enroll::list(&setup.config.gallery_path())?.len(),
+        1
+    );
+
+    // Verification: the claim decides which templates are compared.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let scan = |id: &str, claim: &str| serde_json::json!({"scan_id": id, "claim": claim, "image": b64(&cast.alice_probe)});
+    publish("scan", scan("v1", "alice")).await?;
+    publish("scan", scan("v2", "bob")).await?;
+    let decisions = watcher.decisions(2, 30).await?;
+    let v1 = decisions.iter().find(|d| d.scan_id == "v1").expect("v1");
+    let v2 = decisions.iter().find(|d| d.scan_id == "v2").expect("v2");
+    assert_eq!(v1.mode, MatchMode::Verification);
+    assert_eq!(
+        (v1.decision, v1.identity.as_deref()),
+        (Verdict::Grant, Some("alice"))
+    );
+    assert_eq!(v1.claimed_identity.as_deref(), Some("alice"));
+    assert_eq!(v2.decision, Verdict::Deny, "bob is not enrolled: {v2:?}");
+    assert!(v2.candidates.is_empty());
+
+    publish(
+        "remove",
+        serde_json::json!({"request_id": "r3", "identity": "alice"}),
+    )
+    .await?;
+    assert_eq!(reply(&mut watcher).await?["ok"], true);
+    publish(
+        "remove",
+        serde_json::json!({"request_id": "r4", "identity": "alice"}),
+    )
+    .await?;
+    let r = reply(&mut watcher).await?;
+    assert_eq!(r["ok"], false);
+    publish("enroll", serde_json::json!({"identity": 5})).await?;
+    let r = reply(&mut watcher).await?;
+    assert!(
+        r["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("bad request")),
+        "{r}"
+    );
+    service.shutdown().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enrolment_over_mqtt_is_off_by_default() -> Result<()> {
+    let mut setup = Setup::new(Quantization::F32)?;
+    let port = start_broker()?;
+    setup.config.mqtt = Some(mqtt(port));
+    let mut watcher =
+        Subscriber::start(port, "watcher", &["fingerprintd/test-door/result"]).await?;
+    let service = Service::start(setup.config.clone()).await?;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let images: Vec<String> = (0..3)
+        .map(|i| base64::engine::general_purpose::STANDARD.encode(good_scan(i)))
+        .collect();
+    let body = serde_json::json!({"identity": "mallory", "images": images}).to_string();
+    watcher
+        .client
+        .publish(
+            "fingerprintd/test-door/enroll",
+            QoS::AtLeastOnce,
+            false,
+            body,
+        )
+        .await?;
+    assert!(
+        watcher.next(2).await.is_err(),
+        "a reply came although enrolment is off"
+    );
+    assert!(fingerprintd::enroll::list(&setup.config.gallery_path())?.is_empty());
+    service.shutdown().await?;
+    Ok(())
+}
+
+#[test]
+fn a_gallery_cut_short_mid_write_leaves_the_previous_one() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("gallery.json");
+    let mut gallery = Gallery::new("sha256:abc");
+    gallery.identities.insert(
+        "alice".into(),
+        vec![vec![0.6, 0.8], vec![1.0, 0.0], vec![0.0, 1.0]],
+    );
+    gallery.save(&path)?;
+    let slot = GallerySlot::open(&path)?;
+
+    // A crash during the next save leaves its temporary file half written: ignored.
+    let mut changed = gallery.clone();
+    changed
+        .identities
+        .insert("bob".into(), vec![vec![1.0, 0.0]; 3]);
+    let full = std::fs::read(&path)?;
+    std::fs::write(dir.path().join("gallery.json.tmp"), &full[..full.len() / 2])?;
+    assert_eq!(Gallery::load(&path)?, Some(gallery.clone()));
+    // The next save completes and replaces the stale temporary file.
+    changed.save(&path)?;
+    assert_eq!(Gallery::load(&path)?, Some(changed.clone()));
+    assert!(!dir.path().join("gallery.json.tmp").exists());
+
+    // A file cut short in place (a writer that is not ours) is refused; the service keeps
+    // what it had.
+    assert!(slot.refresh()?);
+    std::thread::sleep(Duration::from_millis(20));
+    let bytes = std::fs::read(&path)?;
+    std::fs::write(&path, &bytes[..bytes.len() / 3])?;
+    assert!(slot.refresh().is_err());
+    assert_eq!(slot.current().as_deref(), Some(&changed));
+    Ok(())
+}
