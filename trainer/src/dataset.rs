@@ -221,6 +221,10 @@ pub struct SplitConfig {
     pub seed: u64,
     /// Leave out identities with too few scans (with a warning) instead of failing.
     pub skip_small: bool,
+    /// Identities held out of training altogether, chosen by the seed: never-enrolled
+    /// impostors for calibrating the open-set threshold.
+    #[serde(default)]
+    pub impostor_identities: usize,
 }
 
 impl Default for SplitConfig {
@@ -230,6 +234,7 @@ impl Default for SplitConfig {
             val_per_identity: 1,
             seed: 0,
             skip_small: false,
+            impostor_identities: 0,
         }
     }
 }
@@ -244,6 +249,12 @@ pub struct Split {
     pub test: Vec<Sample>,
     /// Identities left out for having too few scans.
     pub skipped: Vec<String>,
+    /// Held-out impostor identities (names) and all their scans (`identity` indexes
+    /// `impostor_names`).
+    #[serde(default)]
+    pub impostor_names: Vec<String>,
+    #[serde(default)]
+    pub impostors: Vec<Sample>,
 }
 
 fn fnv1a(text: &str) -> u64 {
@@ -280,8 +291,32 @@ impl Split {
             val: Vec::new(),
             test: Vec::new(),
             skipped: small.into_iter().cloned().collect(),
+            impostor_names: Vec::new(),
+            impostors: Vec::new(),
         };
+        // Impostors: the identities first in an order drawn from the seed.
+        let mut order: Vec<&String> = dataset.identities.iter().collect();
+        order.sort_by_key(|name| {
+            (
+                fnv1a(name) ^ config.seed.wrapping_mul(0x9e37_79b9_7f4a_7c15),
+                *name,
+            )
+        });
+        let held_out: Vec<String> = order
+            .into_iter()
+            .take(config.impostor_identities)
+            .cloned()
+            .collect();
         for (group, name) in groups.into_iter().zip(&dataset.identities) {
+            if held_out.contains(name) {
+                let identity = split.impostor_names.len();
+                split.impostor_names.push(name.clone());
+                split.impostors.extend(group.iter().map(|s| Sample {
+                    path: s.path.clone(),
+                    identity,
+                }));
+                continue;
+            }
             if group.len() < needed {
                 continue;
             }

@@ -7,8 +7,8 @@ use anyhow::{Context, Result};
 use candle_core::{Device, Tensor};
 use fingerprint_common::ScanLimits;
 use fingerprint_models::export::{
-    fold_batch_norm, write_exported, ExportAccuracy, ExportedModel, FoldedResNet, Manifest,
-    Quantization,
+    fold_batch_norm, write_exported, Calibration, ExportAccuracy, ExportedModel, FoldedResNet,
+    Manifest, Quantization,
 };
 use serde::{Deserialize, Serialize};
 
@@ -30,6 +30,8 @@ pub struct ExportSummary {
     pub out: PathBuf,
     pub test_scans: usize,
     pub formats: Vec<FormatFigures>,
+    /// The open-set calibration written into the model, when impostors were held out.
+    pub calibration: Option<Calibration>,
 }
 
 /// Top-1 class of every scan of `cache` under an exported network.
@@ -50,12 +52,59 @@ pub fn top1_predictions(
     Ok(out)
 }
 
+/// Calibrates the open-set threshold of `network`: each training identity enrolled from its
+/// first training scans (as many as the daemon requires), its validation scans as genuine
+/// probes, the held-out impostor identities' scans as never-enrolled probes.
+pub fn calibrate(
+    network: &FoldedResNet,
+    split: &crate::dataset::Split,
+    pre: &fingerprint_common::Preprocessing,
+    target_far: f64,
+    device: &Device,
+) -> Result<Option<(Calibration, crate::openset::OpenSetReport)>> {
+    use crate::openset::{calibration, enrol_first, evaluate, Probe};
+    use fingerprint_common::gallery::MIN_IMPRESSIONS;
+    if split.impostors.is_empty() {
+        return Ok(None);
+    }
+    let limits = ScanLimits::default();
+    let classifier = crate::train::Classifier::Exported(network);
+    let embed = |samples: &[crate::dataset::Sample]| -> Result<Vec<Vec<f32>>> {
+        let cache = ImageCache::load(samples, pre, &limits, || {})?;
+        crate::train::predict_embeddings(&classifier, &cache, pre, device, 16)
+    };
+    let named = |samples: &[crate::dataset::Sample], names: &[String], e: Vec<Vec<f32>>| {
+        samples
+            .iter()
+            .zip(e)
+            .map(|(s, e)| (names[s.identity].clone(), e))
+            .collect::<Vec<_>>()
+    };
+    let train = named(&split.train, &split.identities, embed(&split.train)?);
+    let (gallery, _) = enrol_first(train, MIN_IMPRESSIONS);
+    let mut probes: Vec<Probe> = named(&split.val, &split.identities, embed(&split.val)?)
+        .into_iter()
+        .map(|(name, embedding)| Probe {
+            embedding,
+            identity: Some(name),
+        })
+        .collect();
+    probes.extend(embed(&split.impostors)?.into_iter().map(|embedding| Probe {
+        embedding,
+        identity: None,
+    }));
+    let report = evaluate(&gallery, &probes, None, target_far);
+    Ok(Some((calibration(&report, target_far), report)))
+}
+
 /// Exports the run's best model as `quantization` to `out`, measuring f32, f16 and int8 on
-/// the test split first (each through the real file reader) so the file records its accuracy.
+/// the test split first (each through the real file reader) so the file records its accuracy,
+/// and calibrating the open-set threshold for `target_far` when the run held out impostors.
 pub fn export_run(
     run: &RunDir,
     quantization: Quantization,
     out: &Path,
+    target_far: f64,
     device: &Device,
 ) -> Result<ExportSummary> {
     let (info, model) = load_run_model(run, device, "best.safetensors")?;
@@ -81,6 +130,7 @@ pub fn export_run(
     let scratch = tempfile::tempdir().context("creating a temporary folder")?;
     let mut figures = Vec::new();
     let mut f32_predictions = Vec::new();
+    let mut calibration = None;
     for q in [Quantization::F32, Quantization::F16, Quantization::Int8] {
         let path = scratch.path().join(format!("{q}.safetensors"));
         write_exported(
@@ -92,6 +142,10 @@ pub fn export_run(
             },
         )?;
         let exported = ExportedModel::open(&path, device)?;
+        if q == quantization {
+            calibration =
+                calibrate(&exported.network, &split, pre, target_far, device)?.map(|(c, _)| c);
+        }
         let predictions = top1_predictions(&exported.network, &cache, pre, device)?;
         if q == Quantization::F32 {
             f32_predictions = predictions.clone();
@@ -129,6 +183,7 @@ pub fn export_run(
         &weights,
         Manifest {
             accuracy: Some(accuracy),
+            calibration: calibration.clone(),
             ..manifest
         },
     )?;
@@ -138,6 +193,7 @@ pub fn export_run(
         out: out.to_path_buf(),
         test_scans: cache.len(),
         formats: figures,
+        calibration,
     };
     write_json(&run.file("export.json"), &summary)?;
     Ok(summary)
@@ -157,6 +213,15 @@ pub fn print_summary(summary: &ExportSummary) {
             100.0 * f.agreement_with_f32,
             f.file_bytes as f64 / 1e6
         );
+    }
+    match &summary.calibration {
+        Some(c) => println!(
+            "open-set threshold {:.4} (cosine) for FAR {}: measured FAR {:.4} on {} impostor scans, FRR {:.4} on {} genuine scans",
+            c.similarity_threshold, c.target_far, c.far, c.impostor_scores, c.frr, c.genuine_scores
+        ),
+        None => println!(
+            "no open-set calibration: the run held out no impostor fingers (trainer train --impostors N)"
+        ),
     }
     println!("wrote {}", summary.out.display());
 }

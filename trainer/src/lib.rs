@@ -5,6 +5,7 @@ pub mod augment;
 pub mod dataset;
 pub mod export;
 pub mod loader;
+pub mod openset;
 pub mod optim;
 pub mod plot;
 pub mod saliency;

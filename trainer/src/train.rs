@@ -273,6 +273,14 @@ impl Classifier<'_> {
             Classifier::Exported(m) => m.num_classes(),
         }
     }
+
+    /// Pooled features (the templates of gallery matching, before normalisation).
+    pub fn features(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        match self {
+            Classifier::Trained(m) => m.features_t(x, false),
+            Classifier::Exported(m) => m.features(x),
+        }
+    }
 }
 
 /// An owned network with what is needed to feed it and name its outputs: a run's checkpoint
@@ -283,6 +291,8 @@ pub struct LoadedModel {
     pub preprocessing: Preprocessing,
     /// Architecture, and the format for an exported file.
     pub description: String,
+    /// The open-set similarity threshold calibrated into an exported file.
+    pub similarity_threshold: Option<f32>,
 }
 
 enum LoadedNetwork {
@@ -298,6 +308,7 @@ impl LoadedModel {
             description: format!("{} ({})", e.manifest.arch, e.manifest.quantization),
             labels: e.manifest.labels,
             preprocessing: e.manifest.preprocessing,
+            similarity_threshold: e.manifest.calibration.map(|c| c.similarity_threshold),
             network: LoadedNetwork::Exported(e.network),
         })
     }
@@ -318,6 +329,7 @@ impl LoadedModel {
             description: model.arch().to_string(),
             labels,
             preprocessing,
+            similarity_threshold: None,
             network: LoadedNetwork::Trained(model),
         }
     }
@@ -369,6 +381,33 @@ pub fn predict_probabilities(
         )?);
     }
     Ok(Tensor::cat(&outputs, 0)?)
+}
+
+/// L2-normalised pooled features of every scan of a cache, as the daemon makes templates.
+pub fn predict_embeddings(
+    model: &Classifier,
+    cache: &ImageCache,
+    pre: &Preprocessing,
+    device: &Device,
+    batch_size: usize,
+) -> Result<Vec<Vec<f32>>> {
+    let mut out = Vec::with_capacity(cache.len());
+    let indices: Vec<(usize, usize)> = (0..cache.len()).map(|i| (i, i)).collect();
+    let s = pre.size as usize;
+    for chunk in indices.chunks(batch_size.max(1)) {
+        let (x, _) = make_batch(cache, chunk, pre, BatchMode::Plain);
+        let x = Tensor::from_vec(x, (chunk.len(), 3, s, s), device)?;
+        let features = model
+            .features(&x)?
+            .to_device(&Device::Cpu)?
+            .to_vec2::<f32>()?;
+        out.extend(
+            features
+                .into_iter()
+                .map(fingerprint_common::gallery::normalize),
+        );
+    }
+    Ok(out)
 }
 
 /// Top-1 and top-5 accuracy, mean cross-entropy and the misidentified scans.

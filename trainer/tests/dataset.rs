@@ -165,6 +165,7 @@ fn identities_with_too_few_scans_fail_or_are_skipped_as_asked() -> Result<()> {
         &ds,
         SplitConfig {
             skip_small: true,
+            impostor_identities: 0,
             ..SplitConfig::default()
         },
     )?;
@@ -201,5 +202,47 @@ fn trainer_and_daemon_preprocess_a_file_identically() -> Result<()> {
             "the two paths differ for {pre:?}"
         );
     }
+    Ok(())
+}
+
+#[test]
+fn impostor_fingers_are_held_out_of_training_entirely() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let ds = Dataset::load(&[fvc_folder(&dir.path().join("DB"), 10)?], &Layout::Auto)?;
+    let config = |seed| SplitConfig {
+        seed,
+        impostor_identities: 2,
+        ..SplitConfig::default()
+    };
+    let a = Split::new(&ds, config(7))?;
+    assert_eq!(a, Split::new(&ds, config(7))?, "seeded");
+    assert_eq!(a.impostor_names.len(), 2);
+    assert_eq!(a.identities.len(), 8);
+    assert_eq!(a.impostors.len(), 16, "all 8 scans of each impostor");
+    for name in &a.impostor_names {
+        assert!(!a.identities.contains(name), "{name} trained on");
+    }
+    let impostor_paths: BTreeSet<_> = a.impostors.iter().map(|s| &s.path).collect();
+    for s in a.train.iter().chain(&a.val).chain(&a.test) {
+        assert!(!impostor_paths.contains(&s.path));
+    }
+    let chosen_by_seed = (0..20).any(|seed| {
+        Split::new(&ds, config(seed)).is_ok_and(|s| s.impostor_names != a.impostor_names)
+    });
+    assert!(chosen_by_seed, "the seed chooses the impostors");
+    // Splits written before impostors existed still read.
+    let path = dir.path().join("split.json");
+    a.save(&path)?;
+    let mut json: serde_json::Value = serde_json::from_slice(&std::fs::read(&path)?)?;
+    if let Some(o) = json.as_object_mut() {
+        o.remove("impostors");
+        o.remove("impostor_names");
+    }
+    if let Some(c) = json.get_mut("config").and_then(|c| c.as_object_mut()) {
+        c.remove("impostor_identities");
+    }
+    std::fs::write(&path, serde_json::to_vec(&json)?)?;
+    let old = Split::load(&path)?;
+    assert!(old.impostors.is_empty() && old.config.impostor_identities == 0);
     Ok(())
 }

@@ -18,7 +18,7 @@ fn export_measures_every_format_and_records_it_in_the_manifest() -> Result<()> {
     let data = dir.path().join("data");
     write_dataset(
         &SynthConfig {
-            fingers: 3,
+            fingers: 4,
             impressions: 6,
             size: 48,
             seed: 2,
@@ -29,6 +29,8 @@ fn export_measures_every_format_and_records_it_in_the_manifest() -> Result<()> {
         &Dataset::load(&[data], &Layout::Auto)?,
         SplitConfig {
             test_per_identity: 2,
+            // One finger never trained on: the impostor the threshold is calibrated with.
+            impostor_identities: 1,
             ..SplitConfig::default()
         },
     )?;
@@ -53,7 +55,7 @@ fn export_measures_every_format_and_records_it_in_the_manifest() -> Result<()> {
 
     let run = RunDir(dir.path().join("run"));
     let out = dir.path().join("model-int8.safetensors");
-    let summary = export_run(&run, Quantization::Int8, &out, &Device::Cpu)?;
+    let summary = export_run(&run, Quantization::Int8, &out, 0.001, &Device::Cpu)?;
     let formats: Vec<Quantization> = summary.formats.iter().map(|f| f.quantization).collect();
     assert_eq!(
         formats,
@@ -74,8 +76,55 @@ fn export_measures_every_format_and_records_it_in_the_manifest() -> Result<()> {
     let accuracy = model.manifest.accuracy.expect("accuracy recorded");
     assert_eq!(accuracy.test_scans, 6);
     assert_eq!(accuracy.top1, summary.formats[2].top1);
-    assert_eq!(model.manifest.labels, ["1", "2", "3"]);
+    let split = run.split()?;
+    assert_eq!(split.impostor_names.len(), 1);
+    assert_eq!(model.manifest.labels.len(), 3);
+    assert!(!model.manifest.labels.contains(&split.impostor_names[0]));
+    let calibration = model.manifest.calibration.expect("calibration recorded");
+    assert_eq!(
+        calibration.impostor_scores, 6,
+        "the impostor finger's 6 scans"
+    );
+    assert_eq!(
+        calibration.genuine_scores, 3,
+        "one validation scan per finger"
+    );
+    assert!(calibration.far <= calibration.target_far);
+    assert!(calibration.similarity_threshold.is_finite());
+    assert_eq!(summary.calibration, Some(calibration));
     assert_eq!(model.manifest.preprocessing.size, 32);
     assert!(run.file("export.json").exists());
+
+    // The door's view of the same run: enrol from training scans, probe with test scans,
+    // the held-out finger as the stranger; the model's calibrated threshold by default.
+    let det = dir.path().join("det.png");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_trainer"))
+        .args(["eval", "--open-set", "--json", "--model"])
+        .arg(&out)
+        .arg("--run")
+        .arg(&run.0)
+        .arg("--det")
+        .arg(&det)
+        .output()?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    assert_eq!(report["enrolled_identities"], 3);
+    assert_eq!(report["genuine_probes"], 6, "the test scans");
+    assert_eq!(report["impostor_probes"], 6, "the held-out finger's scans");
+    assert_eq!(report["mated_scores"], 6);
+    assert_eq!(report["non_mated_scores"], 6 * 2 + 6 * 3);
+    let threshold = report["threshold"].as_f64().unwrap_or(f64::NAN) as f32;
+    assert_eq!(
+        threshold,
+        summary
+            .calibration
+            .as_ref()
+            .map_or(f32::NAN, |c| c.similarity_threshold)
+    );
+    assert!(image::open(&det).is_ok(), "DET curve written");
     Ok(())
 }

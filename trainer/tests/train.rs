@@ -119,6 +119,7 @@ fn synthetic_split_val(
             val_per_identity: val,
             seed: 1,
             skip_small: false,
+            impostor_identities: 0,
         },
     )?)
 }

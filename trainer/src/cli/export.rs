@@ -17,6 +17,10 @@ pub struct ExportArgs {
     /// File to write (default: <run>/model-<format>.safetensors).
     #[arg(long)]
     out: Option<PathBuf>,
+    /// False-accept rate the open-set threshold is calibrated for, on the run's held-out
+    /// impostor fingers (none held out: no calibration).
+    #[arg(long, default_value_t = 0.001)]
+    target_far: f64,
     #[arg(long, default_value = "cpu")]
     device: String,
 }
@@ -27,6 +31,12 @@ pub fn run(args: ExportArgs) -> Result<()> {
     let out = args
         .out
         .unwrap_or_else(|| run.file(&format!("model-{}.safetensors", args.quantization)));
-    print_summary(&export_run(&run, args.quantization, &out, &device)?);
+    print_summary(&export_run(
+        &run,
+        args.quantization,
+        &out,
+        args.target_far,
+        &device,
+    )?);
     Ok(())
 }

@@ -72,6 +72,13 @@ pub struct TrainArgs {
     /// Leave out identities with too few scans for the split, instead of failing.
     #[arg(long)]
     skip_small: bool,
+    /// Identities held out of training as never-enrolled impostors, to calibrate the open-set
+    /// threshold at export (default: a tenth of the identities).
+    #[arg(long)]
+    impostors: Option<usize>,
+    /// False-accept rate the exported threshold is calibrated for (on the impostors).
+    #[arg(long, default_value_t = 0.001)]
+    target_far: f64,
     /// cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
     device: String,
@@ -118,17 +125,20 @@ pub fn run(args: TrainArgs) -> Result<()> {
                 val_per_identity: args.val_per_identity,
                 seed: args.seed,
                 skip_small: args.skip_small,
+                impostor_identities: args.impostors.unwrap_or(dataset.identities.len() / 10),
             },
         )?;
         for name in &split.skipped {
             eprintln!("warning: identity {name} has too few scans and is left out");
         }
         println!(
-            "{} identities: {} train, {} validation, {} test scans",
+            "{} identities: {} train, {} validation, {} test scans; {} identities ({} scans) held out as impostors",
             split.identities.len(),
             split.train.len(),
             split.val.len(),
-            split.test.len()
+            split.test.len(),
+            split.impostor_names.len(),
+            split.impostors.len()
         );
         let config = TrainConfig {
             arch: args.arch,
@@ -156,7 +166,13 @@ pub fn run(args: TrainArgs) -> Result<()> {
             if let Some(q) = args.export {
                 let run = RunDir(dir.clone());
                 let out = run.file(&format!("model-{q}.safetensors"));
-                print_summary(&export_run(&run, q, &out, &session.device)?);
+                print_summary(&export_run(
+                    &run,
+                    q,
+                    &out,
+                    args.target_far,
+                    &session.device,
+                )?);
             }
         }
         Outcome::Interrupted { epochs_done } => {
