@@ -1,3 +1,4 @@
+use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
@@ -95,6 +96,12 @@ pub fn run(args: PredictArgs) -> Result<()> {
                 .collect(),
         });
     }
-    println!("{}", serde_json::to_string_pretty(&predictions)?);
+    // A reader that stops early (`| head`) is not an error.
+    let json = serde_json::to_string_pretty(&predictions)?;
+    if let Err(e) = writeln!(std::io::stdout().lock(), "{json}") {
+        if e.kind() != std::io::ErrorKind::BrokenPipe {
+            return Err(e.into());
+        }
+    }
     Ok(())
 }
