@@ -8,17 +8,17 @@
 #
 # Exports PATH (nvcc), CUDA_ROOT, CUDARC_CUDA_VERSION, CUDA_COMPUTE_CAP (default 87: Jetson
 # Orin; 90: H100), LIBRARY_PATH and RUSTFLAGS' link search path.
-set -euo pipefail
+# Sourced: no `set -e` here, it would close the caller's shell on the first error.
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 prefix=${CUDA_PREFIX:-$root/.cuda}
 version=${CUDA_PIP_VERSION:-13.0}
 if [ ! -x "$prefix/venv/bin/python" ]; then
-    python3 -m venv "$prefix/venv"
+    python3 -m venv "$prefix/venv" || return 1
     "$prefix/venv/bin/pip" install -q \
         "nvidia-cuda-nvcc==$version.*" "nvidia-cuda-crt==$version.*" \
         "nvidia-cuda-runtime==$version.*" "nvidia-cuda-nvrtc==$version.*" \
         "nvidia-cuda-cccl==$version.*" "nvidia-nvvm==$version.*" \
-        "nvidia-cublas==$version.*" "nvidia-curand"
+        "nvidia-cublas==$version.*" "nvidia-curand" || return 1
 fi
 nv=$(echo "$prefix"/venv/lib/python3*/site-packages/nvidia/cu13)
 export CUDA_ROOT="$nv"
@@ -40,7 +40,8 @@ if [ ! -f "$lib/libcuda.so" ]; then
     grep -hoE '^\s+fn cu[A-Za-z0-9_]+\(' "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/cudarc-*/src/driver/sys/mod.rs \
         | sed -E 's/^\s+fn (cu[A-Za-z0-9_]+)\(/\1/' | sort -u \
         | sed 's/.*/int &(void) { return 0; }/' > "$lib/cuda_stub.c"
-    gcc -shared -fPIC -Wl,-soname,libcuda.so.1 -o "$lib/libcuda.so" "$lib/cuda_stub.c"
+    gcc -shared -fPIC -Wl,-soname,libcuda.so.1 -o "$lib/libcuda.so" "$lib/cuda_stub.c" \
+        || return 1
 fi
 export LIBRARY_PATH="$lib${LIBRARY_PATH:+:$LIBRARY_PATH}"
 export RUSTFLAGS="${RUSTFLAGS:-} -L native=$lib"
