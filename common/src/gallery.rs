@@ -9,7 +9,6 @@
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
@@ -178,10 +177,6 @@ impl Gallery {
 
     /// Writes the gallery atomically.
     pub fn save(&self, path: &Path) -> Result<(), GalleryError> {
-        let io = |p: &Path| {
-            let p = p.to_path_buf();
-            move |source| GalleryError::Io { path: p, source }
-        };
         let file = GalleryFile {
             format: GALLERY_FORMAT.into(),
             version: GALLERY_VERSION,
@@ -205,19 +200,10 @@ impl Gallery {
             path: path.into(),
             reason: e.to_string(),
         })?;
-        let mut tmp = path.as_os_str().to_owned();
-        tmp.push(".tmp");
-        let tmp = PathBuf::from(tmp);
-        let mut out = File::create(&tmp).map_err(io(&tmp))?;
-        out.write_all(&json).map_err(io(&tmp))?;
-        out.sync_all().map_err(io(&tmp))?;
-        fs::rename(&tmp, path).map_err(io(path))?;
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            File::open(dir)
-                .and_then(|d| d.sync_all())
-                .map_err(io(dir))?;
-        }
-        Ok(())
+        crate::durable::write_atomically(path, &json).map_err(|source| GalleryError::Io {
+            path: path.into(),
+            source,
+        })
     }
 }
 
@@ -225,7 +211,14 @@ impl Gallery {
 pub struct GalleryLock(#[allow(dead_code)] File);
 
 impl GalleryLock {
+    /// Takes the lock, creating the gallery's directory if need be (the first enrolment).
     pub fn acquire(gallery: &Path) -> Result<Self, GalleryError> {
+        if let Some(dir) = gallery.parent().filter(|d| !d.as_os_str().is_empty()) {
+            fs::create_dir_all(dir).map_err(|source| GalleryError::Io {
+                path: dir.into(),
+                source,
+            })?;
+        }
         let mut name = gallery.as_os_str().to_owned();
         name.push(".lock");
         let path = PathBuf::from(name);

@@ -5,6 +5,7 @@
 
 pub mod config;
 pub mod decision;
+pub mod durable;
 pub mod gallery;
 pub mod preprocess;
 pub mod scan;

@@ -1,7 +1,7 @@
 //! The loaded model and how a batch of scans becomes decisions.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Instant, SystemTime};
 
 use candle_core::{Device, Tensor};
@@ -95,7 +95,7 @@ impl Engine {
     /// Class probabilities for preprocessed inputs (each 3 x size x size, CHW).
     pub fn probabilities(&self, inputs: &[Vec<f32>]) -> candle_core::Result<Vec<Vec<f32>>> {
         let logits = self.network.forward(&self.batch(inputs)?)?;
-        softmax_rows(&logits)?.to_vec2::<f32>()
+        candle_nn::ops::softmax(&logits, candle_core::D::Minus1)?.to_vec2::<f32>()
     }
 
     /// Templates: the network's pooled features, L2-normalised.
@@ -109,12 +109,6 @@ impl Engine {
     }
 }
 
-fn softmax_rows(logits: &Tensor) -> candle_core::Result<Tensor> {
-    let max = logits.max_keepdim(1)?;
-    let exp = logits.broadcast_sub(&max)?.exp()?;
-    exp.broadcast_div(&exp.sum_keepdim(1)?)
-}
-
 /// The model in use, swapped whole on reload so a batch always sees one model.
 #[derive(Clone)]
 pub struct EngineSlot(Arc<RwLock<Arc<Engine>>>);
@@ -126,18 +120,14 @@ impl EngineSlot {
 
     pub fn current(&self) -> Arc<Engine> {
         // A poisoned lock still holds a whole Arc: swapping is a single assignment.
-        match self.0.read() {
-            Ok(g) => g.clone(),
-            Err(p) => p.into_inner().clone(),
-        }
+        self.0
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     pub fn replace(&self, engine: Engine) {
-        let engine = Arc::new(engine);
-        match self.0.write() {
-            Ok(mut g) => *g = engine,
-            Err(p) => *p.into_inner() = engine,
-        }
+        *self.0.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(engine);
     }
 }
 
@@ -170,16 +160,16 @@ pub fn decide_batch(
     top_k: usize,
 ) -> Vec<Decision> {
     let pre = engine.preprocessing();
-    let inputs: Vec<Result<Vec<f32>, String>> = scans
+    // The inputs that decode go into one batch; per scan, whether it did or why not.
+    let mut good: Vec<Vec<f32>> = Vec::with_capacity(scans.len());
+    let inputs: Vec<Result<(), String>> = scans
         .iter()
         .map(|s| match &s.payload {
-            Ok(bytes) => encoded_scan_input(bytes, pre, limits).map_err(|e| e.to_string()),
+            Ok(bytes) => encoded_scan_input(bytes, pre, limits)
+                .map(|input| good.push(input))
+                .map_err(|e| e.to_string()),
             Err(reason) => Err(reason.clone()),
         })
-        .collect();
-    let good: Vec<Vec<f32>> = inputs
-        .iter()
-        .filter_map(|i| i.as_ref().ok().cloned())
         .collect();
     let run = || match matcher {
         Matcher::Classifier => engine.probabilities(&good),
@@ -197,7 +187,7 @@ pub fn decide_batch(
         .iter()
         .zip(inputs)
         .map(|(scan, input)| {
-            let output = input.and_then(|_| match &mut outputs {
+            let output = input.and_then(|()| match &mut outputs {
                 Ok(rows) => rows
                     .next()
                     .ok_or_else(|| "inference returned too few rows".to_string()),

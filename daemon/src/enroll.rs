@@ -2,7 +2,7 @@
 //! the running service matches against, reloaded when the file changes.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::SystemTime;
 
 use fingerprint_common::gallery::{
@@ -162,10 +162,11 @@ impl GallerySlot {
 
     /// The gallery in use (None: nothing enrolled).
     pub fn current(&self) -> Option<Arc<Gallery>> {
-        match self.state.read() {
-            Ok(g) => g.1.clone(),
-            Err(p) => p.into_inner().1.clone(),
-        }
+        self.state
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .1
+            .clone()
     }
 
     /// Reloads the file if it changed; true when it did. On error the gallery in use stays.
@@ -173,21 +174,14 @@ impl GallerySlot {
         let modified = std::fs::metadata(&self.path)
             .and_then(|m| m.modified())
             .ok();
-        let seen = match self.state.read() {
-            Ok(g) => g.0,
-            Err(p) => p.into_inner().0,
-        };
-        if modified == seen && modified.is_some() {
+        let seen = self.state.read().unwrap_or_else(PoisonError::into_inner).0;
+        if modified == seen {
             return Ok(false);
         }
         let gallery = Gallery::load(&self.path)?.filter(|g| !g.is_empty());
-        let changed = seen != modified;
-        let mut state = match self.state.write() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        };
-        *state = (modified, gallery.map(Arc::new));
-        Ok(changed)
+        *self.state.write().unwrap_or_else(PoisonError::into_inner) =
+            (modified, gallery.map(Arc::new));
+        Ok(true)
     }
 }
 
@@ -263,7 +257,9 @@ pub fn handle_request(
             .collect();
         scans.and_then(|scans| {
             let engine = admin.engine.current();
-            enroll_scans(&engine, &admin.gallery, &request.identity, &scans, limits)
+            crate::enroll::enroll(&engine, &admin.gallery, &request.identity, &scans, limits)
+                .map(|done| Some(done.templates))
+                .map_err(|e| e.to_string())
         })
     } else {
         remove(&admin.gallery, &request.identity)
@@ -291,19 +287,4 @@ pub fn handle_request(
         error: result.err(),
     })
     .unwrap_or_default()
-}
-
-fn enroll_scans(
-    engine: &Engine,
-    gallery: &Path,
-    identity: &str,
-    scans: &[(String, Vec<u8>)],
-    limits: &ScanLimits,
-) -> Result<Option<usize>, String> {
-    if let Some(dir) = gallery.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    }
-    enroll(engine, gallery, identity, scans, limits)
-        .map(|done| Some(done.templates))
-        .map_err(|e| e.to_string())
 }

@@ -105,8 +105,6 @@ async fn enroll(config_path: &Path, identity: &str, scans: &[PathBuf]) -> Result
         let bytes = fingerprint_common::read_limited(path, &limits)?;
         named.push((path.display().to_string(), bytes));
     }
-    std::fs::create_dir_all(&config.state_dir)
-        .with_context(|| format!("creating {}", config.state_dir.display()))?;
     let done =
         fingerprintd::enroll::enroll(&engine, &config.gallery_path(), identity, &named, &limits)?;
     let agreement: Vec<String> = done.agreement.iter().map(|a| format!("{a:.3}")).collect();

@@ -499,9 +499,8 @@ impl Link {
     }
 }
 
+/// A mutex's contents even after a panic elsewhere: every value kept under these locks is
+/// whole at all times (single insertions and removals).
 pub fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    match m.lock() {
-        Ok(g) => g,
-        Err(p) => p.into_inner(),
-    }
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }

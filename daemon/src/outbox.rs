@@ -1,12 +1,12 @@
 //! Decisions waiting to be published, kept on disk so that neither a broker outage nor a
-//! restart loses one. Each entry is its own file, `<seq>.json`, written to a temporary name,
-//! flushed to disk and renamed, so a power cut leaves either the whole entry or none.
+//! restart loses one. Each entry is its own file, `<seq>.json`, written atomically
+//! ([`write_atomically`]), so a power cut leaves either the whole entry or none.
 
 use std::collections::VecDeque;
-use std::fs::{self, File};
-use std::io::Write;
+use std::fs;
 use std::path::{Path, PathBuf};
 
+use fingerprint_common::durable::write_atomically;
 use fingerprint_common::Decision;
 use serde::{Deserialize, Serialize};
 
@@ -91,19 +91,11 @@ impl Outbox {
     pub fn push(&mut self, entry: Entry) -> Result<Option<Entry>, OutboxError> {
         let seq = self.next_seq;
         let path = self.path(seq);
-        let tmp = path.with_extension("tmp");
         let bytes = serde_json::to_vec(&entry).map_err(|e| OutboxError {
             path: path.clone(),
             source: std::io::Error::other(e),
         })?;
-        let mut file = File::create(&tmp).map_err(io_err(&tmp))?;
-        file.write_all(&bytes).map_err(io_err(&tmp))?;
-        file.sync_all().map_err(io_err(&tmp))?;
-        fs::rename(&tmp, &path).map_err(io_err(&path))?;
-        // The rename itself must reach the disk too.
-        File::open(&self.dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io_err(&self.dir))?;
+        write_atomically(&path, &bytes).map_err(io_err(&path))?;
         self.next_seq += 1;
         self.entries.push_back((seq, entry));
         if self.entries.len() > self.capacity {

@@ -100,10 +100,7 @@ impl Settler {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashSet<PathBuf>> {
-        match self.in_progress.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        }
+        crate::mqtt::lock(&self.in_progress)
     }
 
     /// Moves or deletes a scan whose decision has been published. Errors are logged: the

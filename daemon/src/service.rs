@@ -46,15 +46,11 @@ pub async fn load_engine(config: &DaemonConfig) -> Result<Engine> {
 
 /// What the router does with each decision.
 enum Sink {
-    Log {
-        log: DecisionLog,
-        settler: Option<Settler>,
-    },
+    Log(DecisionLog),
     Outbox {
         outbox: Arc<Mutex<Outbox>>,
         changed: Arc<Notify>,
         client: rumqttc::AsyncClient,
-        settler: Option<Settler>,
     },
 }
 
@@ -72,8 +68,6 @@ impl Service {
             "model loaded"
         );
         let engine = EngineSlot::new(engine);
-        std::fs::create_dir_all(&config.state_dir)
-            .with_context(|| format!("creating {}", config.state_dir.display()))?;
         let gallery = GallerySlot::open(&config.gallery_path())?;
         match gallery.current() {
             Some(g) => tracing::info!(identities = g.identities.len(), "gallery loaded"),
@@ -129,19 +123,12 @@ impl Service {
                 outbox,
                 changed,
                 client: connection.client,
-                settler: settler.clone(),
             };
             (sink, Some(connection.task))
         } else {
             let mut log = DecisionLog::open(&config.output.decisions)?;
             flush_old_outbox(&outbox_dir, &mut log, settler.as_ref())?;
-            (
-                Sink::Log {
-                    log,
-                    settler: settler.clone(),
-                },
-                None,
-            )
+            (Sink::Log(log), None)
         };
 
         let stats = Stats::default();
@@ -158,7 +145,7 @@ impl Service {
             stats.clone(),
         )
         .context("starting the inference thread")?;
-        let router = tokio::spawn(route(sink, outcomes_rx, drained_tx));
+        let router = tokio::spawn(route(sink, settler.clone(), outcomes_rx, drained_tx));
         let sensor = match (&config.sensor, settler) {
             (Some(s), Some(settler)) => {
                 Some(sensor::watch(&s.dir, limits, settler, jobs_tx.clone())?)
@@ -285,6 +272,7 @@ fn log_decision(d: &Decision) {
 
 async fn route(
     mut sink: Sink,
+    settler: Option<Settler>,
     mut outcomes: mpsc::Receiver<Outcome>,
     drained: watch::Sender<bool>,
 ) {
@@ -298,9 +286,9 @@ async fn route(
             Origin::Mqtt(_) => Settle::Nothing,
         };
         match &mut sink {
-            Sink::Log { log, settler } => match log.write(&decision) {
+            Sink::Log(log) => match log.write(&decision) {
                 Ok(()) => {
-                    if let Some(settler) = settler {
+                    if let Some(settler) = &settler {
                         settler.settle(&settle);
                     }
                 }
@@ -311,7 +299,6 @@ async fn route(
                 outbox,
                 changed,
                 client,
-                settler,
             } => {
                 let scan_id = decision.scan_id.clone();
                 let pushed = lock(outbox).push(Entry { decision, settle });
@@ -322,7 +309,7 @@ async fn route(
                                 "outbox full: the decision for {} was dropped unpublished",
                                 old.decision.scan_id
                             );
-                            if let Some(settler) = settler {
+                            if let Some(settler) = &settler {
                                 settler.settle(&old.settle);
                             }
                         }

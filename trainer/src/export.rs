@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use candle_core::{Device, Tensor};
+use candle_core::Device;
 use fingerprint_common::ScanLimits;
 use fingerprint_models::export::{
     fold_batch_norm, write_exported, Calibration, ExportAccuracy, ExportedModel, FoldedResNet,
@@ -12,7 +12,7 @@ use fingerprint_models::export::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::loader::{make_batch, BatchMode, ImageCache};
+use crate::loader::{for_each_plain_batch, ImageCache};
 use crate::train::{load_run_model, write_json, RunDir};
 
 /// One format's figures.
@@ -42,13 +42,10 @@ pub fn top1_predictions(
     device: &Device,
 ) -> Result<Vec<u32>> {
     let mut out = Vec::with_capacity(cache.len());
-    let indices: Vec<(usize, usize)> = (0..cache.len()).map(|i| (i, i)).collect();
-    let s = pre.size as usize;
-    for chunk in indices.chunks(16) {
-        let (x, _) = make_batch(cache, chunk, pre, BatchMode::Plain);
-        let x = Tensor::from_vec(x, (chunk.len(), 3, s, s), device)?;
+    for_each_plain_batch(cache, pre, device, 16, |x| {
         out.extend(network.forward(&x)?.argmax(1)?.to_vec1::<u32>()?);
-    }
+        Ok(())
+    })?;
     Ok(out)
 }
 
@@ -62,7 +59,7 @@ pub fn calibrate(
     target_far: f64,
     device: &Device,
 ) -> Result<Option<(Calibration, crate::openset::OpenSetReport)>> {
-    use crate::openset::{calibration, enrol_first, evaluate, Probe};
+    use crate::openset::{calibration, enrol_first, evaluate, first_per_identity, Probe};
     use fingerprint_common::gallery::MIN_IMPRESSIONS;
     if split.impostors.is_empty() {
         return Ok(None);
@@ -80,8 +77,11 @@ pub fn calibrate(
             .map(|(s, e)| (names[s.identity].clone(), e))
             .collect::<Vec<_>>()
     };
-    let train = named(&split.train, &split.identities, embed(&split.train)?);
-    let (gallery, _) = enrol_first(train, MIN_IMPRESSIONS);
+    let enrolled = first_per_identity(&split.train, MIN_IMPRESSIONS);
+    let (gallery, _) = enrol_first(
+        named(&enrolled, &split.identities, embed(&enrolled)?),
+        MIN_IMPRESSIONS,
+    );
     let mut probes: Vec<Probe> = named(&split.val, &split.identities, embed(&split.val)?)
         .into_iter()
         .map(|(name, embedding)| Probe {

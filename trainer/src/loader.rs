@@ -75,6 +75,28 @@ pub enum BatchMode<'a> {
     },
 }
 
+/// Runs `f` on every scan of `cache`, in order, as plain (unaugmented) input tensors of at
+/// most `batch_size` scans on `device`: the loop of every evaluation.
+pub fn for_each_plain_batch(
+    cache: &ImageCache,
+    pre: &Preprocessing,
+    device: &candle_core::Device,
+    batch_size: usize,
+    mut f: impl FnMut(candle_core::Tensor) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let indices: Vec<(usize, usize)> = (0..cache.len()).map(|i| (i, i)).collect();
+    let s = pre.size as usize;
+    for chunk in indices.chunks(batch_size.max(1)) {
+        let (x, _) = make_batch(cache, chunk, pre, BatchMode::Plain);
+        f(candle_core::Tensor::from_vec(
+            x,
+            (chunk.len(), 3, s, s),
+            device,
+        )?)?;
+    }
+    Ok(())
+}
+
 /// Normalised inputs (N x 3 x S x S values, CHW per scan) and labels of the scans at
 /// `indices`; `slot` numbers a scan within the epoch so that copies of one scan differ.
 pub fn make_batch(

@@ -11,6 +11,8 @@ use std::collections::BTreeMap;
 
 use fingerprint_common::Gallery;
 use fingerprint_models::export::Calibration;
+
+use crate::dataset::Sample;
 use serde::{Deserialize, Serialize};
 
 /// A scan to match: its embedding and, for an enrolled finger, its identity.
@@ -18,6 +20,20 @@ pub struct Probe {
     pub embedding: Vec<f32>,
     /// None: a finger that is not enrolled.
     pub identity: Option<String>,
+}
+
+/// The first `k` samples of each identity, in the order given (the scans to enrol).
+pub fn first_per_identity(samples: &[Sample], k: usize) -> Vec<Sample> {
+    let mut taken: BTreeMap<usize, usize> = BTreeMap::new();
+    samples
+        .iter()
+        .filter(|s| {
+            let n = taken.entry(s.identity).or_default();
+            *n += 1;
+            *n <= k
+        })
+        .cloned()
+        .collect()
 }
 
 /// Builds a gallery from the first `per_identity` embeddings of each identity (in the order

@@ -35,7 +35,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::augment::Augmentation;
 use crate::dataset::Split;
-use crate::loader::{make_batch, BatchMode, ImageCache};
+use crate::loader::{for_each_plain_batch, make_batch, BatchMode, ImageCache};
 use crate::optim::{Adam, AdamConfig};
 use crate::plot;
 
@@ -365,14 +365,11 @@ pub fn predict_probabilities(
     batch_size: usize,
 ) -> Result<Tensor> {
     let mut outputs = Vec::new();
-    let indices: Vec<(usize, usize)> = (0..cache.len()).map(|i| (i, i)).collect();
-    for chunk in indices.chunks(batch_size.max(1)) {
-        let (x, _) = make_batch(cache, chunk, pre, BatchMode::Plain);
-        let s = pre.size as usize;
-        let x = Tensor::from_vec(x, (chunk.len(), 3, s, s), device)?;
+    for_each_plain_batch(cache, pre, device, batch_size, |x| {
         let logits = model.logits(&x)?;
         outputs.push(candle_nn::ops::softmax(&logits, D::Minus1)?.to_device(&Device::Cpu)?);
-    }
+        Ok(())
+    })?;
     if outputs.is_empty() {
         return Ok(Tensor::zeros(
             (0, model.num_classes()),
@@ -392,11 +389,7 @@ pub fn predict_embeddings(
     batch_size: usize,
 ) -> Result<Vec<Vec<f32>>> {
     let mut out = Vec::with_capacity(cache.len());
-    let indices: Vec<(usize, usize)> = (0..cache.len()).map(|i| (i, i)).collect();
-    let s = pre.size as usize;
-    for chunk in indices.chunks(batch_size.max(1)) {
-        let (x, _) = make_batch(cache, chunk, pre, BatchMode::Plain);
-        let x = Tensor::from_vec(x, (chunk.len(), 3, s, s), device)?;
+    for_each_plain_batch(cache, pre, device, batch_size, |x| {
         let features = model
             .features(&x)?
             .to_device(&Device::Cpu)?
@@ -406,7 +399,8 @@ pub fn predict_embeddings(
                 .into_iter()
                 .map(fingerprint_common::gallery::normalize),
         );
-    }
+        Ok(())
+    })?;
     Ok(out)
 }
 

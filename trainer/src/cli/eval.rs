@@ -6,7 +6,7 @@ use fingerprint_common::ScanLimits;
 use fingerprint_models::device_from_name;
 use trainer::dataset::{Dataset, Layout, Sample};
 use trainer::loader::ImageCache;
-use trainer::openset::{draw_det, enrol_first, evaluate, Probe};
+use trainer::openset::{draw_det, enrol_first, evaluate, first_per_identity, Probe};
 use trainer::train::{
     evaluate_probabilities, predict_embeddings, predict_probabilities, LoadedModel, RunDir,
 };
@@ -195,19 +195,9 @@ fn open_set(
         }
         (None, Some(run)) => {
             let split = run.split()?;
-            // Enrol from training scans, probe with test scans: templates first, in order.
-            let mut samples = split.train.clone();
-            samples.sort_by_key(|s| s.identity);
-            let mut enrol = Vec::new();
-            for identity in 0..split.identities.len() {
-                let own: Vec<Sample> = samples
-                    .iter()
-                    .filter(|s| s.identity == identity)
-                    .take(args.enroll_impressions)
-                    .cloned()
-                    .collect();
-                enrol.extend(embed_named(loaded, &own, &split.identities, device, b)?);
-            }
+            // Enrol from training scans, probe with test scans: templates first.
+            let templates = first_per_identity(&split.train, args.enroll_impressions);
+            let mut enrol = embed_named(loaded, &templates, &split.identities, device, b)?;
             enrol.extend(embed_named(
                 loaded,
                 &split.test,
