@@ -11,7 +11,7 @@ use fingerprint_common::{
     Candidate, Decision, Gallery, MatchMode, ModelRef, Preprocessing, ScanLimits, ScanSource,
     Verdict,
 };
-use fingerprint_models::export::{ExportError, ExportedModel, Manifest};
+use fingerprint_models::export::{Backend, ExportError, ExportedModel, Manifest};
 
 use crate::input::encoded_scan_input;
 
@@ -25,7 +25,7 @@ pub struct Engine {
     /// Similarity an enrolled identity needs (gallery mode).
     pub match_threshold: f32,
     pub file_size: u64,
-    network: fingerprint_models::export::FoldedResNet,
+    network: fingerprint_models::export::Network,
     device: Device,
 }
 
@@ -46,13 +46,24 @@ impl Engine {
         threshold: Option<f32>,
         match_threshold: Option<f32>,
     ) -> Result<Self, EngineError> {
+        Self::load_with(path, device, threshold, match_threshold, Backend::Auto)
+    }
+
+    /// As [`load`](Self::load), on a chosen backend (benchmarks compare them).
+    pub fn load_with(
+        path: &Path,
+        device: &str,
+        threshold: Option<f32>,
+        match_threshold: Option<f32>,
+        backend: Backend,
+    ) -> Result<Self, EngineError> {
         let device = fingerprint_models::device::device_from_name(device).map_err(|e| {
             EngineError::Device {
                 name: device.into(),
                 reason: e.to_string(),
             }
         })?;
-        let exported = ExportedModel::open(path, &device)?;
+        let exported = ExportedModel::open_with(path, &device, backend)?;
         let name = path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
@@ -82,6 +93,11 @@ impl Engine {
         })
     }
 
+    /// Which implementation runs the network (`fast` or `candle`).
+    pub fn backend_name(&self) -> &'static str {
+        self.network.name()
+    }
+
     pub fn preprocessing(&self) -> &Preprocessing {
         &self.manifest.preprocessing
     }
@@ -90,6 +106,11 @@ impl Engine {
         let size = self.manifest.preprocessing.size as usize;
         let flat: Vec<f32> = inputs.iter().flatten().copied().collect();
         Tensor::from_vec(flat, (inputs.len(), 3, size, size), &self.device)
+    }
+
+    /// Logits for preprocessed inputs (each 3 x size x size, CHW).
+    pub fn logits(&self, inputs: &[Vec<f32>]) -> candle_core::Result<Vec<Vec<f32>>> {
+        self.network.forward(&self.batch(inputs)?)?.to_vec2::<f32>()
     }
 
     /// Class probabilities for preprocessed inputs (each 3 x size x size, CHW).

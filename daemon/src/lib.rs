@@ -6,6 +6,7 @@
 //! router in [`service`] stores each decision (JSON lines via [`output`], or the on-disk
 //! [`outbox`] that [`mqtt`] publishes from) and only then settles the scan.
 
+pub mod bench;
 pub mod engine;
 pub mod enroll;
 pub mod input;

@@ -49,6 +49,24 @@ enum Command {
     Remove { identity: String },
     /// List enrolled identities.
     List,
+    /// Time the model on this machine as the service runs it: median batch-1 latency,
+    /// images/s at --batch, load time, resident memory (JSON with --json).
+    Bench {
+        /// Exported model file.
+        model: PathBuf,
+        /// fast (ours; int8 in integer arithmetic) or candle.
+        #[arg(long, default_value = "fast", value_parser = ["fast", "candle"])]
+        backend: String,
+        /// Batch size of the throughput runs.
+        #[arg(long, default_value_t = 8)]
+        batch: usize,
+        /// Timed batch-1 calls (after one warm-up).
+        #[arg(long, default_value_t = 30)]
+        runs: usize,
+        /// Print the figures as one JSON object (with the first input's logits).
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() -> Result<()> {
@@ -83,6 +101,38 @@ fn main() -> Result<()> {
             } else {
                 anyhow::bail!("{identity} is not enrolled")
             }
+        }
+        Command::Bench {
+            model,
+            backend,
+            batch,
+            runs,
+            json,
+        } => {
+            let backend = match backend.as_str() {
+                "candle" => fingerprint_models::export::Backend::Candle,
+                _ => fingerprint_models::export::Backend::Auto,
+            };
+            let report = fingerprintd::bench::bench(&model, backend, batch, runs)?;
+            if json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                println!(
+                    "{} ({}, {}, {:.1} MB): loaded in {:.2} s; batch 1: median {:.1} ms, p90 {:.1} ms; batch {}: {:.1} images/s; resident {:.0} MB (peak {:.0} MB)",
+                    report.model,
+                    report.backend,
+                    report.quantization,
+                    report.file_bytes as f64 / 1e6,
+                    report.load_seconds,
+                    report.latency_ms_median,
+                    report.latency_ms_p90,
+                    report.batch,
+                    report.images_per_second,
+                    report.rss_bytes as f64 / 1e6,
+                    report.peak_rss_bytes as f64 / 1e6
+                );
+            }
+            Ok(())
         }
         Command::List => {
             let config = DaemonConfig::load(&cli.config)?;

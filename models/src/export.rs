@@ -20,7 +20,11 @@ use safetensors::{tensor::TensorView, Dtype, SafeTensors};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use std::sync::Arc;
+
 use crate::checkpoint::Mismatch;
+use crate::fast::int8::{self, PackedInt8, WeightBytes};
+use crate::fast::{ConvWeights, FastResNet};
 use crate::pool::max_pool2d;
 use crate::resnet::{ConvSpec, NetworkLayout};
 use crate::{Arch, ResNet};
@@ -29,8 +33,11 @@ use crate::{Arch, ResNet};
 pub const MANIFEST_KEY: &str = "fingerprint.manifest";
 /// The format's name, in every manifest.
 pub const FORMAT_NAME: &str = "fingerprint-resnet";
-/// The version this build writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
+/// The version this build writes. Version 2 stores int8 convolution weights packed for the
+/// CPU kernels (see `docs/model-format.md`); version 1 files are still read.
+pub const FORMAT_VERSION: u32 = 2;
+/// The oldest version this build reads.
+pub const OLDEST_READABLE_VERSION: u32 = 1;
 
 /// How weights are stored.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -38,7 +45,8 @@ pub const FORMAT_VERSION: u32 = 1;
 pub enum Quantization {
     F32,
     F16,
-    /// Symmetric per-output-channel int8 weights with one f32 scale per output channel.
+    /// Symmetric per-output-channel int8 weights (-63..=63 since version 2) with one f32
+    /// scale per output channel.
     Int8,
 }
 
@@ -134,7 +142,7 @@ pub enum ExportError {
     TrainingCheckpoint { path: PathBuf },
     #[error("{path}: unreadable manifest: {reason}")]
     BadManifest { path: PathBuf, reason: String },
-    #[error("{path}: model format {found} version {version} is not supported (this build reads {FORMAT_NAME} version {FORMAT_VERSION})")]
+    #[error("{path}: model format {found} version {version} is not supported (this build reads {FORMAT_NAME} versions {OLDEST_READABLE_VERSION} to {FORMAT_VERSION})")]
     UnsupportedVersion {
         path: PathBuf,
         found: String,
@@ -198,24 +206,6 @@ fn f32_bytes(values: &[f32]) -> Vec<u8> {
     values.iter().flat_map(|v| v.to_le_bytes()).collect()
 }
 
-/// Symmetric per-output-channel int8: `q = round(w / s)`, `s = max|w| / 127` of the channel.
-fn quantize_int8(weight: &Tensor) -> candle_core::Result<(Vec<u8>, Vec<f32>)> {
-    let rows = weight.dim(0)?;
-    let flat = weight.flatten_from(1)?.to_vec2::<f32>()?;
-    let mut q = Vec::with_capacity(weight.elem_count());
-    let mut scales = Vec::with_capacity(rows);
-    for row in flat {
-        let max = row.iter().fold(0f32, |m, v| m.max(v.abs()));
-        let scale = if max > 0.0 { max / 127.0 } else { 1.0 };
-        q.extend(
-            row.iter()
-                .map(|v| (v / scale).round().clamp(-127.0, 127.0) as i8 as u8),
-        );
-        scales.push(scale);
-    }
-    Ok((q, scales))
-}
-
 fn encode(
     weights: &FoldedWeights,
     quantization: Quantization,
@@ -227,13 +217,21 @@ fn encode(
         let is_weight = name.ends_with(".weight");
         match quantization {
             Quantization::Int8 if is_weight => {
-                let (q, scales) = quantize_int8(t)?;
+                let (q, scales) = int8::quantize_rows(&values, shape[0]);
+                // Convolutions packed for the CPU kernels; the classifier as it is.
+                let (bytes, shape) = match *shape.as_slice() {
+                    [cout, cin, k, _] => (
+                        int8::pack(&q, cout, cin, k),
+                        int8::packed_shape(cout, cin, k),
+                    ),
+                    _ => (q.iter().map(|&v| v as u8).collect(), shape),
+                };
                 out.insert(
                     name.clone(),
                     Stored {
                         dtype: Dtype::I8,
                         shape,
-                        bytes: q,
+                        bytes,
                     },
                 );
                 out.insert(
@@ -350,6 +348,7 @@ fn expected_tensors(
     arch: Arch,
     classes: usize,
     q: Quantization,
+    version: u32,
 ) -> BTreeMap<String, (Dtype, Vec<usize>)> {
     let weight_dtype = match q {
         Quantization::F32 => Dtype::F32,
@@ -357,8 +356,7 @@ fn expected_tensors(
         Quantization::Int8 => Dtype::I8,
     };
     let mut out = BTreeMap::new();
-    let mut add = |name: &str, weight_shape: Vec<usize>| {
-        let rows = weight_shape[0];
+    let mut add = |name: &str, rows: usize, weight_shape: Vec<usize>| {
         out.insert(format!("{name}.weight"), (weight_dtype, weight_shape));
         out.insert(format!("{name}.bias"), (Dtype::F32, vec![rows]));
         if q == Quantization::Int8 {
@@ -366,25 +364,40 @@ fn expected_tensors(
         }
     };
     for c in layout.convs() {
-        add(
-            &c.name,
-            vec![c.out_channels, c.in_channels, c.kernel, c.kernel],
-        );
+        let shape = if q == Quantization::Int8 && version >= 2 {
+            int8::packed_shape(c.out_channels, c.in_channels, c.kernel)
+        } else {
+            vec![c.out_channels, c.in_channels, c.kernel, c.kernel]
+        };
+        add(&c.name, c.out_channels, shape);
     }
-    add("fc", vec![classes, arch.feature_dim()]);
+    add("fc", classes, vec![classes, arch.feature_dim()]);
     out
 }
 
-/// Decodes a stored weight to f32 values (dequantising int8 with its channel scales).
-fn decode(view: &TensorView, scales: Option<&TensorView>) -> Vec<f32> {
+/// Decodes a stored weight to f32 values (dequantising int8 with its channel scales);
+/// `packed`: a version 2 int8 convolution, (cout, cin, k), unpacked to (cout, cin, k, k).
+fn decode(
+    view: &TensorView,
+    scales: Option<&TensorView>,
+    packed: Option<(usize, usize, usize)>,
+) -> Vec<f32> {
     let data = view.data();
+    if let (Dtype::I8, Some((cout, cin, k))) = (view.dtype(), packed) {
+        let scales: Vec<f32> = scales.map(|s| decode(s, None, None)).unwrap_or_default();
+        return int8::unpack(data, cout, cin, k)
+            .into_iter()
+            .enumerate()
+            .map(|(i, q)| f32::from(q) * scales.get(i / (cin * k * k)).copied().unwrap_or(0.0))
+            .collect();
+    }
     match view.dtype() {
         Dtype::F16 => data
             .chunks_exact(2)
             .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
             .collect(),
         Dtype::I8 => {
-            let scales: Vec<f32> = scales.map(|s| decode(s, None)).unwrap_or_default();
+            let scales: Vec<f32> = scales.map(|s| decode(s, None, None)).unwrap_or_default();
             let per_row = data.len() / scales.len().max(1);
             data.iter()
                 .enumerate()
@@ -403,15 +416,69 @@ fn decode(view: &TensorView, scales: Option<&TensorView>) -> Vec<f32> {
 /// An exported model, checked and ready to run.
 pub struct ExportedModel {
     pub manifest: Manifest,
-    pub network: FoldedResNet,
+    pub network: Network,
     /// Size of the file in bytes.
     pub file_size: u64,
 }
 
+/// Which implementation runs an exported model.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// Ours on the CPU ([`FastResNet`]), candle on other devices.
+    Auto,
+    /// Candle's convolutions on any device (int8 and f16 dequantised to f32).
+    Candle,
+}
+
+/// An exported model's network, on the path that suits its device.
+pub enum Network {
+    /// Our CPU path: int8 models in integer arithmetic from the mapped file, others in f32.
+    Fast(FastResNet),
+    Candle(FoldedResNet),
+}
+
+impl Network {
+    pub fn num_classes(&self) -> usize {
+        match self {
+            Network::Fast(n) => n.num_classes(),
+            Network::Candle(n) => n.num_classes(),
+        }
+    }
+
+    /// Pooled features of an NCHW batch.
+    pub fn features(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        match self {
+            Network::Fast(n) => n.features(x),
+            Network::Candle(n) => n.features(x),
+        }
+    }
+
+    /// Logits of an NCHW batch.
+    pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        match self {
+            Network::Fast(n) => n.forward(x),
+            Network::Candle(n) => n.forward(x),
+        }
+    }
+
+    /// `fast` or `candle`, for logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Network::Fast(_) => "fast",
+            Network::Candle(_) => "candle",
+        }
+    }
+}
+
 impl ExportedModel {
-    /// Memory-maps and validates an exported model, then builds its network on `device`
-    /// (int8 and f16 weights dequantised to f32).
+    /// Memory-maps and validates an exported model, then builds its network for `device`:
+    /// our fast path on the CPU (int8 weights used from the mapped file), candle elsewhere.
     pub fn open(path: &Path, device: &Device) -> Result<Self, ExportError> {
+        Self::open_with(path, device, Backend::Auto)
+    }
+
+    /// As [`open`](Self::open), on a chosen backend.
+    pub fn open_with(path: &Path, device: &Device, backend: Backend) -> Result<Self, ExportError> {
         let io = |source| ExportError::Io {
             path: path.to_path_buf(),
             source,
@@ -420,7 +487,7 @@ impl ExportedModel {
         let file_size = file.metadata().map_err(io)?.len();
         // SAFETY: the map is read-only and private to this function; a file changed under it
         // can yield wrong values, which the digest check below catches before use.
-        let mmap = unsafe { memmap2::Mmap::map(&file) }.map_err(io)?;
+        let mmap = Arc::new(unsafe { memmap2::Mmap::map(&file) }.map_err(io)?);
         let malformed = |e: safetensors::SafeTensorError| ExportError::Malformed {
             path: path.to_path_buf(),
             reason: e.to_string(),
@@ -453,7 +520,7 @@ impl ExportedModel {
             serde_json::from_str(json).map_err(|e| bad(e.to_string()))?;
         let format = value["format"].as_str().unwrap_or("").to_string();
         let version = value["version"].as_u64().unwrap_or(0) as u32;
-        if format != FORMAT_NAME || version != FORMAT_VERSION {
+        if format != FORMAT_NAME || !(OLDEST_READABLE_VERSION..=FORMAT_VERSION).contains(&version) {
             return Err(ExportError::UnsupportedVersion {
                 path: path.to_path_buf(),
                 found: format,
@@ -480,6 +547,7 @@ impl ExportedModel {
             manifest.arch,
             manifest.num_classes,
             manifest.quantization,
+            manifest.version,
         );
         let mut mismatch = Mismatch::default();
         let views: BTreeMap<String, TensorView> = tensors.tensors().into_iter().collect();
@@ -522,16 +590,80 @@ impl ExportedModel {
             });
         }
 
-        let mut weights = FoldedWeights::new();
-        for (name, view) in views.iter().filter(|(n, _)| !n.ends_with("_scale")) {
+        let packed = manifest.quantization == Quantization::Int8 && manifest.version >= 2;
+        let conv_dims = |name: &str| {
+            layout
+                .convs()
+                .into_iter()
+                .find(|c| format!("{}.weight", c.name) == name)
+                .map(|c| (c.out_channels, c.in_channels, c.kernel))
+        };
+        let decoded = |name: &str, view: &TensorView| -> candle_core::Result<Tensor> {
             let scales = views.get(&format!("{name}_scale"));
-            let values = decode(view, scales);
-            weights.insert(
-                name.clone(),
-                Tensor::from_vec(values, view.shape(), &Device::Cpu)?,
-            );
-        }
-        let network = FoldedResNet::new(manifest.arch, &weights, device)?;
+            let dims = conv_dims(name);
+            let values = decode(view, scales, dims.filter(|_| packed));
+            match dims {
+                Some((cout, cin, k)) => Tensor::from_vec(values, (cout, cin, k, k), &Device::Cpu),
+                None => Tensor::from_vec(values, view.shape(), &Device::Cpu),
+            }
+        };
+        let network = if device.is_cpu() && backend == Backend::Auto && packed {
+            // int8 weights straight from the mapped file; biases, scales and the classifier
+            // (small) decoded.
+            let base = mmap.as_ptr() as usize;
+            let ranges: BTreeMap<String, std::ops::Range<usize>> = views
+                .iter()
+                .map(|(n, v)| {
+                    let start = v.data().as_ptr() as usize - base;
+                    (n.clone(), start..start + v.data().len())
+                })
+                .collect();
+            let map = mmap.clone();
+            let f32s = |name: &str| -> candle_core::Result<Vec<f32>> {
+                let view = views
+                    .get(name)
+                    .ok_or_else(|| candle_core::Error::Msg(format!("missing {name}")))?;
+                Ok(decode(view, None, None))
+            };
+            let fast = FastResNet::from_parts(
+                manifest.arch,
+                |spec| {
+                    let name = format!("{}.weight", spec.name);
+                    let range = ranges
+                        .get(&name)
+                        .cloned()
+                        .ok_or_else(|| candle_core::Error::Msg(format!("missing {name}")))?;
+                    let bytes = WeightBytes::Mapped {
+                        map: map.clone(),
+                        range,
+                    };
+                    let weights = PackedInt8::new(
+                        bytes,
+                        f32s(&format!("{name}_scale"))?,
+                        spec.out_channels,
+                        spec.in_channels,
+                        spec.kernel,
+                    );
+                    Ok((
+                        ConvWeights::Int8(weights),
+                        f32s(&format!("{}.bias", spec.name))?,
+                    ))
+                },
+                decoded("fc.weight", &views["fc.weight"])?,
+                f32s("fc.bias")?,
+            )?;
+            Network::Fast(fast)
+        } else {
+            let mut weights = FoldedWeights::new();
+            for (name, view) in views.iter().filter(|(n, _)| !n.ends_with("_scale")) {
+                weights.insert(name.clone(), decoded(name, view)?);
+            }
+            if device.is_cpu() && backend == Backend::Auto {
+                Network::Fast(FastResNet::new(manifest.arch, &weights)?)
+            } else {
+                Network::Candle(FoldedResNet::new(manifest.arch, &weights, device)?)
+            }
+        };
         Ok(Self {
             manifest,
             network,

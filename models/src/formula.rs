@@ -53,6 +53,19 @@ pub fn parameter(name: &str, shape: &[usize]) -> Vec<f32> {
     u.into_iter().map(|v| (offset + scale * v) as f32).collect()
 }
 
+/// A ResNet whose every parameter (batch-norm statistics included) has its formula value: a
+/// network with non-trivial weights to fold, export and compare, made without training.
+pub fn resnet(arch: crate::Arch, classes: usize) -> Result<(VarMap, crate::ResNet)> {
+    let varmap = VarMap::new();
+    let model = crate::ResNet::new(
+        arch,
+        classes,
+        candle_nn::VarBuilder::from_varmap(&varmap, candle_core::DType::F32, &Device::Cpu),
+    )?;
+    fill_varmap(&varmap)?;
+    Ok((varmap, model))
+}
+
 /// Sets every variable of `varmap` to its formula value.
 pub fn fill_varmap(varmap: &VarMap) -> Result<()> {
     let vars = varmap.data().lock().unwrap_or_else(|p| p.into_inner());

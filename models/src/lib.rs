@@ -8,7 +8,10 @@ pub mod checkpoint;
 pub mod device;
 pub mod error;
 pub mod export;
+pub mod fast;
 pub mod formula;
+#[cfg(feature = "onnx")]
+pub mod onnx;
 pub mod pool;
 pub mod resnet;
 

@@ -1,19 +1,22 @@
 //! `trainer export`: a run's best model as an exported file (see `docs/model-format.md`), with
-//! the accuracy of every format measured on the run's test split.
+//! the accuracy of every format measured on the run's test split; or as ONNX.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use candle_core::Device;
 use fingerprint_common::ScanLimits;
 use fingerprint_models::export::{
-    fold_batch_norm, write_exported, Calibration, ExportAccuracy, ExportedModel, FoldedResNet,
-    Manifest, Quantization,
+    fold_batch_norm, write_exported, Calibration, ExportAccuracy, ExportedModel, Manifest, Network,
+    Quantization,
 };
+use fingerprint_models::onnx::write_onnx;
+use fingerprint_models::Arch;
 use serde::{Deserialize, Serialize};
 
 use crate::loader::{for_each_plain_batch, ImageCache};
-use crate::train::{load_run_model, write_json, RunDir};
+use crate::train::{build_model, load_run_model, write_json, RunDir};
 
 /// One format's figures.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -36,7 +39,7 @@ pub struct ExportSummary {
 
 /// Top-1 class of every scan of `cache` under an exported network.
 pub fn top1_predictions(
-    network: &FoldedResNet,
+    network: &Network,
     cache: &ImageCache,
     pre: &fingerprint_common::Preprocessing,
     device: &Device,
@@ -53,7 +56,7 @@ pub fn top1_predictions(
 /// first training scans (as many as the daemon requires), its validation scans as genuine
 /// probes, the held-out impostor identities' scans as never-enrolled probes.
 pub fn calibrate(
-    network: &FoldedResNet,
+    network: &Network,
     split: &crate::dataset::Split,
     pre: &fingerprint_common::Preprocessing,
     target_far: f64,
@@ -224,4 +227,114 @@ pub fn print_summary(summary: &ExportSummary) {
         ),
     }
     println!("wrote {}", summary.out.display());
+}
+
+/// What `trainer export --export` writes: an exported model in one of its weight formats, or
+/// the same network as ONNX.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExportFormat {
+    Model(Quantization),
+    Onnx,
+}
+
+impl std::str::FromStr for ExportFormat {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
+        match s {
+            "onnx" => Ok(Self::Onnx),
+            other => other
+                .parse()
+                .map(Self::Model)
+                .map_err(|_| format!("unknown format '{other}' (expected int8, f16, f32 or onnx)")),
+        }
+    }
+}
+
+impl std::fmt::Display for ExportFormat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Model(q) => write!(f, "{q}"),
+            Self::Onnx => f.write_str("onnx"),
+        }
+    }
+}
+
+/// The labels and preprocessing an ONNX file carries as metadata, for whoever runs it.
+fn onnx_metadata(
+    labels: &[String],
+    pre: &fingerprint_common::Preprocessing,
+) -> Result<BTreeMap<String, String>> {
+    Ok(BTreeMap::from([
+        ("labels".to_string(), serde_json::to_string(labels)?),
+        ("preprocessing".to_string(), serde_json::to_string(pre)?),
+    ]))
+}
+
+/// The run's best model as ONNX (f32, batch norm folded: the network every exported format
+/// of the run holds).
+pub fn export_run_onnx(run: &RunDir, out: &Path, device: &Device) -> Result<()> {
+    let (info, model) = load_run_model(run, device, "best.safetensors")?;
+    let pre = &info.config.preprocessing;
+    write_onnx(
+        out,
+        info.config.arch,
+        &fold_batch_norm(&model)?,
+        pre.size as usize,
+        &onnx_metadata(&info.identities, pre)?,
+    )?;
+    Ok(())
+}
+
+/// A network that no run trained: seeded initialisation, or a pretrained checkpoint's weights
+/// (its head kept when it has `classes` outputs). For benchmarks and for comparing runtimes on
+/// the same weights; labels are `class-<i>`.
+pub struct Untrained<'a> {
+    pub arch: Arch,
+    pub classes: usize,
+    pub size: u32,
+    pub pretrained: Option<&'a Path>,
+    pub seed: u64,
+}
+
+pub fn export_untrained(spec: &Untrained, format: ExportFormat, out: &Path) -> Result<()> {
+    let (_, model) = build_model(
+        spec.arch,
+        spec.classes,
+        &Device::Cpu,
+        spec.seed,
+        spec.pretrained,
+    )?;
+    let weights = fold_batch_norm(&model)?;
+    let labels: Vec<String> = (0..spec.classes).map(|i| format!("class-{i}")).collect();
+    let pre = fingerprint_common::Preprocessing::imagenet(spec.size);
+    match format {
+        ExportFormat::Onnx => write_onnx(
+            out,
+            spec.arch,
+            &weights,
+            spec.size as usize,
+            &onnx_metadata(&labels, &pre)?,
+        )?,
+        ExportFormat::Model(quantization) => {
+            write_exported(
+                out,
+                &weights,
+                Manifest {
+                    format: String::new(),
+                    version: 0,
+                    arch: spec.arch,
+                    num_classes: spec.classes,
+                    labels,
+                    preprocessing: pre,
+                    quantization,
+                    accuracy: None,
+                    threshold: None,
+                    calibration: None,
+                    data_digest: String::new(),
+                    created_by: format!("trainer {} (untrained)", env!("CARGO_PKG_VERSION")),
+                },
+            )?;
+        }
+    }
+    Ok(())
 }

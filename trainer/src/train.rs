@@ -24,7 +24,7 @@ use candle_core::{DType, Device, Tensor, D};
 use candle_nn::{loss::cross_entropy, Module, ModuleT, VarBuilder, VarMap};
 use fingerprint_common::{Preprocessing, ScanLimits};
 use fingerprint_models::checkpoint::save_varmap;
-use fingerprint_models::export::FoldedResNet;
+use fingerprint_models::export::Network;
 use fingerprint_models::resnet::{initialize_seeded, trainable_vars};
 use fingerprint_models::{load_checkpoint, Arch, ResNet};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -256,7 +256,7 @@ fn bar(len: u64, what: &str) -> ProgressBar {
 /// A network to evaluate: a trained one (eval mode) or an exported file's.
 pub enum Classifier<'a> {
     Trained(&'a ResNet),
-    Exported(&'a FoldedResNet),
+    Exported(&'a Network),
 }
 
 impl Classifier<'_> {
@@ -297,7 +297,7 @@ pub struct LoadedModel {
 
 enum LoadedNetwork {
     Trained(ResNet),
-    Exported(FoldedResNet),
+    Exported(Network),
 }
 
 impl LoadedModel {

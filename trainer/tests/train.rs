@@ -200,6 +200,27 @@ fn resnet18_learns_synthetic_fingers_from_scratch() -> Result<()> {
         assert!(run.file(file).exists(), "{file} missing");
     }
     assert_eq!(run.metrics()?.len(), 10);
+
+    // The int8 export, as the daemon runs it (our CPU path, integer arithmetic), decides the
+    // test split as the f32 network does.
+    let out = dir.path().join("model-int8.safetensors");
+    let summary = trainer::export::export_run(
+        &run,
+        fingerprint_models::export::Quantization::Int8,
+        &out,
+        0.001,
+        &Device::Cpu,
+    )?;
+    let (f32_figures, int8_figures) = (&summary.formats[0], &summary.formats[2]);
+    println!(
+        "int8: top-1 {:.1}% (f32 {:.1}%), top-1 agreement with f32 {:.1}% on {} scans",
+        100.0 * int8_figures.top1,
+        100.0 * f32_figures.top1,
+        100.0 * int8_figures.agreement_with_f32,
+        summary.test_scans
+    );
+    assert!(int8_figures.agreement_with_f32 >= 0.99);
+    assert!(int8_figures.top1 >= f32_figures.top1 - 0.005);
     Ok(())
 }
 

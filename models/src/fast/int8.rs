@@ -1,0 +1,480 @@
+//! int8 convolutions: activations quantised to u8 in 0..=127 per tensor, weights i8 per output
+//! channel, products summed exactly in i32.
+//!
+//! Weights are used in the layout the exported file stores them in (see
+//! `docs/model-format.md`), so an int8 model runs straight from the memory-mapped file:
+//! panels of [`NR`] output channels; in a panel, for each group of four consecutive depth
+//! values (depth running over (ky, kx, ci) with ci padded to a multiple of four), the four
+//! bytes of each of the NR channels. An AVX2 register then holds 8 channels x 4 depths, which
+//! `vpmaddubsw` (u8 x i8, pairs summed to i16) and `vpmaddwd` (by 1, pairs summed to i32)
+//! turn into 8 channel sums. Weights are quantised to -63..=63 and activations to 0..=127, so
+//! two quads' i16 sums add up without saturating (2 x 2 x 127 x 63 = 32004 < 32767) before
+//! one `vpmaddwd` widens them: on CPUs with one vector integer multiplier that is 3 multiply
+//! instructions per 64 products instead of 4. The integer results are exact, the same on every
+//! kernel.
+
+use std::ops::Deref;
+use std::sync::Arc;
+
+use rayon::prelude::*;
+
+use super::matmul::{for_each_tile, Epilogue, Rows, MR, NR};
+use super::Kernels;
+
+/// Depth values per group (one `vpmaddubsw` lane group).
+pub const QUAD: usize = 4;
+/// Largest quantised activation.
+pub const ACTIVATION_MAX: f32 = 127.0;
+/// Largest quantised weight magnitude: with ACTIVATION_MAX, two quads of u8 x i8 products sum
+/// inside i16.
+pub const WEIGHT_MAX: f32 = 63.0;
+/// Rows of a tile on the int8 kernels (eight accumulators and their temporaries fit the
+/// sixteen AVX registers).
+const MR_INT8: usize = 4;
+
+/// Channels padded to a whole number of quads.
+pub fn padded_channels(cin: usize) -> usize {
+    cin.div_ceil(QUAD) * QUAD
+}
+
+/// Shape of a packed int8 convolution weight: `[panels, depth / 4, NR, 4]`, depth being
+/// `k * k * padded_channels(cin)`.
+pub fn packed_shape(cout: usize, cin: usize, k: usize) -> Vec<usize> {
+    vec![
+        cout.div_ceil(NR),
+        k * k * padded_channels(cin) / QUAD,
+        NR,
+        QUAD,
+    ]
+}
+
+/// Index in the packed layout of weight (o, ci, ky, kx).
+fn packed_index(o: usize, ci: usize, ky: usize, kx: usize, cin: usize, k: usize) -> usize {
+    let depth = k * k * padded_channels(cin);
+    let d = (ky * k + kx) * padded_channels(cin) + ci;
+    (o / NR) * depth * NR + (d / QUAD) * NR * QUAD + (o % NR) * QUAD + d % QUAD
+}
+
+/// Symmetric per-row int8 of a row-major `rows` x n matrix (a row: one output channel's
+/// weights): `scale = max|w| / WEIGHT_MAX` (1.0 for an all-zero row), `q = round(w / scale)`.
+pub fn quantize_rows(values: &[f32], rows: usize) -> (Vec<i8>, Vec<f32>) {
+    let per_row = values.len() / rows.max(1);
+    let mut q = Vec::with_capacity(values.len());
+    let mut scales = Vec::with_capacity(rows);
+    for row in values.chunks(per_row.max(1)).take(rows) {
+        let max = row.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let scale = if max > 0.0 { max / WEIGHT_MAX } else { 1.0 };
+        q.extend(
+            row.iter()
+                .map(|v| (v / scale).round().clamp(-WEIGHT_MAX, WEIGHT_MAX) as i8),
+        );
+        scales.push(scale);
+    }
+    (q, scales)
+}
+
+/// Packs int8 weights given as (cout, cin, k, k), row-major.
+pub fn pack(weights: &[i8], cout: usize, cin: usize, k: usize) -> Vec<u8> {
+    assert_eq!(weights.len(), cout * cin * k * k, "weight count");
+    let mut out = vec![0u8; packed_shape(cout, cin, k).iter().product()];
+    for (i, &w) in weights.iter().enumerate() {
+        let (o, rest) = (i / (cin * k * k), i % (cin * k * k));
+        let (ci, ky, kx) = (rest / (k * k), rest % (k * k) / k, rest % k);
+        out[packed_index(o, ci, ky, kx, cin, k)] = w as u8;
+    }
+    out
+}
+
+/// The (cout, cin, k, k) row-major weights of a packed layout.
+pub fn unpack(packed: &[u8], cout: usize, cin: usize, k: usize) -> Vec<i8> {
+    (0..cout * cin * k * k)
+        .map(|i| {
+            let (o, rest) = (i / (cin * k * k), i % (cin * k * k));
+            let (ci, ky, kx) = (rest / (k * k), rest % (k * k) / k, rest % k);
+            packed
+                .get(packed_index(o, ci, ky, kx, cin, k))
+                .map_or(0, |&b| b as i8)
+        })
+        .collect()
+}
+
+/// Bytes of a packed weight: a range of the memory-mapped model file, or owned.
+#[derive(Clone)]
+pub enum WeightBytes {
+    Mapped {
+        map: Arc<memmap2::Mmap>,
+        range: std::ops::Range<usize>,
+    },
+    Owned(Vec<u8>),
+}
+
+impl Deref for WeightBytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            WeightBytes::Mapped { map, range } => &map[range.clone()],
+            WeightBytes::Owned(v) => v,
+        }
+    }
+}
+
+/// A convolution's int8 weights: packed, with a scale per output channel.
+pub struct PackedInt8 {
+    pub bytes: WeightBytes,
+    pub scales: Vec<f32>,
+    depth: usize,
+    cols: usize,
+}
+
+impl PackedInt8 {
+    /// `bytes` in the packed layout of a cout x cin x k x k weight.
+    pub fn new(bytes: WeightBytes, scales: Vec<f32>, cout: usize, cin: usize, k: usize) -> Self {
+        let depth = k * k * padded_channels(cin);
+        assert_eq!(bytes.len(), cout.div_ceil(NR) * depth * NR, "packed size");
+        assert_eq!(scales.len(), cout, "one scale per output channel");
+        Self {
+            bytes,
+            scales,
+            depth,
+            cols: cout,
+        }
+    }
+
+    /// Quantises and packs (cout, cin, k, k) f32 weights, as an int8 export does.
+    pub fn from_f32(weight: &[f32], cout: usize, cin: usize, k: usize) -> Self {
+        let (q, scales) = quantize_rows(weight, cout);
+        Self::new(
+            WeightBytes::Owned(pack(&q, cout, cin, k)),
+            scales,
+            cout,
+            cin,
+            k,
+        )
+    }
+
+    fn panel(&self, p: usize) -> &[u8] {
+        &self.bytes[p * self.depth * NR..(p + 1) * self.depth * NR]
+    }
+}
+
+/// NHWC activations quantised to 0..=127 with one scale (`value = q * scale`), channels
+/// padded to whole quads with zeros, and optionally `pad` zero pixels around each image.
+pub struct QuantizedNhwc {
+    pub n: usize,
+    pub h: usize,
+    pub w: usize,
+    /// Channels as stored (padded to a multiple of four).
+    pub c: usize,
+    pub scale: f32,
+    pub data: Vec<u8>,
+}
+
+/// Quantises non-negative activations (negative values, which a ReLU never leaves, become 0).
+pub fn quantize(
+    data: &[f32],
+    (n, h, w, c): (usize, usize, usize, usize),
+    pad: usize,
+    buffer: Vec<u8>,
+) -> QuantizedNhwc {
+    let max = data
+        .par_chunks(4096)
+        // A plain comparison (not f32::max) lets the compiler vectorise the scan.
+        .map(|chunk| chunk.iter().fold(0f32, |m, &v| if v > m { v } else { m }))
+        .reduce(|| 0.0, f32::max);
+    let scale = if max > 0.0 && max.is_finite() {
+        max / ACTIVATION_MAX
+    } else {
+        1.0
+    };
+    let inv = 1.0 / scale;
+    let (hp, wp, cp) = (h + 2 * pad, w + 2 * pad, padded_channels(c));
+    let mut out = buffer;
+    out.clear();
+    out.resize(n * hp * wp * cp, 0);
+    out.par_chunks_mut(wp * cp)
+        .enumerate()
+        .for_each(|(line, dst)| {
+            let (b, y) = (line / hp, line % hp);
+            if y < pad || y >= pad + h {
+                return;
+            }
+            let src = &data[(b * h + y - pad) * w * c..(b * h + y - pad + 1) * w * c];
+            for (x, pixel) in src.chunks_exact(c).enumerate() {
+                let d = &mut dst[(x + pad) * cp..(x + pad) * cp + c];
+                for (q, &v) in d.iter_mut().zip(pixel) {
+                    // Round half up by truncation of a non-negative value (vectorises; round()
+                    // is a library call).
+                    let scaled = v * inv;
+                    let clamped = if scaled > ACTIVATION_MAX {
+                        ACTIVATION_MAX
+                    } else if scaled > 0.0 {
+                        scaled
+                    } else {
+                        0.0
+                    };
+                    *q = (clamped + 0.5) as u8;
+                }
+            }
+        });
+    QuantizedNhwc {
+        n,
+        h: hp,
+        w: wp,
+        c: cp,
+        scale,
+        data: out,
+    }
+}
+
+/// `c = epilogue(a * b)` for u8 rows and packed int8 weights; `epilogue.scale` must hold the
+/// activation scale times each channel's weight scale.
+pub fn matmul_int8(
+    kernels: Kernels,
+    a: &Rows<u8>,
+    b: &PackedInt8,
+    epilogue: &Epilogue,
+    c: &mut [f32],
+) {
+    assert_eq!(a.depth(), b.depth, "depth of A and B");
+    assert_eq!(a.tap_depth % QUAD, 0, "tap depth in whole quads");
+    assert!(a.in_bounds(), "A reaches past its data");
+    for_each_tile(
+        a.rows(),
+        b.cols,
+        MR_INT8,
+        epilogue,
+        c,
+        |first, height, p, acc| {
+            kernel(
+                kernels,
+                a,
+                &a.starts(first, height),
+                b.panel(p),
+                height,
+                acc,
+            );
+        },
+    );
+}
+
+fn kernel(
+    kernels: Kernels,
+    a: &Rows<u8>,
+    starts: &[usize; MR],
+    panel: &[u8],
+    height: usize,
+    acc: &mut [[f32; NR]; MR],
+) {
+    match kernels {
+        #[cfg(target_arch = "x86_64")]
+        Kernels::Avx2 => {
+            // SAFETY: Kernels::Avx2 is only chosen where the CPU has AVX2; `matmul_int8`
+            // checked that every row, tap and depth of A lies inside a.data, and the panel
+            // holds depth x NR bytes.
+            unsafe { avx2::kernel(a, starts, panel, height, acc) }
+        }
+        _ => portable_kernel(a, starts, panel, height, acc),
+    }
+}
+
+fn portable_kernel(
+    a: &Rows<u8>,
+    starts: &[usize; MR],
+    panel: &[u8],
+    height: usize,
+    acc: &mut [[f32; NR]; MR],
+) {
+    let mut sums = [[0i32; NR]; MR];
+    let mut quads = panel.chunks_exact(NR * QUAD);
+    for &tap in a.taps {
+        for q in 0..a.tap_depth / QUAD {
+            let Some(b) = quads.next() else { break };
+            for (i, row) in sums.iter_mut().enumerate().take(height) {
+                let at = starts[i] + tap + q * QUAD;
+                let x = &a.data[at..at + QUAD];
+                for (s, w) in row.iter_mut().zip(b.chunks_exact(QUAD)) {
+                    *s += x
+                        .iter()
+                        .zip(w)
+                        .map(|(&x, &w)| i32::from(x) * i32::from(w as i8))
+                        .sum::<i32>();
+                }
+            }
+        }
+    }
+    for (out, row) in acc.iter_mut().zip(&sums) {
+        for (o, s) in out.iter_mut().zip(row) {
+            *o = *s as f32;
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use std::arch::x86_64::*;
+
+    use super::{Rows, MR, NR, QUAD};
+
+    /// # Safety
+    /// The CPU must support AVX2; rows `starts[i]` (i < height) plus every tap and depth
+    /// must lie inside `a.data`; the panel must hold depth x NR bytes.
+    #[target_feature(enable = "avx2")]
+    pub unsafe fn kernel(
+        a: &Rows<u8>,
+        starts: &[usize; MR],
+        panel: &[u8],
+        height: usize,
+        acc: &mut [[f32; NR]; MR],
+    ) {
+        debug_assert!(panel.len() >= a.depth() * NR);
+        // SAFETY: forwarded from the caller.
+        unsafe {
+            match height {
+                4 => rows::<4>(a, starts, panel, acc),
+                3 => rows::<3>(a, starts, panel, acc),
+                2 => rows::<2>(a, starts, panel, acc),
+                1 => rows::<1>(a, starts, panel, acc),
+                _ => {}
+            }
+        }
+    }
+
+    /// H rows x 16 channels: per quad, two panel loads (8 channels x 4 bytes each), one
+    /// broadcast of the row's four activation bytes, and per register `vpmaddubsw`,
+    /// `vpmaddwd` by ones, `vpaddd`.
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    unsafe fn rows<const H: usize>(
+        a: &Rows<u8>,
+        starts: &[usize; MR],
+        panel: &[u8],
+        acc: &mut [[f32; NR]; MR],
+    ) {
+        let mut c = [[_mm256_setzero_si256(); 2]; H];
+        let ones = _mm256_set1_epi16(1);
+        let mut bp = panel.as_ptr();
+        let quads = a.tap_depth / QUAD;
+        for &tap in a.taps {
+            // SAFETY (whole block): the caller guarantees rows, taps and depths of A lie
+            // inside a.data and the panel holds depth x NR bytes, read in order here.
+            unsafe {
+                let ap: [*const u8; H] =
+                    std::array::from_fn(|i| a.data.as_ptr().add(starts[i] + tap));
+                let row = |i: usize, q: usize| {
+                    _mm256_set1_epi32((ap[i].add(q * QUAD) as *const i32).read_unaligned())
+                };
+                let mut q = 0;
+                // Two quads summed in i16 (no saturation: see WEIGHT_MAX), then widened.
+                while q + 1 < quads {
+                    let b0 = _mm256_loadu_si256(bp as *const __m256i);
+                    let b1 = _mm256_loadu_si256(bp.add(32) as *const __m256i);
+                    let b2 = _mm256_loadu_si256(bp.add(64) as *const __m256i);
+                    let b3 = _mm256_loadu_si256(bp.add(96) as *const __m256i);
+                    bp = bp.add(2 * NR * QUAD);
+                    for (i, ci) in c.iter_mut().enumerate() {
+                        let (x0, x1) = (row(i, q), row(i, q + 1));
+                        let s0 = _mm256_add_epi16(
+                            _mm256_maddubs_epi16(x0, b0),
+                            _mm256_maddubs_epi16(x1, b2),
+                        );
+                        let s1 = _mm256_add_epi16(
+                            _mm256_maddubs_epi16(x0, b1),
+                            _mm256_maddubs_epi16(x1, b3),
+                        );
+                        ci[0] = _mm256_add_epi32(ci[0], _mm256_madd_epi16(s0, ones));
+                        ci[1] = _mm256_add_epi32(ci[1], _mm256_madd_epi16(s1, ones));
+                    }
+                    q += 2;
+                }
+                if q < quads {
+                    let b0 = _mm256_loadu_si256(bp as *const __m256i);
+                    let b1 = _mm256_loadu_si256(bp.add(32) as *const __m256i);
+                    bp = bp.add(NR * QUAD);
+                    for (i, ci) in c.iter_mut().enumerate() {
+                        let x = row(i, q);
+                        let p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(x, b0), ones);
+                        let p1 = _mm256_madd_epi16(_mm256_maddubs_epi16(x, b1), ones);
+                        ci[0] = _mm256_add_epi32(ci[0], p0);
+                        ci[1] = _mm256_add_epi32(ci[1], p1);
+                    }
+                }
+            }
+        }
+        for (ci, out) in c.iter().zip(acc.iter_mut()) {
+            // SAFETY: each output row holds NR = 16 floats.
+            unsafe {
+                _mm256_storeu_ps(out.as_mut_ptr(), _mm256_cvtepi32_ps(ci[0]));
+                _mm256_storeu_ps(out.as_mut_ptr().add(8), _mm256_cvtepi32_ps(ci[1]));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The vectorised kernel against the portable one on awkward shapes: odd quad counts,
+    /// several taps, partial tiles and panels. Integer sums: the results must be equal.
+    #[test]
+    fn vectorised_and_portable_int8_products_are_equal() {
+        for (rows, cols, taps, tap_depth) in [(7, 16, 1, 4), (13, 40, 9, 12), (30, 24, 3, 64)] {
+            let depth = taps * tap_depth;
+            let a: Vec<u8> = (0..rows * depth).map(|i| (i * 37 % 128) as u8).collect();
+            let w: Vec<f32> = (0..cols * depth)
+                .map(|i| (i * 53 % 255) as f32 - 127.0)
+                .collect();
+            let b = PackedInt8::from_f32(&w, cols, depth, 1);
+            let offsets: Vec<usize> = (0..taps).map(|t| t * tap_depth).collect();
+            let rows_a = Rows {
+                data: &a,
+                lines: 1,
+                line_len: rows,
+                lines_per_image: 1,
+                image_stride: 0,
+                line_stride: 0,
+                row_stride: depth,
+                taps: &offsets,
+                tap_depth,
+            };
+            let bias = vec![0.5f32; cols];
+            let scale = vec![1.0f32; cols];
+            let epilogue = Epilogue {
+                scale: Some(&scale),
+                bias: &bias,
+                residual: None,
+                relu: false,
+            };
+            let mut fast = vec![0f32; rows * cols];
+            let mut portable = vec![0f32; rows * cols];
+            matmul_int8(Kernels::detect(), &rows_a, &b, &epilogue, &mut fast);
+            matmul_int8(Kernels::Portable, &rows_a, &b, &epilogue, &mut portable);
+            assert_eq!(fast, portable, "{rows}x{cols}, {taps} taps of {tap_depth}");
+            // And both equal the plain sum.
+            let q: Vec<i8> = unpack(&b.bytes, cols, depth, 1);
+            for r in 0..rows {
+                for c in 0..cols {
+                    let sum: i32 = (0..depth)
+                        .map(|d| i32::from(a[r * depth + d]) * i32::from(q[c * depth + d]))
+                        .sum();
+                    assert_eq!(portable[r * cols + c], sum as f32 + 0.5);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn packing_round_trips() {
+        for (cout, cin, k) in [(5, 3, 7), (16, 4, 1), (40, 6, 3)] {
+            let w: Vec<i8> = (0..cout * cin * k * k)
+                .map(|i| (i % 255) as i8 - 127 + (i % 3) as i8)
+                .collect();
+            let packed = pack(&w, cout, cin, k);
+            assert_eq!(
+                packed.len(),
+                packed_shape(cout, cin, k).iter().product::<usize>()
+            );
+            assert_eq!(unpack(&packed, cout, cin, k), w, "{cout}x{cin}x{k}");
+        }
+    }
+}

@@ -1,0 +1,387 @@
+//! f32 matrix products for the CPU path: `C = act(A * B + bias + residual)`, C, A and the
+//! residual row-major, B packed once when the model loads.
+//!
+//! B is stored in panels of [`NR`] columns, each panel depth x NR contiguous, so the kernel
+//! streams it. A is read in place, described by [`Rows`]: a plain matrix, or the rows a
+//! convolution sees in (padded) NHWC activations, each row's depth gathered from several
+//! taps; so no convolution copies its input into an im2col matrix. The x86-64 kernel keeps a
+//! 6 x 16 tile of C in twelve AVX registers (FMA); the portable one is plain Rust the compiler vectorises for the
+//! target (SSE2, NEON). Bias, residual and ReLU are applied as each tile is stored, so C is
+//! written once. Work is split into independent tiles of C over rayon's threads.
+
+use rayon::prelude::*;
+
+use super::Kernels;
+
+/// Columns of a packed panel (two AVX registers of f32).
+pub const NR: usize = 16;
+/// Rows of A a kernel call covers.
+pub(super) const MR: usize = 6;
+/// Rows of A per task at most: a block of A that stays in L2 while the panels stream past.
+const MC: usize = 48;
+
+/// B (depth x cols), packed in panels of NR columns, the last one padded with zeros.
+pub struct PackedB {
+    // Private: built only by `new`, so depth x cols always matches the data.
+    depth: usize,
+    cols: usize,
+    data: Vec<f32>,
+}
+
+impl PackedB {
+    /// Packs a row-major depth x cols matrix.
+    pub fn new(depth: usize, cols: usize, b: &[f32]) -> Self {
+        assert_eq!(b.len(), depth * cols, "matrix size");
+        let panels = cols.div_ceil(NR);
+        let mut data = vec![0f32; panels * depth * NR];
+        for (p, panel) in data.chunks_exact_mut(depth * NR).enumerate() {
+            let width = NR.min(cols - p * NR);
+            for (k, row) in panel.chunks_exact_mut(NR).enumerate() {
+                let src = k * cols + p * NR;
+                row[..width].copy_from_slice(&b[src..src + width]);
+            }
+        }
+        Self { depth, cols, data }
+    }
+
+    pub fn depth(&self) -> usize {
+        self.depth
+    }
+
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    fn panel(&self, p: usize) -> &[f32] {
+        &self.data[p * self.depth * NR..(p + 1) * self.depth * NR]
+    }
+}
+
+/// Rows of A read in place. Rows come in lines (an output image row: a kernel tile never
+/// crosses one); row `r` of line `l` starts at
+/// `(l / lines_per_image) * image_stride + (l % lines_per_image) * line_stride + r * row_stride`,
+/// and its depth is `tap_depth` values at each of `taps` (offsets from that start).
+#[derive(Clone, Copy)]
+pub struct Rows<'a, T = f32> {
+    pub data: &'a [T],
+    pub lines: usize,
+    pub line_len: usize,
+    pub lines_per_image: usize,
+    pub image_stride: usize,
+    pub line_stride: usize,
+    pub row_stride: usize,
+    pub taps: &'a [usize],
+    pub tap_depth: usize,
+}
+
+impl<'a, T> Rows<'a, T> {
+    /// A row-major rows x depth matrix.
+    pub fn matrix(data: &'a [T], rows: usize, depth: usize) -> Self {
+        Self {
+            data,
+            lines: 1,
+            line_len: rows,
+            lines_per_image: 1,
+            image_stride: 0,
+            line_stride: 0,
+            row_stride: depth,
+            taps: &[0],
+            tap_depth: depth,
+        }
+    }
+
+    pub fn rows(&self) -> usize {
+        self.lines * self.line_len
+    }
+
+    pub fn depth(&self) -> usize {
+        self.taps.len() * self.tap_depth
+    }
+
+    pub(super) fn start(&self, line: usize, row: usize) -> usize {
+        (line / self.lines_per_image) * self.image_stride
+            + (line % self.lines_per_image) * self.line_stride
+            + row * self.row_stride
+    }
+
+    /// Where rows `first..first + height` (counted over all lines) start: a tile may span
+    /// lines, so each row has its own start.
+    pub(super) fn starts(&self, first: usize, height: usize) -> [usize; MR] {
+        let mut out = [0; MR];
+        for (i, o) in out.iter_mut().enumerate().take(height) {
+            let row = first + i;
+            *o = self.start(row / self.line_len, row % self.line_len);
+        }
+        out
+    }
+
+    /// Every value a kernel may read lies inside `data` (offsets grow with line, row, tap).
+    pub(super) fn in_bounds(&self) -> bool {
+        if self.rows() == 0 || self.tap_depth == 0 {
+            return true;
+        }
+        let last = self.start(self.lines - 1, self.line_len - 1);
+        let last_tap = self.taps.iter().copied().max().unwrap_or(0);
+        self.lines_per_image > 0 && last + last_tap + self.tap_depth <= self.data.len()
+    }
+}
+
+/// A pointer to C that tasks share; each task writes only its own tile.
+#[derive(Clone, Copy)]
+struct SharedOut(*mut f32);
+// SAFETY: tasks write disjoint tiles of C (see `matmul`).
+unsafe impl Send for SharedOut {}
+unsafe impl Sync for SharedOut {}
+
+impl SharedOut {
+    /// # Safety
+    /// `offset` must lie inside C.
+    unsafe fn at(self, offset: usize) -> *mut f32 {
+        // SAFETY: as the caller guarantees.
+        unsafe { self.0.add(offset) }
+    }
+}
+
+/// What happens to each output as it is stored:
+/// `act(acc * scale[col] + bias[col] + residual[row, col])`.
+pub struct Epilogue<'a> {
+    /// One per column of C (int8 products: activation scale times weight scale).
+    pub scale: Option<&'a [f32]>,
+    /// One per column of C.
+    pub bias: &'a [f32],
+    /// Same shape as C.
+    pub residual: Option<&'a [f32]>,
+    pub relu: bool,
+}
+
+/// `c = epilogue(a * b)`, `c` row-major rows x b.cols(), its rows in `a`'s order.
+pub fn matmul(kernels: Kernels, a: &Rows, b: &PackedB, epilogue: &Epilogue, c: &mut [f32]) {
+    assert_eq!(a.depth(), b.depth, "depth of A and B");
+    assert!(a.in_bounds(), "A reaches past its data");
+    for_each_tile(
+        a.rows(),
+        b.cols,
+        MR,
+        epilogue,
+        c,
+        |first, height, p, acc| {
+            kernel(
+                kernels,
+                a,
+                &a.starts(first, height),
+                b.panel(p),
+                height,
+                acc,
+            );
+        },
+    );
+}
+
+/// The tiles of C (`lines` x `line_len` rows, `cols` columns) split over rayon's threads:
+/// `product` fills a tile's accumulators (`height` <= `mr` rows from row `r` of `line`, panel
+/// `p`), then the epilogue stores it.
+pub(super) fn for_each_tile<F>(
+    rows: usize,
+    cols: usize,
+    mr: usize,
+    epilogue: &Epilogue,
+    c: &mut [f32],
+    product: F,
+) where
+    F: Fn(usize, usize, usize, &mut [[f32; NR]; MR]) + Sync,
+{
+    if rows == 0 || cols == 0 {
+        return;
+    }
+    assert!(mr <= MR);
+    assert!(c.len() >= rows * cols, "C too short");
+    assert_eq!(epilogue.bias.len(), cols, "one bias per column");
+    if let Some(scale) = epilogue.scale {
+        assert_eq!(scale.len(), cols, "one scale per column");
+    }
+    if let Some(r) = epilogue.residual {
+        assert!(r.len() >= rows * cols, "residual too short");
+    }
+    let panels = cols.div_ceil(NR);
+    let block_len = MC / mr * mr;
+    let row_blocks = rows.div_ceil(block_len);
+    // Enough tasks for every thread, without cutting panels finer than needed.
+    let threads = rayon::current_num_threads().max(1);
+    let panel_groups = if row_blocks >= 4 * threads {
+        1
+    } else {
+        panels.min((4 * threads).div_ceil(row_blocks))
+    };
+    let panels_per_group = panels.div_ceil(panel_groups);
+    let out = SharedOut(c.as_mut_ptr());
+    (0..row_blocks * panel_groups)
+        .into_par_iter()
+        .for_each(|task| {
+            let (block, group) = (task / panel_groups, task % panel_groups);
+            let row_range = block * block_len..(block * block_len + block_len).min(rows);
+            let first_panel = group * panels_per_group;
+            for p in first_panel..(first_panel + panels_per_group).min(panels) {
+                let col0 = p * NR;
+                let width = NR.min(cols - col0);
+                let mut r = row_range.start;
+                while r < row_range.end {
+                    let height = mr.min(row_range.end - r);
+                    let mut acc = [[0f32; NR]; MR];
+                    product(r, height, p, &mut acc);
+                    for (i, acc_row) in acc.iter().enumerate().take(height) {
+                        let at = (r + i) * cols + col0;
+                        // SAFETY: row r+i, columns col0..col0+width of C lie inside c
+                        // (asserted above) and belong to this task alone.
+                        let dst = unsafe { std::slice::from_raw_parts_mut(out.at(at), width) };
+                        store(dst, &acc_row[..width], epilogue, col0, at);
+                    }
+                    r += height;
+                }
+            }
+        });
+}
+
+/// One tile's products into `acc`: `height` (<= MR) rows of A starting at `starts` against
+/// one panel.
+fn kernel(
+    kernels: Kernels,
+    a: &Rows,
+    starts: &[usize; MR],
+    panel: &[f32],
+    height: usize,
+    acc: &mut [[f32; NR]; MR],
+) {
+    match kernels {
+        #[cfg(target_arch = "x86_64")]
+        Kernels::Avx2 => {
+            // SAFETY: Kernels::Avx2 is only chosen where the CPU has AVX2 and FMA; `matmul`
+            // checked that every row, tap and depth of A lies inside a.data, and the panel
+            // holds depth x NR values.
+            unsafe { avx2::kernel(a, starts, panel, height, acc) }
+        }
+        _ => portable_kernel(a, starts, panel, height, acc),
+    }
+}
+
+/// One row of a tile into C: `dst` starts at column `col0`, `at` is its offset in C (and in
+/// the residual).
+#[inline]
+fn store(dst: &mut [f32], acc: &[f32], epilogue: &Epilogue, col0: usize, at: usize) {
+    let width = dst.len();
+    let bias = &epilogue.bias[col0..col0 + width];
+    match epilogue.scale {
+        Some(scale) => {
+            for ((d, a), (s, b)) in dst.iter_mut().zip(acc).zip(scale[col0..].iter().zip(bias)) {
+                *d = a * s + b;
+            }
+        }
+        None => {
+            for ((d, a), b) in dst.iter_mut().zip(acc).zip(bias) {
+                *d = a + b;
+            }
+        }
+    }
+    if let Some(res) = epilogue.residual {
+        for (d, r) in dst.iter_mut().zip(&res[at..at + width]) {
+            *d += r;
+        }
+    }
+    if epilogue.relu {
+        for d in dst {
+            *d = d.max(0.0);
+        }
+    }
+}
+
+fn portable_kernel(
+    a: &Rows,
+    starts: &[usize; MR],
+    panel: &[f32],
+    height: usize,
+    acc: &mut [[f32; NR]; MR],
+) {
+    let mut steps = panel.chunks_exact(NR);
+    for &tap in a.taps {
+        for k in 0..a.tap_depth {
+            let Some(b) = steps.next() else { return };
+            for (i, row) in acc.iter_mut().enumerate().take(height) {
+                let x = a.data[starts[i] + tap + k];
+                for (r, w) in row.iter_mut().zip(b) {
+                    *r += x * w;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use std::arch::x86_64::*;
+
+    use super::{Rows, MR, NR};
+
+    /// The 6 x 16 kernel: twelve accumulators, two panel loads and six broadcasts per step.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2 and FMA; rows `starts[i]` (i < height) plus every tap and
+    /// depth must lie inside `a.data`; the panel must hold depth x NR values.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn kernel(
+        a: &Rows,
+        starts: &[usize; MR],
+        panel: &[f32],
+        height: usize,
+        acc: &mut [[f32; NR]; MR],
+    ) {
+        debug_assert!(panel.len() >= a.depth() * NR);
+        // SAFETY: forwarded from the caller.
+        unsafe {
+            match height {
+                6 => rows::<6>(a, starts, panel, acc),
+                5 => rows::<5>(a, starts, panel, acc),
+                4 => rows::<4>(a, starts, panel, acc),
+                3 => rows::<3>(a, starts, panel, acc),
+                2 => rows::<2>(a, starts, panel, acc),
+                1 => rows::<1>(a, starts, panel, acc),
+                _ => {}
+            }
+        }
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    unsafe fn rows<const H: usize>(
+        a: &Rows,
+        starts: &[usize; MR],
+        panel: &[f32],
+        acc: &mut [[f32; NR]; MR],
+    ) {
+        let mut c = [[_mm256_setzero_ps(); 2]; H];
+        let mut bp = panel.as_ptr();
+        for &tap in a.taps {
+            // SAFETY (whole block): the caller guarantees rows, taps and depths of A lie
+            // inside a.data and the panel holds depth x NR values, read in order here.
+            unsafe {
+                let ap: [*const f32; H] =
+                    std::array::from_fn(|i| a.data.as_ptr().add(starts[i] + tap));
+                for k in 0..a.tap_depth {
+                    let b0 = _mm256_loadu_ps(bp);
+                    let b1 = _mm256_loadu_ps(bp.add(8));
+                    bp = bp.add(NR);
+                    for (i, ci) in c.iter_mut().enumerate() {
+                        let x = _mm256_broadcast_ss(&*ap[i].add(k));
+                        ci[0] = _mm256_fmadd_ps(x, b0, ci[0]);
+                        ci[1] = _mm256_fmadd_ps(x, b1, ci[1]);
+                    }
+                }
+            }
+        }
+        for (ci, out) in c.iter().zip(acc.iter_mut()) {
+            // SAFETY: each output row holds NR = 16 floats.
+            unsafe {
+                _mm256_storeu_ps(out.as_mut_ptr(), ci[0]);
+                _mm256_storeu_ps(out.as_mut_ptr().add(8), ci[1]);
+            }
+        }
+    }
+}

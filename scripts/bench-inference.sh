@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# fingerprintd's engine against ONNX Runtime and OpenVINO on the same weights, in one run:
+# median batch-1 latency, images/s at batch 8, resident memory, and each one's ratio to ours.
+#
+#   scripts/bench-inference.sh [--arch resnet50] [--size 224] [--classes 148] [--runs 30]
+#                              [--pretrained CKPT] [--out DIR]
+#
+# One network (seeded, or --pretrained) is exported three ways by `trainer export --init`:
+# f32 and int8 for fingerprintd, ONNX (f32) for the others; ONNX Runtime's static int8
+# (QDQ, per-channel weights, u8 activations) is made from that ONNX file and run by both
+# peers. Every runtime gets the same formula input; the table also shows how far each one's
+# logits are from ours in f32 (largest difference relative to the largest logit).
+# The peers come from PyPI, in a venv this script makes (.bench-venv, or BENCH_VENV).
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+arch=resnet50
+size=224
+classes=148
+runs=30
+pretrained=()
+out=""
+while [ $# -gt 0 ]; do
+    case $1 in
+        --arch) arch=$2; shift ;;
+        --size) size=$2; shift ;;
+        --classes) classes=$2; shift ;;
+        --runs) runs=$2; shift ;;
+        --pretrained) pretrained=(--pretrained "$2"); shift ;;
+        --out) out=$2; shift ;;
+        -h|--help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        *) echo "bench-inference: unknown argument '$1' (see --help)" >&2; exit 2 ;;
+    esac
+    shift
+done
+out=${out:-$(mktemp -d)}
+mkdir -p "$out"
+venv=${BENCH_VENV:-$root/.bench-venv}
+if [ ! -x "$venv/bin/python" ]; then
+    echo "bench-inference: making $venv (onnxruntime, openvino from PyPI)" >&2
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install -q "onnxruntime==1.32.*" "openvino==2026.4.*" onnx numpy
+fi
+py=$venv/bin/python
+
+(cd "$root" && cargo build --release -q -p trainer -p fingerprintd)
+bin=$root/target/release
+for format in f32 int8 onnx; do
+    ext=safetensors
+    [ "$format" = onnx ] && ext=onnx
+    "$bin/trainer" export --init "$arch" --classes "$classes" --size "$size" \
+        "${pretrained[@]}" --export "$format" --out "$out/model-$format.$ext" >&2
+done
+"$py" "$root/scripts/bench_runtimes.py" quantize --model "$out/model-onnx.onnx" \
+    --out "$out/model-onnx-int8.onnx" 2>/dev/null
+
+# Each in its own process, one after the other (two cores: nothing else running).
+"$bin/fingerprintd" bench "$out/model-f32.safetensors" --runs "$runs" --json > "$out/ours-f32.json"
+"$bin/fingerprintd" bench "$out/model-int8.safetensors" --runs "$runs" --json > "$out/ours-int8.json"
+"$bin/fingerprintd" bench "$out/model-f32.safetensors" --backend candle --runs "$runs" --json \
+    > "$out/candle-f32.json"
+for rt in ort openvino; do
+    "$py" "$root/scripts/bench_runtimes.py" run --runtime "$rt" --model "$out/model-onnx.onnx" \
+        --runs "$runs" > "$out/$rt-f32.json"
+    "$py" "$root/scripts/bench_runtimes.py" run --runtime "$rt" \
+        --model "$out/model-onnx-int8.onnx" --runs "$runs" > "$out/$rt-int8.json"
+done
+
+"$py" - "$out" "$arch" "$size" <<'EOF'
+import json, pathlib, platform, sys
+
+import numpy as np
+
+out, arch, size = pathlib.Path(sys.argv[1]), sys.argv[2], sys.argv[3]
+load = lambda name: json.loads((out / f"{name}.json").read_text())
+rows = [
+    ("fingerprintd f32 (ours)", "ours-f32", "ours-f32"),
+    ("fingerprintd int8 (ours)", "ours-int8", "ours-int8"),
+    ("candle f32 (fingerprintd --backend candle)", "candle-f32", "ours-f32"),
+]
+ort, ov = load("ort-f32")["runtime"], load("openvino-f32")["runtime"].split("-")[0]
+rows += [
+    (f"{ort} f32", "ort-f32", "ours-f32"),
+    (f"{ort} int8 (QDQ)", "ort-int8", "ours-int8"),
+    (f"{ov} f32", "openvino-f32", "ours-f32"),
+    (f"{ov} int8 (QDQ)", "openvino-int8", "ours-int8"),
+]
+reference = np.array(load("ours-f32")["logits"])
+cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.machine())
+import os
+print(f"{arch} {size}x{size}, batch 1 and 8, on {cpu} ({os.cpu_count()} cores); memory is the whole process's")
+print()
+print("| runtime | median batch-1 latency | images/s at batch 8 | resident memory | latency vs ours | logits vs ours f32 |")
+print("|---|---|---|---|---|---|")
+for label, name, ours_name in rows:
+    d, ours = load(name), load(ours_name)
+    diff = np.abs(np.array(d["logits"]) - reference).max() / np.abs(reference).max()
+    print(
+        f"| {label} | {d['latency_ms_median']:.1f} ms | {d['images_per_second']:.1f} | "
+        f"{d['rss_bytes'] / 1e6:.0f} MB | {d['latency_ms_median'] / ours['latency_ms_median']:.2f}x | {diff:.1e} |"
+    )
+int8 = load("ours-int8")
+limit = 1.5 * int8["file_bytes"] + 40e6
+print()
+print(f"fingerprintd int8: file {int8['file_bytes'] / 1e6:.1f} MB, resident {int8['rss_bytes'] / 1e6:.0f} MB "
+      f"(limit 1.5 x file + 40 MB = {limit / 1e6:.0f} MB): {'within' if int8['rss_bytes'] <= limit else 'OVER'}")
+EOF
+echo "figures in $out" >&2
