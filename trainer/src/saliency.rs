@@ -14,8 +14,9 @@ use candle_core::{Device, Tensor};
 use fingerprint_common::Preprocessing;
 use image::{GrayImage, Rgb, RgbImage};
 
-/// Window and stride in input pixels. At 224x224 the defaults (28 and 8) give a 25x25 grid of
-/// 625 occluded copies: fine enough to follow ridge structures, one window about three ridges.
+/// Window and stride in input pixels. At 224x224 the defaults (28 and 8) give a 26x26 grid
+/// (the last position flush with the edge) of 676 occluded copies: fine enough to follow
+/// ridge structures, one window about three ridges.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Occlusion {
     pub window: usize,

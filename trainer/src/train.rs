@@ -316,11 +316,24 @@ impl LoadedModel {
     /// A run folder's checkpoint (`best.safetensors`, `last.safetensors`).
     pub fn from_run(run: &RunDir, device: &Device, file: &str) -> Result<Self> {
         let (info, model) = load_run_model(run, device, file)?;
-        Ok(Self::trained(
-            model,
-            info.identities,
-            info.config.preprocessing,
-        ))
+        if !device.is_cpu() {
+            return Ok(Self::trained(
+                model,
+                info.identities,
+                info.config.preprocessing,
+            ));
+        }
+        // On the CPU, the checkpoint runs as the daemon would run its f32 export: batch norm
+        // folded, on our fast path (same outputs as candle's eval mode, several times faster).
+        let weights = fingerprint_models::export::fold_batch_norm(&model)?;
+        let fast = fingerprint_models::fast::FastResNet::new(model.arch(), &weights)?;
+        Ok(Self {
+            description: model.arch().to_string(),
+            labels: info.identities,
+            preprocessing: info.config.preprocessing,
+            similarity_threshold: None,
+            network: LoadedNetwork::Exported(Network::Fast(fast)),
+        })
     }
 
     /// A network already built.
