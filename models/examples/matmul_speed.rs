@@ -30,7 +30,7 @@ fn main() {
         (49, 2048, 512),
     ] {
         let a: Vec<f32> = (0..m * k).map(|i| (i % 7) as f32).collect();
-        let a8: Vec<u8> = (0..m * k).map(|i| (i % 100) as u8).collect();
+        let a8: Vec<u8> = (0..m * k).map(|i| (i % 64) as u8).collect();
         let b: Vec<f32> = (0..k * n).map(|i| (i % 5) as f32 - 2.0).collect();
         let packed = PackedB::new(k, n, &b);
         let packed8 = PackedInt8::from_f32(&b, n, k, 1);
@@ -40,6 +40,7 @@ fn main() {
         let f32_ms = best_ms(|| {
             let epilogue = Epilogue {
                 scale: None,
+                row_scale: None,
                 bias: &bias,
                 residual: None,
                 relu: true,
@@ -49,6 +50,7 @@ fn main() {
         let int8_ms = best_ms(|| {
             let epilogue = Epilogue {
                 scale: Some(&scale),
+                row_scale: None,
                 bias: &bias,
                 residual: None,
                 relu: true,

@@ -45,8 +45,7 @@ pub const OLDEST_READABLE_VERSION: u32 = 1;
 pub enum Quantization {
     F32,
     F16,
-    /// Symmetric per-output-channel int8 weights (-63..=63 since version 2) with one f32
-    /// scale per output channel.
+    /// Symmetric per-output-channel int8 weights with one f32 scale per output channel.
     Int8,
 }
 

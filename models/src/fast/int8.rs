@@ -1,5 +1,5 @@
-//! int8 convolutions: activations quantised to u8 in 0..=127 per tensor, weights i8 per output
-//! channel, products summed exactly in i32.
+//! int8 convolutions: activations quantised to u8 in 0..=63 (per tensor, or per pixel for 1x1
+//! convolutions), weights i8 per output channel, products summed exactly in i32.
 //!
 //! Weights are used in the layout the exported file stores them in (see
 //! `docs/model-format.md`), so an int8 model runs straight from the memory-mapped file:
@@ -7,11 +7,13 @@
 //! values (depth running over (ky, kx, ci) with ci padded to a multiple of four), the four
 //! bytes of each of the NR channels. An AVX2 register then holds 8 channels x 4 depths, which
 //! `vpmaddubsw` (u8 x i8, pairs summed to i16) and `vpmaddwd` (by 1, pairs summed to i32)
-//! turn into 8 channel sums. Weights are quantised to -63..=63 and activations to 0..=127, so
-//! two quads' i16 sums add up without saturating (2 x 2 x 127 x 63 = 32004 < 32767) before
+//! turn into 8 channel sums. Weights are quantised to -127..=127 and activations to 0..=63, so
+//! two quads' i16 sums add up without saturating (2 x 2 x 63 x 127 = 32004 < 32767) before
 //! one `vpmaddwd` widens them: on CPUs with one vector integer multiplier that is 3 multiply
 //! instructions per 64 products instead of 4. The integer results are exact, the same on every
-//! kernel.
+//! kernel. (Weights lose more than activations: -63..=63 weights with 0..=127 activations, the
+//! other way to the same headroom, changed the top-1 answer of 5% of a weak model's test
+//! scans, this way under 1%; 1x1 convolutions get a scale per pixel, see [`QuantizedNhwc`].)
 
 use std::ops::Deref;
 use std::sync::Arc;
@@ -23,11 +25,10 @@ use super::Kernels;
 
 /// Depth values per group (one `vpmaddubsw` lane group).
 pub const QUAD: usize = 4;
-/// Largest quantised activation.
-pub const ACTIVATION_MAX: f32 = 127.0;
-/// Largest quantised weight magnitude: with ACTIVATION_MAX, two quads of u8 x i8 products sum
-/// inside i16.
-pub const WEIGHT_MAX: f32 = 63.0;
+/// Largest quantised activation: with WEIGHT_MAX, two quads of u8 x i8 products sum inside i16.
+pub const ACTIVATION_MAX: f32 = 63.0;
+/// Largest quantised weight magnitude.
+pub const WEIGHT_MAX: f32 = 127.0;
 /// Rows of a tile on the int8 kernels (eight accumulators and their temporaries fit the
 /// sixteen AVX registers).
 const MR_INT8: usize = 4;
@@ -157,8 +158,10 @@ impl PackedInt8 {
     }
 }
 
-/// NHWC activations quantised to 0..=127 with one scale (`value = q * scale`), channels
-/// padded to whole quads with zeros, and optionally `pad` zero pixels around each image.
+/// NHWC activations quantised to 0..=ACTIVATION_MAX (`value = q * scale`), channels padded to whole
+/// quads with zeros, and optionally `pad` zero pixels around each image. One scale for the
+/// tensor, or one per pixel: a 1x1 convolution's output row reads one pixel, so its scale
+/// factors out of the row's sums, and each pixel gets the whole range.
 pub struct QuantizedNhwc {
     pub n: usize,
     pub h: usize,
@@ -166,11 +169,97 @@ pub struct QuantizedNhwc {
     /// Channels as stored (padded to a multiple of four).
     pub c: usize,
     pub scale: f32,
+    /// Per-pixel scales (unpadded pixels, NHW order) instead of `scale`.
+    pub pixel_scales: Option<Vec<f32>>,
     pub data: Vec<u8>,
+}
+
+/// Quantises values to `dst` with `inv = 1 / scale`: `trunc(clamp(v * inv, 0, MAX) + 0.5)`.
+#[inline]
+fn quantize_values(kernels: Kernels, dst: &mut [u8], values: &[f32], inv: f32) {
+    match kernels {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: Kernels::Avx2 is only chosen where the CPU has AVX2.
+        Kernels::Avx2 => unsafe { avx2::quantize_values(dst, values, inv) },
+        _ => quantize_values_portable(dst, values, inv),
+    }
+}
+
+#[inline]
+fn quantize_values_portable(dst: &mut [u8], values: &[f32], inv: f32) {
+    for (q, &v) in dst.iter_mut().zip(values) {
+        let scaled = v * inv;
+        let clamped = if scaled > ACTIVATION_MAX {
+            ACTIVATION_MAX
+        } else if scaled > 0.0 {
+            scaled
+        } else {
+            0.0
+        };
+        // Round half up by truncation of a non-negative value.
+        *q = (clamped + 0.5) as u8;
+    }
+}
+
+/// The largest of `values` and 0.
+#[inline]
+fn max_of(kernels: Kernels, values: &[f32]) -> f32 {
+    match kernels {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: Kernels::Avx2 is only chosen where the CPU has AVX2.
+        Kernels::Avx2 => unsafe { avx2::max_of(values) },
+        _ => values.iter().fold(0f32, |m, &v| if v > m { v } else { m }),
+    }
+}
+
+fn scale_for(max: f32) -> f32 {
+    if max > 0.0 && max.is_finite() {
+        max / ACTIVATION_MAX
+    } else {
+        1.0
+    }
+}
+
+/// Quantises non-negative activations with one scale per pixel (no padding: for 1x1
+/// convolutions).
+pub fn quantize_per_pixel(
+    kernels: Kernels,
+    data: &[f32],
+    (n, h, w, c): (usize, usize, usize, usize),
+    buffer: Vec<u8>,
+) -> QuantizedNhwc {
+    let cp = padded_channels(c);
+    let mut out = buffer;
+    out.clear();
+    out.resize(n * h * w * cp, 0);
+    let mut scales = vec![0f32; n * h * w];
+    out.par_chunks_mut(w * cp)
+        .zip(scales.par_chunks_mut(w))
+        .zip(data.par_chunks(w * c))
+        .for_each(|((dst, scales), src)| {
+            for ((d, s), pixel) in dst
+                .chunks_exact_mut(cp)
+                .zip(scales.iter_mut())
+                .zip(src.chunks_exact(c))
+            {
+                *s = scale_for(max_of(kernels, pixel));
+                quantize_values(kernels, &mut d[..c], pixel, 1.0 / *s);
+            }
+        });
+    QuantizedNhwc {
+        n,
+        h,
+        w,
+        c: cp,
+        scale: 1.0,
+        pixel_scales: Some(scales),
+        data: out,
+    }
 }
 
 /// Quantises non-negative activations (negative values, which a ReLU never leaves, become 0).
 pub fn quantize(
+    kernels: Kernels,
     data: &[f32],
     (n, h, w, c): (usize, usize, usize, usize),
     pad: usize,
@@ -178,14 +267,9 @@ pub fn quantize(
 ) -> QuantizedNhwc {
     let max = data
         .par_chunks(4096)
-        // A plain comparison (not f32::max) lets the compiler vectorise the scan.
-        .map(|chunk| chunk.iter().fold(0f32, |m, &v| if v > m { v } else { m }))
+        .map(|chunk| max_of(kernels, chunk))
         .reduce(|| 0.0, f32::max);
-    let scale = if max > 0.0 && max.is_finite() {
-        max / ACTIVATION_MAX
-    } else {
-        1.0
-    };
+    let scale = scale_for(max);
     let inv = 1.0 / scale;
     let (hp, wp, cp) = (h + 2 * pad, w + 2 * pad, padded_channels(c));
     let mut out = buffer;
@@ -200,20 +284,12 @@ pub fn quantize(
             }
             let src = &data[(b * h + y - pad) * w * c..(b * h + y - pad + 1) * w * c];
             for (x, pixel) in src.chunks_exact(c).enumerate() {
-                let d = &mut dst[(x + pad) * cp..(x + pad) * cp + c];
-                for (q, &v) in d.iter_mut().zip(pixel) {
-                    // Round half up by truncation of a non-negative value (vectorises; round()
-                    // is a library call).
-                    let scaled = v * inv;
-                    let clamped = if scaled > ACTIVATION_MAX {
-                        ACTIVATION_MAX
-                    } else if scaled > 0.0 {
-                        scaled
-                    } else {
-                        0.0
-                    };
-                    *q = (clamped + 0.5) as u8;
-                }
+                quantize_values(
+                    kernels,
+                    &mut dst[(x + pad) * cp..(x + pad) * cp + c],
+                    pixel,
+                    inv,
+                );
             }
         });
     QuantizedNhwc {
@@ -222,6 +298,7 @@ pub fn quantize(
         w: wp,
         c: cp,
         scale,
+        pixel_scales: None,
         data: out,
     }
 }
@@ -239,20 +316,14 @@ pub fn matmul_int8(
     assert_eq!(a.tap_depth % QUAD, 0, "tap depth in whole quads");
     assert!(a.in_bounds(), "A reaches past its data");
     for_each_tile(
+        |row| a.row_start(row),
         a.rows(),
         b.cols,
         MR_INT8,
         epilogue,
         c,
-        |first, height, p, acc| {
-            kernel(
-                kernels,
-                a,
-                &a.starts(first, height),
-                b.panel(p),
-                height,
-                acc,
-            );
+        |starts, height, p, acc| {
+            kernel(kernels, a, starts, b.panel(p), height, acc);
         },
     );
 }
@@ -313,7 +384,61 @@ fn portable_kernel(
 mod avx2 {
     use std::arch::x86_64::*;
 
-    use super::{Rows, MR, NR, QUAD};
+    use super::{Rows, ACTIVATION_MAX, MR, NR, QUAD};
+
+    /// [`super::quantize_values_portable`], 8 values at a time (the same results: max/min
+    /// against 0 and MAX, +0.5, truncation).
+    ///
+    /// # Safety
+    /// The CPU must support AVX2.
+    #[target_feature(enable = "avx2")]
+    pub unsafe fn quantize_values(dst: &mut [u8], values: &[f32], inv: f32) {
+        let n = dst.len().min(values.len());
+        let (inv8, zero, top, half) = (
+            _mm256_set1_ps(inv),
+            _mm256_setzero_ps(),
+            _mm256_set1_ps(ACTIVATION_MAX),
+            _mm256_set1_ps(0.5),
+        );
+        let mut i = 0;
+        while i + 8 <= n {
+            // SAFETY: i + 8 <= n: eight values read, eight bytes written.
+            unsafe {
+                let v = _mm256_mul_ps(_mm256_loadu_ps(values.as_ptr().add(i)), inv8);
+                // max(v, 0) takes 0 for NaN, as the portable code does.
+                let clamped = _mm256_min_ps(_mm256_max_ps(v, zero), top);
+                let q = _mm256_cvttps_epi32(_mm256_add_ps(clamped, half));
+                let words =
+                    _mm_packus_epi32(_mm256_castsi256_si128(q), _mm256_extracti128_si256(q, 1));
+                let bytes = _mm_packus_epi16(words, words);
+                _mm_storel_epi64(dst.as_mut_ptr().add(i) as *mut __m128i, bytes);
+            }
+            i += 8;
+        }
+        super::quantize_values_portable(&mut dst[i..n], &values[i..n], inv);
+    }
+
+    /// The largest of `values` and 0.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2.
+    #[target_feature(enable = "avx2")]
+    pub unsafe fn max_of(values: &[f32]) -> f32 {
+        let mut m = _mm256_setzero_ps();
+        let chunks = values.chunks_exact(8);
+        let tail = chunks.remainder();
+        for c in chunks {
+            // SAFETY: a chunk holds eight values.
+            m = _mm256_max_ps(m, unsafe { _mm256_loadu_ps(c.as_ptr()) });
+        }
+        let mut lanes = [0f32; 8];
+        // SAFETY: eight lanes into eight floats.
+        unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), m) };
+        lanes
+            .iter()
+            .chain(tail)
+            .fold(0f32, |m, &v| if v > m { v } else { m })
+    }
 
     /// # Safety
     /// The CPU must support AVX2; rows `starts[i]` (i < height) plus every tap and depth
@@ -420,7 +545,7 @@ mod tests {
     fn vectorised_and_portable_int8_products_are_equal() {
         for (rows, cols, taps, tap_depth) in [(7, 16, 1, 4), (13, 40, 9, 12), (30, 24, 3, 64)] {
             let depth = taps * tap_depth;
-            let a: Vec<u8> = (0..rows * depth).map(|i| (i * 37 % 128) as u8).collect();
+            let a: Vec<u8> = (0..rows * depth).map(|i| (i * 37 % 64) as u8).collect();
             let w: Vec<f32> = (0..cols * depth)
                 .map(|i| (i * 53 % 255) as f32 - 127.0)
                 .collect();
@@ -441,6 +566,7 @@ mod tests {
             let scale = vec![1.0f32; cols];
             let epilogue = Epilogue {
                 scale: Some(&scale),
+                row_scale: None,
                 bias: &bias,
                 residual: None,
                 relu: false,

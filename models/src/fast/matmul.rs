@@ -104,15 +104,10 @@ impl<'a, T> Rows<'a, T> {
             + row * self.row_stride
     }
 
-    /// Where rows `first..first + height` (counted over all lines) start: a tile may span
-    /// lines, so each row has its own start.
-    pub(super) fn starts(&self, first: usize, height: usize) -> [usize; MR] {
-        let mut out = [0; MR];
-        for (i, o) in out.iter_mut().enumerate().take(height) {
-            let row = first + i;
-            *o = self.start(row / self.line_len, row % self.line_len);
-        }
-        out
+    /// Where row `row` (counted over all lines) starts: a tile may span lines, so each row
+    /// has its own start.
+    pub(super) fn row_start(&self, row: usize) -> usize {
+        self.start(row / self.line_len, row % self.line_len)
     }
 
     /// Every value a kernel may read lies inside `data` (offsets grow with line, row, tap).
@@ -143,10 +138,12 @@ impl SharedOut {
 }
 
 /// What happens to each output as it is stored:
-/// `act(acc * scale[col] + bias[col] + residual[row, col])`.
+/// `act(acc * scale[col] * row_scale[row] + bias[col] + residual[row, col])`.
 pub struct Epilogue<'a> {
     /// One per column of C (int8 products: activation scale times weight scale).
     pub scale: Option<&'a [f32]>,
+    /// One per row of C (int8 products whose activations have a scale per pixel).
+    pub row_scale: Option<&'a [f32]>,
     /// One per column of C.
     pub bias: &'a [f32],
     /// Same shape as C.
@@ -159,20 +156,14 @@ pub fn matmul(kernels: Kernels, a: &Rows, b: &PackedB, epilogue: &Epilogue, c: &
     assert_eq!(a.depth(), b.depth, "depth of A and B");
     assert!(a.in_bounds(), "A reaches past its data");
     for_each_tile(
+        |row| a.row_start(row),
         a.rows(),
         b.cols,
         MR,
         epilogue,
         c,
-        |first, height, p, acc| {
-            kernel(
-                kernels,
-                a,
-                &a.starts(first, height),
-                b.panel(p),
-                height,
-                acc,
-            );
+        |starts, height, p, acc| {
+            kernel(kernels, a, starts, b.panel(p), height, acc);
         },
     );
 }
@@ -181,6 +172,7 @@ pub fn matmul(kernels: Kernels, a: &Rows, b: &PackedB, epilogue: &Epilogue, c: &
 /// `product` fills a tile's accumulators (`height` <= `mr` rows from row `r` of `line`, panel
 /// `p`), then the epilogue stores it.
 pub(super) fn for_each_tile<F>(
+    a_starts: impl Fn(usize) -> usize + Sync,
     rows: usize,
     cols: usize,
     mr: usize,
@@ -188,7 +180,7 @@ pub(super) fn for_each_tile<F>(
     c: &mut [f32],
     product: F,
 ) where
-    F: Fn(usize, usize, usize, &mut [[f32; NR]; MR]) + Sync,
+    F: Fn(&[usize; MR], usize, usize, &mut [[f32; NR]; MR]) + Sync,
 {
     if rows == 0 || cols == 0 {
         return;
@@ -201,6 +193,9 @@ pub(super) fn for_each_tile<F>(
     }
     if let Some(r) = epilogue.residual {
         assert!(r.len() >= rows * cols, "residual too short");
+    }
+    if let Some(r) = epilogue.row_scale {
+        assert!(r.len() >= rows, "one scale per row");
     }
     let panels = cols.div_ceil(NR);
     let block_len = MC / mr * mr;
@@ -219,6 +214,11 @@ pub(super) fn for_each_tile<F>(
         .for_each(|task| {
             let (block, group) = (task / panel_groups, task % panel_groups);
             let row_range = block * block_len..(block * block_len + block_len).min(rows);
+            // Where the block's rows start in A, once for all its panels.
+            let mut starts = [0usize; MC + MR];
+            for (s, row) in starts.iter_mut().zip(row_range.clone()) {
+                *s = a_starts(row);
+            }
             let first_panel = group * panels_per_group;
             for p in first_panel..(first_panel + panels_per_group).min(panels) {
                 let col0 = p * NR;
@@ -226,14 +226,17 @@ pub(super) fn for_each_tile<F>(
                 let mut r = row_range.start;
                 while r < row_range.end {
                     let height = mr.min(row_range.end - r);
+                    let mut tile_starts = [0usize; MR];
+                    let from = r - row_range.start;
+                    tile_starts[..height].copy_from_slice(&starts[from..from + height]);
                     let mut acc = [[0f32; NR]; MR];
-                    product(r, height, p, &mut acc);
+                    product(&tile_starts, height, p, &mut acc);
                     for (i, acc_row) in acc.iter().enumerate().take(height) {
                         let at = (r + i) * cols + col0;
                         // SAFETY: row r+i, columns col0..col0+width of C lie inside c
                         // (asserted above) and belong to this task alone.
                         let dst = unsafe { std::slice::from_raw_parts_mut(out.at(at), width) };
-                        store(dst, &acc_row[..width], epilogue, col0, at);
+                        store(dst, &acc_row[..width], epilogue, col0, r + i, at);
                     }
                     r += height;
                 }
@@ -263,16 +266,17 @@ fn kernel(
     }
 }
 
-/// One row of a tile into C: `dst` starts at column `col0`, `at` is its offset in C (and in
-/// the residual).
+/// One row of a tile into C: `dst` is row `row` from column `col0`, `at` its offset in C (and
+/// in the residual).
 #[inline]
-fn store(dst: &mut [f32], acc: &[f32], epilogue: &Epilogue, col0: usize, at: usize) {
+fn store(dst: &mut [f32], acc: &[f32], epilogue: &Epilogue, col0: usize, row: usize, at: usize) {
     let width = dst.len();
     let bias = &epilogue.bias[col0..col0 + width];
+    let row_scale = epilogue.row_scale.map_or(1.0, |r| r[row]);
     match epilogue.scale {
         Some(scale) => {
             for ((d, a), (s, b)) in dst.iter_mut().zip(acc).zip(scale[col0..].iter().zip(bias)) {
-                *d = a * s + b;
+                *d = a * s * row_scale + b;
             }
         }
         None => {
@@ -288,7 +292,10 @@ fn store(dst: &mut [f32], acc: &[f32], epilogue: &Epilogue, col0: usize, at: usi
     }
     if epilogue.relu {
         for d in dst {
-            *d = d.max(0.0);
+            // A plain comparison (not f32::max, which handles NaN) vectorises.
+            if *d < 0.0 {
+                *d = 0.0;
+            }
         }
     }
 }

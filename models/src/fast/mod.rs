@@ -17,7 +17,7 @@ use std::sync::Mutex;
 use candle_core::{Device, Tensor};
 use rayon::prelude::*;
 
-use int8::{matmul_int8, quantize, PackedInt8, QuantizedNhwc};
+use int8::{matmul_int8, quantize, quantize_per_pixel, PackedInt8, QuantizedNhwc};
 use matmul::{matmul, Epilogue, PackedB, Rows};
 
 use crate::export::FoldedWeights;
@@ -167,6 +167,7 @@ impl Conv {
         let mut out = scratch.take(rows * self.cout);
         let mut epilogue = Epilogue {
             scale: None,
+            row_scale: None,
             bias: &self.bias,
             residual: shortcut.map(|s| s.data.as_slice()),
             relu,
@@ -193,14 +194,26 @@ impl Conv {
                 }
             }
             Weights::Int8(weight) => {
+                // 1x1: a scale per pixel (it factors out of each output row); kxk: one for the
+                // tensor (a row mixes pixels).
+                let per_pixel = self.k == 1 && self.pad == 0;
                 let q: &QuantizedNhwc = match quantized {
-                    Some(q) if q.h == x.h + 2 * self.pad => q,
+                    Some(q)
+                        if q.h == x.h + 2 * self.pad && q.pixel_scales.is_some() == per_pixel =>
+                    {
+                        q
+                    }
                     slot => {
                         let buffer = match slot.take() {
                             Some(old) => old.data,
                             None => scratch.take_bytes(),
                         };
-                        slot.insert(quantize(&x.data, (x.n, x.h, x.w, x.c), self.pad, buffer))
+                        let dims = (x.n, x.h, x.w, x.c);
+                        slot.insert(if per_pixel {
+                            quantize_per_pixel(kernels, &x.data, dims, buffer)
+                        } else {
+                            quantize(kernels, &x.data, dims, self.pad, buffer)
+                        })
                     }
                 };
                 let taps = self.taps(q.w, q.c);
@@ -209,7 +222,19 @@ impl Conv {
                     ..self.rows(&q.data, x.n, (oh, ow), (q.h, q.w, q.c), &taps)
                 };
                 let scale: Vec<f32> = weight.scales.iter().map(|s| s * q.scale).collect();
+                // Output row (b, oy, ox) of a 1x1 convolution reads pixel (b, oy*s, ox*s).
+                let row_scale: Option<Vec<f32>> = q.pixel_scales.as_ref().map(|pixels| {
+                    let mut scales = Vec::with_capacity(rows);
+                    for b in 0..x.n {
+                        for oy in 0..oh {
+                            let line = (b * x.h + oy * self.stride) * x.w;
+                            scales.extend((0..ow).map(|ox| pixels[line + ox * self.stride]));
+                        }
+                    }
+                    scales
+                });
                 epilogue.scale = Some(&scale);
+                epilogue.row_scale = row_scale.as_deref();
                 matmul_int8(kernels, &a, weight, &epilogue, &mut out);
             }
         }
@@ -303,7 +328,10 @@ fn max_pool(x: &Nhwc, scratch: &mut Scratch) -> Nhwc {
                         }
                         let src = ((b * x.h + iy as usize) * x.w + ix as usize) * c;
                         for (d, s) in dst.iter_mut().zip(&x.data[src..src + c]) {
-                            *d = d.max(*s);
+                            // A plain comparison (not f32::max) vectorises.
+                            if *s > *d {
+                                *d = *s;
+                            }
                         }
                     }
                 }
@@ -451,6 +479,7 @@ impl FastResNet {
         let mut logits = vec![0f32; n * self.num_classes()];
         let epilogue = Epilogue {
             scale: None,
+            row_scale: None,
             bias: &self.fc_bias,
             residual: None,
             relu: false,
