@@ -31,7 +31,8 @@ enum Command {
     Sheet(sheet::SheetArgs),
     /// Fine-tune a ResNet on a dataset (or resume an interrupted run).
     Train(train::TrainArgs),
-    /// Export a run's best model (batch norm folded; int8, f16 or f32) for the daemon.
+    /// Export a run's best model (batch norm folded; int8, f16 or f32) for the daemon, or as
+    /// ONNX for other runtimes.
     Export(export::ExportArgs),
     /// Top-1/top-5 accuracy of a run's model on its test split or on given scans.
     Eval(eval::EvalArgs),
