@@ -648,7 +648,12 @@ impl ExportedModel {
                         f32s(&format!("{}.bias", spec.name))?,
                     ))
                 },
-                decoded("fc.weight", &views["fc.weight"])?,
+                decoded(
+                    "fc.weight",
+                    views
+                        .get("fc.weight")
+                        .ok_or_else(|| candle_core::Error::Msg("missing fc.weight".into()))?,
+                )?,
                 f32s("fc.bias")?,
             )?;
             Network::Fast(fast)
