@@ -124,6 +124,33 @@ pub struct Manifest {
     pub created_by: String,
 }
 
+impl Manifest {
+    /// A manifest for `labels` (one per output) with nothing measured or calibrated yet;
+    /// `write_exported` fills in the format, version and digest.
+    pub fn new(
+        arch: Arch,
+        labels: Vec<String>,
+        preprocessing: Preprocessing,
+        quantization: Quantization,
+        created_by: String,
+    ) -> Self {
+        Self {
+            format: String::new(),
+            version: 0,
+            arch,
+            num_classes: labels.len(),
+            labels,
+            preprocessing,
+            quantization,
+            accuracy: None,
+            threshold: None,
+            calibration: None,
+            data_digest: String::new(),
+            created_by,
+        }
+    }
+}
+
 /// Why an exported model was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {

@@ -21,20 +21,13 @@ fn trained_like(arch: Arch) -> Result<(VarMap, ResNet)> {
 }
 
 fn manifest(arch: Arch, quantization: Quantization) -> Manifest {
-    Manifest {
-        format: String::new(),
-        version: 0,
+    Manifest::new(
         arch,
-        num_classes: CLASSES,
-        labels: (0..CLASSES).map(|i| format!("finger-{i}")).collect(),
-        preprocessing: Preprocessing::imagenet(64),
+        (0..CLASSES).map(|i| format!("finger-{i}")).collect(),
+        Preprocessing::imagenet(64),
         quantization,
-        accuracy: None,
-        threshold: None,
-        calibration: None,
-        data_digest: String::new(),
-        created_by: "test".into(),
-    }
+        "test".into(),
+    )
 }
 
 fn relative_error(a: &Tensor, b: &Tensor) -> Result<f32> {

@@ -94,20 +94,13 @@ fn an_int8_file_runs_from_its_mapped_weights() -> Result<()> {
     let model = trained_like(Arch::ResNet18)?;
     let weights = fold_batch_norm(&model)?;
     let path = dir.path().join("model.safetensors");
-    let manifest = Manifest {
-        format: String::new(),
-        version: 0,
-        arch: Arch::ResNet18,
-        num_classes: CLASSES,
-        labels: (0..CLASSES).map(|i| format!("finger-{i}")).collect(),
-        preprocessing: Preprocessing::imagenet(48),
-        quantization: Quantization::Int8,
-        accuracy: None,
-        threshold: None,
-        calibration: None,
-        data_digest: String::new(),
-        created_by: "test".into(),
-    };
+    let manifest = Manifest::new(
+        Arch::ResNet18,
+        (0..CLASSES).map(|i| format!("finger-{i}")).collect(),
+        Preprocessing::imagenet(48),
+        Quantization::Int8,
+        "test".into(),
+    );
     write_exported(&path, &weights, manifest)?;
     let x = formula::input((2, 3, 48, 48), &Device::Cpu)?;
 

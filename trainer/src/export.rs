@@ -116,20 +116,13 @@ pub fn export_run(
     let pre = &info.config.preprocessing;
     let cache = ImageCache::load(&split.test, pre, &ScanLimits::default(), || {})
         .context("reading the test split")?;
-    let manifest = Manifest {
-        format: String::new(),
-        version: 0,
-        arch: info.config.arch,
-        num_classes: info.identities.len(),
-        labels: info.identities.clone(),
-        preprocessing: pre.clone(),
+    let manifest = Manifest::new(
+        info.config.arch,
+        info.identities.clone(),
+        pre.clone(),
         quantization,
-        accuracy: None,
-        threshold: None,
-        calibration: None,
-        data_digest: String::new(),
-        created_by: format!("trainer {}", env!("CARGO_PKG_VERSION")),
-    };
+        format!("trainer {}", env!("CARGO_PKG_VERSION")),
+    );
     let scratch = tempfile::tempdir().context("creating a temporary folder")?;
     let mut figures = Vec::new();
     let mut f32_predictions = Vec::new();
@@ -319,20 +312,13 @@ pub fn export_untrained(spec: &Untrained, format: ExportFormat, out: &Path) -> R
             write_exported(
                 out,
                 &weights,
-                Manifest {
-                    format: String::new(),
-                    version: 0,
-                    arch: spec.arch,
-                    num_classes: spec.classes,
+                Manifest::new(
+                    spec.arch,
                     labels,
-                    preprocessing: pre,
+                    pre,
                     quantization,
-                    accuracy: None,
-                    threshold: None,
-                    calibration: None,
-                    data_digest: String::new(),
-                    created_by: format!("trainer {} (untrained)", env!("CARGO_PKG_VERSION")),
-                },
+                    format!("trainer {} (untrained)", env!("CARGO_PKG_VERSION")),
+                ),
             )?;
         }
     }

@@ -57,20 +57,13 @@ pub fn write_model_with(
         let fc = data.get("fc.weight").context("fc.weight")?;
         fc.set(&(fc.as_tensor() * (1.0 + weight_seed as f64))?)?;
     }
-    let manifest = Manifest {
-        format: String::new(),
-        version: 0,
+    let manifest = Manifest::new(
         arch,
-        num_classes: classes,
-        labels: (0..classes).map(|i| format!("person-{i}")).collect(),
-        preprocessing: Preprocessing::imagenet(size),
+        (0..classes).map(|i| format!("person-{i}")).collect(),
+        Preprocessing::imagenet(size),
         quantization,
-        accuracy: None,
-        threshold: None,
-        calibration: None,
-        data_digest: String::new(),
-        created_by: "daemon tests".into(),
-    };
+        "daemon tests".into(),
+    );
     write_exported(path, &fold_batch_norm(&model)?, manifest)?;
     Ok(())
 }
