@@ -617,16 +617,18 @@ impl ExportedModel {
         }
 
         let packed = manifest.quantization == Quantization::Int8 && manifest.version >= 2;
-        let conv_dims = |name: &str| {
-            layout
-                .convs()
-                .into_iter()
-                .find(|c| format!("{}.weight", c.name) == name)
-                .map(|c| (c.out_channels, c.in_channels, c.kernel))
-        };
+        // (cout, cin, k) of each convolution weight, by tensor name.
+        let conv_dims: BTreeMap<String, (usize, usize, usize)> = layout
+            .convs()
+            .into_iter()
+            .map(|c| {
+                let dims = (c.out_channels, c.in_channels, c.kernel);
+                (format!("{}.weight", c.name), dims)
+            })
+            .collect();
         let decoded = |name: &str, view: &TensorView| -> candle_core::Result<Tensor> {
             let scales = views.get(&format!("{name}_scale"));
-            let dims = conv_dims(name);
+            let dims = conv_dims.get(name).copied();
             let values = decode(view, scales, dims.filter(|_| packed));
             match dims {
                 Some((cout, cin, k)) => Tensor::from_vec(values, (cout, cin, k, k), &Device::Cpu),

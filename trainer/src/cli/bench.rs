@@ -93,21 +93,15 @@ fn parity(args: &BenchArgs, device: &Device) -> Result<(f64, f64)> {
     let (varmap, model) = build_model(args.arch, args.classes, device, 0, None)?;
     model.forward_t(&x.to_device(device)?, true)?;
     let (cpu_varmap, cpu_model) = build_model(args.arch, args.classes, &Device::Cpu, 0, None)?;
-    for (name, var) in varmap
-        .data()
-        .lock()
-        .map_err(|_| anyhow::anyhow!("poisoned"))?
-        .iter()
-    {
-        let cpu_vars = cpu_varmap
-            .data()
-            .lock()
-            .map_err(|_| anyhow::anyhow!("poisoned"))?;
+    let poisoned = |_| anyhow::anyhow!("poisoned");
+    let cpu_vars = cpu_varmap.data().lock().map_err(poisoned)?;
+    for (name, var) in varmap.data().lock().map_err(poisoned)?.iter() {
         let target = cpu_vars
             .get(name)
             .with_context(|| format!("{name} missing on the CPU copy"))?;
         target.set(&var.as_tensor().to_device(&Device::Cpu)?)?;
     }
+    drop(cpu_vars);
     let on_device = model
         .forward_t(&x.to_device(device)?, false)?
         .to_device(&Device::Cpu)?;
