@@ -5,9 +5,10 @@
 //! streams it. A is read in place, described by [`Rows`]: a plain matrix, or the rows a
 //! convolution sees in (padded) NHWC activations, each row's depth gathered from several
 //! taps; so no convolution copies its input into an im2col matrix. The x86-64 kernel keeps a
-//! 6 x 16 tile of C in twelve AVX registers (FMA); the portable one is plain Rust the compiler vectorises for the
-//! target (SSE2, NEON). Bias, residual and ReLU are applied as each tile is stored, so C is
-//! written once. Work is split into independent tiles of C over rayon's threads.
+//! 6 x 16 tile of C in twelve AVX registers (FMA); the portable one is plain Rust the compiler
+//! vectorises for the target (SSE2, NEON). Bias, residual and ReLU are applied as each tile is
+//! stored, so C is written once. Work is split into independent tiles of C over rayon's
+//! threads.
 
 use rayon::prelude::*;
 
@@ -57,8 +58,8 @@ impl PackedB {
     }
 }
 
-/// Rows of A read in place. Rows come in lines (an output image row: a kernel tile never
-/// crosses one); row `r` of line `l` starts at
+/// Rows of A read in place. Rows come in lines (an output image row); row `r` of line `l`
+/// starts at
 /// `(l / lines_per_image) * image_stride + (l % lines_per_image) * line_stride + r * row_stride`,
 /// and its depth is `tap_depth` values at each of `taps` (offsets from that start).
 #[derive(Clone, Copy)]
@@ -168,8 +169,8 @@ pub fn matmul(kernels: Kernels, a: &Rows, b: &PackedB, epilogue: &Epilogue, c: &
     );
 }
 
-/// The tiles of C (`lines` x `line_len` rows, `cols` columns) split over rayon's threads:
-/// `product` fills a tile's accumulators (`height` <= `mr` rows from row `r` of `line`, panel
+/// The tiles of C (`rows` x `cols`) split over rayon's threads: `product` fills a tile's
+/// accumulators (`height` <= `mr` rows, whose starts in A `a_starts` gives, against panel
 /// `p`), then the epilogue stores it.
 pub(super) fn for_each_tile<F>(
     a_starts: impl Fn(usize) -> usize + Sync,

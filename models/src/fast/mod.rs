@@ -247,6 +247,24 @@ impl Conv {
         }
     }
 
+    /// [`forward`](Self::forward) for an input no other convolution reads: its quantised copy
+    /// (int8) goes back to `scratch`.
+    fn forward_once(
+        &self,
+        kernels: Kernels,
+        x: &Nhwc,
+        shortcut: Option<&Nhwc>,
+        relu: bool,
+        scratch: &mut Scratch,
+    ) -> Nhwc {
+        let mut quantized = None;
+        let out = self.forward(kernels, x, &mut quantized, shortcut, relu, scratch);
+        if let Some(q) = quantized {
+            scratch.give_bytes(q.data);
+        }
+        out
+    }
+
     /// Offsets of the k x k taps in an image `w` pixels wide with `c` channels.
     fn taps(&self, w: usize, c: usize) -> Vec<usize> {
         (0..self.k * self.k)
@@ -525,7 +543,7 @@ impl FastResNet {
     /// Pooled features of one NHWC image.
     fn pooled_one(&self, input: Nhwc, scratch: &mut Scratch) -> Vec<f32> {
         let k = self.kernels;
-        let stem = self.stem.forward(k, &input, &mut None, None, true, scratch);
+        let stem = self.stem.forward_once(k, &input, None, true, scratch);
         let mut x = max_pool(&stem, scratch);
         scratch.give(stem.data);
         for block in &self.blocks {
@@ -539,7 +557,7 @@ impl FastResNet {
             for conv in rest {
                 let next = match &y {
                     None => conv.forward(k, &x, &mut x_quantized, None, true, scratch),
-                    Some(y) => conv.forward(k, y, &mut None, None, true, scratch),
+                    Some(y) => conv.forward_once(k, y, None, true, scratch),
                 };
                 if let Some(old) = y.replace(next) {
                     scratch.give(old.data);
@@ -552,7 +570,7 @@ impl FastResNet {
             let shortcut = projected.as_ref().unwrap_or(&x);
             let out = match &y {
                 None => last.forward(k, &x, &mut x_quantized, Some(shortcut), true, scratch),
-                Some(y) => last.forward(k, y, &mut None, Some(shortcut), true, scratch),
+                Some(y) => last.forward_once(k, y, Some(shortcut), true, scratch),
             };
             for used in [y, projected].into_iter().flatten() {
                 scratch.give(used.data);
