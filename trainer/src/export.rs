@@ -252,30 +252,34 @@ impl std::fmt::Display for ExportFormat {
     }
 }
 
-/// The labels and preprocessing an ONNX file carries as metadata, for whoever runs it.
-fn onnx_metadata(
+/// Writes `weights` as ONNX with the labels and preprocessing as metadata, for whoever runs
+/// it.
+fn write_labelled_onnx(
+    out: &Path,
+    arch: Arch,
+    weights: &fingerprint_models::export::FoldedWeights,
     labels: &[String],
     pre: &fingerprint_common::Preprocessing,
-) -> Result<BTreeMap<String, String>> {
-    Ok(BTreeMap::from([
+) -> Result<()> {
+    let metadata = BTreeMap::from([
         ("labels".to_string(), serde_json::to_string(labels)?),
         ("preprocessing".to_string(), serde_json::to_string(pre)?),
-    ]))
+    ]);
+    write_onnx(out, arch, weights, pre.size as usize, &metadata)?;
+    Ok(())
 }
 
 /// The run's best model as ONNX (f32, batch norm folded: the network every exported format
 /// of the run holds).
 pub fn export_run_onnx(run: &RunDir, out: &Path, device: &Device) -> Result<()> {
     let (info, model) = load_run_model(run, device, "best.safetensors")?;
-    let pre = &info.config.preprocessing;
-    write_onnx(
+    write_labelled_onnx(
         out,
         info.config.arch,
         &fold_batch_norm(&model)?,
-        pre.size as usize,
-        &onnx_metadata(&info.identities, pre)?,
-    )?;
-    Ok(())
+        &info.identities,
+        &info.config.preprocessing,
+    )
 }
 
 /// A network that no run trained: seeded initialisation, or a pretrained checkpoint's weights
@@ -301,13 +305,7 @@ pub fn export_untrained(spec: &Untrained, format: ExportFormat, out: &Path) -> R
     let labels: Vec<String> = (0..spec.classes).map(|i| format!("class-{i}")).collect();
     let pre = fingerprint_common::Preprocessing::imagenet(spec.size);
     match format {
-        ExportFormat::Onnx => write_onnx(
-            out,
-            spec.arch,
-            &weights,
-            spec.size as usize,
-            &onnx_metadata(&labels, &pre)?,
-        )?,
+        ExportFormat::Onnx => write_labelled_onnx(out, spec.arch, &weights, &labels, &pre)?,
         ExportFormat::Model(quantization) => {
             write_exported(
                 out,
