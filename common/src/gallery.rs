@@ -67,15 +67,23 @@ pub fn similarity(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
 
-/// Each template's mean similarity to the others: how well impressions of one finger agree.
+/// How well each impression of an enrolment agrees with the others: its similarity to the
+/// closer half of them (the ceil((n-1)/2)-th best of its n-1 similarities; with 3 impressions,
+/// its best match). An impression scoring under the match threshold would not be granted
+/// against half of the others. This is the decision rule applied within the enrolment, so a
+/// finger the door would grant is not refused, while one impression of another finger (it
+/// matches none) or a 2 + 2 mix of two fingers (each matches only one of three) is.
 pub fn agreement(templates: &[Vec<f32>]) -> Vec<f32> {
-    (0..templates.len())
+    let n = templates.len();
+    let rank = n.saturating_sub(1).div_ceil(2).max(1);
+    (0..n)
         .map(|i| {
-            let others: Vec<f32> = (0..templates.len())
+            let mut others: Vec<f32> = (0..n)
                 .filter(|&j| j != i)
                 .map(|j| similarity(&templates[i], &templates[j]))
                 .collect();
-            others.iter().sum::<f32>() / others.len().max(1) as f32
+            others.sort_by(|a, b| b.total_cmp(a));
+            others.get(rank - 1).copied().unwrap_or(f32::NEG_INFINITY)
         })
         .collect()
 }
@@ -234,5 +242,36 @@ impl GalleryLock {
         file.lock()
             .map_err(|source| GalleryError::Io { path, source })?;
         Ok(Self(file))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Unit vectors at `angles` (degrees) in a plane: similarity = cos of the difference.
+    fn at(angles: &[f32]) -> Vec<Vec<f32>> {
+        angles
+            .iter()
+            .map(|a| vec![a.to_radians().cos(), a.to_radians().sin()])
+            .collect()
+    }
+
+    #[test]
+    fn agreement_is_the_match_with_the_closer_half_of_the_others() {
+        // Three impressions: each one's best match (A-B 10 degrees, B-C 30, A-C 40).
+        let three = agreement(&at(&[0.0, 10.0, 40.0]));
+        let cos = |d: f32| d.to_radians().cos();
+        for (got, want) in three.iter().zip([cos(10.0), cos(10.0), cos(30.0)]) {
+            assert!((got - want).abs() < 1e-6, "{three:?}");
+        }
+        // One impression of another finger among five: it alone scores low.
+        let five = agreement(&at(&[0.0, 5.0, 10.0, 15.0, 90.0]));
+        assert!(five[..4].iter().all(|&a| a > cos(11.0)), "{five:?}");
+        assert!(five[4] < cos(70.0), "{five:?}");
+        // Two fingers mixed 2 + 2: every impression matches only one of the three others,
+        // so each scores its second best match, a cross-finger one.
+        let mixed = agreement(&at(&[0.0, 3.0, 60.0, 63.0]));
+        assert!(mixed.iter().all(|&a| a < cos(50.0)), "{mixed:?}");
     }
 }

@@ -21,7 +21,7 @@ pub enum EnrollError {
     TooFew(usize),
     #[error("{name}: {reason}")]
     BadScan { name: String, reason: String },
-    #[error("impressions disagree, so they may not all be of one finger (similarity to the others, needed {needed:.3}): {details}")]
+    #[error("impressions disagree, so they may not all be of one finger (similarity to the closer half of the others, needed {needed:.3}): {details}")]
     Inconsistent { needed: f32, details: String },
     #[error("the gallery was enrolled with model {gallery}, this model is {model}: remove {path} and enrol again")]
     OtherModel {
@@ -38,7 +38,8 @@ pub enum EnrollError {
 pub struct Enrolled {
     pub identity: String,
     pub templates: usize,
-    /// Each impression's mean similarity to the others, in the order given.
+    /// Each impression's similarity to the closer half of the others (`gallery::agreement`),
+    /// in the order given.
     pub agreement: Vec<f32>,
     /// True when the identity was enrolled before and its templates were replaced.
     pub replaced: bool,
@@ -58,8 +59,8 @@ fn gallery_for(engine: &Engine, path: &Path) -> Result<Gallery, EnrollError> {
 }
 
 /// Enrols (or re-enrols, replacing its templates) `identity` from encoded scans given with a
-/// name each. Every impression must agree with the others (mean similarity at least the
-/// match threshold): a scan of another finger among them is refused, with the scores.
+/// name each. Every impression must match at least half of the others at the match threshold
+/// (`gallery::agreement`): a scan of another finger among them is refused, with the scores.
 pub fn enroll(
     engine: &Engine,
     gallery_path: &Path,

@@ -75,7 +75,7 @@ fn cast(model: &Path) -> Result<Cast> {
             .map(|t| similarity(probe, t))
             .fold(f32::MIN, f32::max)
     };
-    // Genuine: each impression's mean agreement with its own set, and the probe with alice.
+    // Genuine: each impression's agreement with its own set, and the probe with alice.
     let agreement = |set: &[Vec<f32>]| agreement(set).into_iter().fold(f32::MAX, f32::min);
     let genuine = agreement(&ea).min(agreement(&eb)).min(best(&ep, &ea));
     let impostor = es
