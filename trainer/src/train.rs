@@ -467,6 +467,19 @@ pub struct Session<'a> {
     pub on_epoch: Option<&'a (dyn Fn(&EpochMetrics) + Sync)>,
 }
 
+impl<'a> Session<'a> {
+    /// On the CPU with the default scan limits and no per-epoch hook.
+    pub fn cpu(stop: &'a AtomicBool, verbose: bool) -> Self {
+        Self {
+            device: Device::Cpu,
+            limits: ScanLimits::default(),
+            stop,
+            verbose,
+            on_epoch: None,
+        }
+    }
+}
+
 /// How a call to [`train`] ended.
 #[derive(Debug)]
 pub enum Outcome {

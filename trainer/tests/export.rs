@@ -4,7 +4,7 @@ use std::sync::atomic::AtomicBool;
 
 use anyhow::Result;
 use candle_core::Device;
-use fingerprint_common::{Preprocessing, ScanLimits};
+use fingerprint_common::Preprocessing;
 use fingerprint_models::export::{ExportedModel, Quantization};
 use fingerprint_models::Arch;
 use trainer::dataset::{Dataset, Layout, Split, SplitConfig};
@@ -44,13 +44,7 @@ fn export_measures_every_format_and_records_it_in_the_manifest() -> Result<()> {
         ..TrainConfig::default()
     };
     let stop = AtomicBool::new(false);
-    let session = Session {
-        device: Device::Cpu,
-        limits: ScanLimits::default(),
-        stop: &stop,
-        verbose: false,
-        on_epoch: None,
-    };
+    let session = Session::cpu(&stop, false);
     start_run(&dir.path().join("run"), config, split, &session)?;
 
     let run = RunDir(dir.path().join("run"));

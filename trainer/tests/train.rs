@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use anyhow::Result;
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
-use fingerprint_common::{Preprocessing, ScanLimits};
+use fingerprint_common::Preprocessing;
 use fingerprint_models::{Arch, ResNet};
 use trainer::dataset::{Dataset, Layout, Split, SplitConfig};
 use trainer::optim::{Adam, AdamConfig};
@@ -129,11 +129,8 @@ fn session<'a>(
     hook: Option<&'a (dyn Fn(&EpochMetrics) + Sync)>,
 ) -> Session<'a> {
     Session {
-        device: Device::Cpu,
-        limits: ScanLimits::default(),
-        stop,
-        verbose: true,
         on_epoch: hook,
+        ..Session::cpu(stop, true)
     }
 }
 

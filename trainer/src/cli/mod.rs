@@ -5,6 +5,7 @@ use clap::{Args, Parser, Subcommand};
 use trainer::dataset::{Dataset, Layout, FVC_PATTERN};
 
 mod bench;
+mod demo;
 mod eval;
 mod export;
 mod predict;
@@ -40,6 +41,9 @@ enum Command {
     Predict(predict::PredictArgs),
     /// Occlusion saliency maps: which parts of a scan the decision rests on.
     Saliency(saliency::SaliencyArgs),
+    /// The whole system end to end on synthetic prints: train, export int8, enrol, run
+    /// fingerprintd on a sensor folder, offer enrolled fingers' and strangers' scans, summarise.
+    Demo(demo::DemoArgs),
     /// Measure training and inference speed (images/s) of an architecture on a device.
     Bench(bench::BenchArgs),
 }
@@ -51,6 +55,7 @@ impl Cli {
             Command::Sheet(args) => sheet::run(args),
             Command::Train(args) => train::run(args),
             Command::Bench(args) => bench::run(args),
+            Command::Demo(args) => demo::run(args),
             Command::Eval(args) => eval::run(args),
             Command::Export(args) => export::run(args),
             Command::Predict(args) => predict::run(args),

@@ -1,0 +1,770 @@
+//! `trainer demo`: the whole system once, end to end, on synthetic prints and this CPU.
+//!
+//! Synthesises fingers, trains a small ResNet-18 on most of them (holding some out to
+//! calibrate the open-set threshold), exports it as int8, enrols the trained fingers with the
+//! real `fingerprintd enroll`, starts the real `fingerprintd` on a sensor folder as systemd
+//! would (readiness over NOTIFY_SOCKET, SIGTERM at the end), drops in held-back scans of the
+//! enrolled fingers and scans of strangers nobody ever saw, and checks every decision.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context, Result};
+use candle_core::Device;
+use clap::Args;
+use fingerprint_common::{Decision, Preprocessing, Verdict};
+use fingerprint_models::export::Quantization;
+use fingerprint_models::Arch;
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use serde::Serialize;
+use trainer::dataset::{Dataset, Layout, Split, SplitConfig};
+use trainer::export::{export_run, print_summary};
+use trainer::saliency::Occlusion;
+use trainer::synth::{self, SynthConfig};
+use trainer::train::{start_run, LoadedModel, Outcome, RunDir, Session, TrainConfig};
+
+use super::saliency::write_saliency;
+use super::train::print_report;
+
+/// Written into the output folder; a folder holding it may be replaced by the next demo.
+const SUMMARY_FILE: &str = "summary.json";
+
+#[derive(Args, Debug)]
+pub struct DemoArgs {
+    /// Folder for everything the demo makes. An earlier demo's folder is replaced; any other
+    /// non-empty folder is refused.
+    #[arg(long, default_value = "runs/demo")]
+    out: PathBuf,
+    /// The fingerprintd binary (default: the one next to this trainer binary).
+    #[arg(long)]
+    fingerprintd: Option<PathBuf>,
+    /// Fingers trained on and enrolled at the door.
+    #[arg(long, default_value_t = 10)]
+    fingers: usize,
+    /// Further fingers held out of training to calibrate the open-set threshold.
+    #[arg(long, default_value_t = 3)]
+    impostors: usize,
+    /// Fingers nobody enrolled or trained on, offered at the door (they must be denied).
+    #[arg(long, default_value_t = 4)]
+    strangers: usize,
+    /// Scans per finger: 4 held back for the door, 1 for validation, the rest train.
+    #[arg(long, default_value_t = 20)]
+    impressions: usize,
+    /// Scans per enrolment (training scans of the finger; a refused set is retaken from the
+    /// finger's other training scans).
+    #[arg(long, default_value_t = 3)]
+    enroll_impressions: usize,
+    #[arg(long, default_value_t = 12)]
+    epochs: usize,
+    /// Seed of the prints, the split, the training and the order of the scans at the door.
+    #[arg(long, default_value_t = 5)]
+    seed: u64,
+    /// Exit with an error unless at least this share of the enrolled fingers' held-back scans
+    /// is granted to the right identity. Whatever it is, the demo fails if any scan is granted
+    /// to a wrong finger or to a stranger, or is not decided.
+    #[arg(long, default_value_t = 0.0)]
+    min_true_accept: f64,
+}
+
+/// What the door decided, counted (`summary.json`).
+#[derive(Debug, Default, Serialize)]
+struct Summary {
+    enrolled_fingers: usize,
+    genuine_scans: usize,
+    granted_right: usize,
+    granted_wrong: usize,
+    genuine_denied: usize,
+    /// Enrolled fingers with at least one of their held-back scans granted.
+    fingers_granted: usize,
+    stranger_fingers: usize,
+    stranger_scans: usize,
+    false_accepts: usize,
+    strangers_denied: usize,
+    errors: usize,
+    true_accept_rate: f64,
+    false_accept_rate: f64,
+    threshold: f32,
+    latency_ms_median: f64,
+    latency_ms_p90: f64,
+    latency_ms_max: f64,
+    model_test_top1: f64,
+    int8_agreement_with_f32: f64,
+    train_seconds: f64,
+    total_seconds: f64,
+    min_true_accept: f64,
+    passed: bool,
+}
+
+/// A scan offered at the door, and who it really is.
+struct Probe {
+    path: PathBuf,
+    /// The enrolled identity it must be granted as; `None`: it must be denied.
+    truth: Option<String>,
+    /// Whose finger it is, for the log.
+    label: String,
+}
+
+pub fn run(args: DemoArgs) -> Result<()> {
+    let started = Instant::now();
+    ensure!(args.fingers >= 2, "--fingers must be at least 2");
+    ensure!(
+        args.impressions >= 6 + args.enroll_impressions.max(3),
+        "--impressions must leave 4 test, 1 validation and --enroll-impressions training scans"
+    );
+    let fingerprintd = match &args.fingerprintd {
+        Some(p) => p.clone(),
+        None => std::env::current_exe()
+            .context("locating this binary")?
+            .with_file_name("fingerprintd"),
+    };
+    ensure!(
+        fingerprintd.is_file(),
+        "{} not found: build it first (cargo build --release -p fingerprintd), or pass --fingerprintd",
+        fingerprintd.display()
+    );
+    let out = prepare_out(&args.out)?;
+
+    step(1, "synthesising fingerprints");
+    let scans = out.join("scans");
+    let strangers_dir = out.join("strangers");
+    let size = 72;
+    let config = SynthConfig {
+        fingers: args.fingers + args.impostors,
+        impressions: args.impressions,
+        size,
+        seed: args.seed,
+    };
+    synth::write_dataset(&config, &scans).context("writing the synthetic scans")?;
+    // Another seed: fingers the model and its calibration never see.
+    let stranger_config = SynthConfig {
+        fingers: args.strangers,
+        impressions: 4,
+        size,
+        seed: args.seed.wrapping_add(1_000_003),
+    };
+    synth::write_dataset(&stranger_config, &strangers_dir)
+        .context("writing the strangers' scans")?;
+    let sheet = out.join("sheet.png");
+    trainer::sheet::contact_sheet(&synth::generate(&SynthConfig {
+        fingers: config.fingers.min(6),
+        impressions: 6,
+        ..config.clone()
+    }))
+    .save(&sheet)
+    .with_context(|| format!("writing {}", sheet.display()))?;
+    println!(
+        "{} fingers x {} scans in {}, {} strangers x 4 in {}; contact sheet {}",
+        config.fingers,
+        config.impressions,
+        scans.display(),
+        args.strangers,
+        strangers_dir.display(),
+        sheet.display()
+    );
+
+    step(2, "training ResNet-18 from scratch on this CPU");
+    let dataset = Dataset::load(&[scans], &Layout::Auto)?;
+    let split = Split::new(
+        &dataset,
+        SplitConfig {
+            test_per_identity: 4,
+            val_per_identity: 1,
+            seed: args.seed,
+            skip_small: false,
+            impostor_identities: args.impostors,
+        },
+    )?;
+    let train_config = TrainConfig {
+        arch: Arch::ResNet18,
+        epochs: args.epochs,
+        batch_size: 8,
+        lr: 3e-4,
+        preprocessing: Preprocessing::imagenet(48),
+        copies: 1,
+        augmentation: None,
+        patience: None,
+        seed: args.seed,
+        ..TrainConfig::default()
+    };
+    let stop = AtomicBool::new(false);
+    let session = Session::cpu(&stop, true);
+    let run_dir = out.join("run");
+    let report = match start_run(&run_dir, train_config, split.clone(), &session)? {
+        Outcome::Finished(report) => report,
+        Outcome::Interrupted { .. } => bail!("training was interrupted"),
+    };
+    print_report(&report, &run_dir);
+    let run = RunDir(run_dir);
+
+    step(
+        3,
+        "exporting int8 and calibrating the threshold on the held-out fingers",
+    );
+    let model = out.join("model-int8.safetensors");
+    let export = export_run(&run, Quantization::Int8, &model, 0.001, &Device::Cpu)?;
+    print_summary(&export);
+    let threshold = export
+        .calibration
+        .as_ref()
+        .map(|c| c.similarity_threshold)
+        .context("the export has no open-set calibration")?;
+
+    step(4, "drawing an occlusion saliency map");
+    let saliency = out.join("saliency");
+    std::fs::create_dir_all(&saliency)?;
+    let loaded = LoadedModel::exported(&model, &Device::Cpu)?;
+    let first_test = split.test.first().context("empty test split")?;
+    let occlusion = Occlusion {
+        window: 6,
+        stride: 2,
+    };
+    println!(
+        "{}",
+        write_saliency(
+            &loaded,
+            &first_test.path,
+            occlusion,
+            64,
+            &saliency,
+            &Device::Cpu
+        )?
+    );
+
+    step(5, "enrolling the trained fingers with fingerprintd enroll");
+    let service = out.join("fingerprintd");
+    let config_path = write_service_config(&service)?;
+    let name = |identity: &str| format!("finger-{identity}");
+    let mut enrolled = Vec::new();
+    let mut attempts = 0;
+    for (index, identity) in split.identities.iter().enumerate() {
+        let impressions: Vec<&Path> = split
+            .train
+            .iter()
+            .filter(|s| s.identity == index)
+            .map(|s| s.path.as_path())
+            .collect();
+        // As at an enrolment station: a set the service refuses (impressions that disagree)
+        // is taken again, while the finger's training scans last.
+        for set in impressions.chunks_exact(args.enroll_impressions) {
+            attempts += 1;
+            let output = Command::new(&fingerprintd)
+                .arg("--config")
+                .arg(&config_path)
+                .args(["enroll", "--identity", &name(identity)])
+                .args(set)
+                .output()
+                .with_context(|| format!("running {}", fingerprintd.display()))?;
+            if output.status.success() {
+                enrolled.push(name(identity));
+                break;
+            }
+            let reason = String::from_utf8_lossy(&output.stderr);
+            println!(
+                "{}: enrolment refused, taking another set: {}",
+                name(identity),
+                reason
+                    .lines()
+                    .find(|l| l.contains("Error"))
+                    .unwrap_or(reason.trim())
+            );
+        }
+    }
+    println!(
+        "{} of {} fingers enrolled ({} sets of {} scans offered; gallery in {})",
+        enrolled.len(),
+        split.identities.len(),
+        attempts,
+        args.enroll_impressions,
+        service.join("state").display()
+    );
+
+    step(6, "starting fingerprintd and offering scans at the door");
+    let mut probes: Vec<Probe> = split
+        .test
+        .iter()
+        .map(|s| {
+            let finger = name(&split.identities[s.identity]);
+            Probe {
+                path: s.path.clone(),
+                // A finger whose enrolment was refused is, at the door, a stranger.
+                truth: enrolled.contains(&finger).then(|| finger.clone()),
+                label: if enrolled.contains(&finger) {
+                    finger
+                } else {
+                    format!("{finger}, not enrolled")
+                },
+            }
+        })
+        .chain(
+            Dataset::load(&[strangers_dir], &Layout::Auto)?
+                .samples
+                .into_iter()
+                .map(|s| Probe {
+                    path: s.path,
+                    truth: None,
+                    label: "stranger".into(),
+                }),
+        )
+        .collect();
+    probes.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(args.seed));
+    let decisions = offer(&fingerprintd, &config_path, &service, &probes)?;
+
+    let mut summary = summarise(&probes, &decisions, enrolled.len(), &args, threshold);
+    summary.model_test_top1 = report.test.top1;
+    summary.int8_agreement_with_f32 = export
+        .formats
+        .iter()
+        .find(|f| f.quantization == Quantization::Int8)
+        .map_or(0.0, |f| f.agreement_with_f32);
+    summary.train_seconds = report.train_seconds;
+    summary.total_seconds = started.elapsed().as_secs_f64();
+    trainer::train::write_json(&out.join(SUMMARY_FILE), &summary)?;
+
+    step(7, "summary");
+    print_final(&summary, &out);
+    ensure!(
+        summary.passed,
+        "the door did not meet the demo's bar: every scan decided, at least {:.0}% of enrolled fingers' scans granted, none to a wrong finger, no stranger",
+        100.0 * args.min_true_accept
+    );
+    Ok(())
+}
+
+fn step(n: usize, what: &str) {
+    println!("\n== [{n}/7] {what}");
+}
+
+/// Empties `out` if it is an earlier demo's (or empty), refuses anything else.
+fn prepare_out(out: &Path) -> Result<PathBuf> {
+    if out.exists() {
+        let empty = std::fs::read_dir(out)
+            .with_context(|| format!("reading {}", out.display()))?
+            .next()
+            .is_none();
+        if !empty && !out.join(SUMMARY_FILE).exists() && !out.join("run").exists() {
+            bail!(
+                "{} exists and is not an earlier demo's folder: choose another --out",
+                out.display()
+            );
+        }
+        std::fs::remove_dir_all(out).with_context(|| format!("removing {}", out.display()))?;
+    }
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    Ok(out.to_path_buf())
+}
+
+/// The service's configuration: state, sensor folder and decisions file inside `dir`, the
+/// exported model beside it; no MQTT (decisions go to a JSON-lines file).
+fn write_service_config(dir: &Path) -> Result<PathBuf> {
+    std::fs::create_dir_all(dir.join("sensor"))?;
+    let path = dir.join("config.toml");
+    std::fs::write(
+        &path,
+        r#"# Written by `trainer demo`: fingerprintd on a sensor folder, no broker.
+door_id = "demo"
+state_dir = "state"
+
+[model]
+path = "../model-int8.safetensors"
+device = "cpu"
+
+[sensor]
+dir = "sensor"
+after_decision = "move"
+
+[output]
+decisions = "../decisions.jsonl"
+"#,
+    )
+    .with_context(|| format!("writing {}", path.display()))?;
+    Ok(path)
+}
+
+/// Runs the service, drops each probe into its sensor folder as a sensor would (written under
+/// a `.part` name, then renamed), waits for and prints its decision, then stops the service
+/// with SIGTERM. Returns the decisions in probe order.
+fn offer(
+    fingerprintd: &Path,
+    config: &Path,
+    service: &Path,
+    probes: &[Probe],
+) -> Result<Vec<Decision>> {
+    let socket_path = service.join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path)
+        .with_context(|| format!("binding {}", socket_path.display()))?;
+    let log_path = service.join("fingerprintd.log");
+    let log = std::fs::File::create(&log_path)?;
+    let mut child = Command::new(fingerprintd)
+        .arg("--config")
+        .arg(config)
+        .env("NOTIFY_SOCKET", &socket_path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .with_context(|| format!("starting {}", fingerprintd.display()))?;
+    let result = (|| {
+        await_ready(&socket, &mut child, &log_path)?;
+        println!(
+            "fingerprintd is up (pid {}, log {}); {} scans to offer",
+            child.id(),
+            log_path.display(),
+            probes.len()
+        );
+        let decisions_path = service.with_file_name("decisions.jsonl");
+        let mut reader = DecisionReader::new(decisions_path);
+        let mut decisions = Vec::with_capacity(probes.len());
+        for (n, probe) in probes.iter().enumerate() {
+            let file = format!("scan-{:03}.png", n + 1);
+            let part = service.join("sensor").join(format!("{file}.part"));
+            std::fs::copy(&probe.path, &part)
+                .with_context(|| format!("copying {}", probe.path.display()))?;
+            std::fs::rename(&part, service.join("sensor").join(&file))?;
+            let decision = reader
+                .next(Duration::from_secs(60), &mut child)
+                .with_context(|| format!("waiting for the decision on {file}"))?;
+            print_decision(n + 1, probes.len(), &file, probe, &decision);
+            decisions.push(decision);
+        }
+        Ok(decisions)
+    })();
+    let stopped = stop(&mut child);
+    let _ = std::fs::remove_file(&socket_path);
+    stopped?;
+    result
+}
+
+/// Waits for READY=1 as systemd would, failing early if the service exits.
+fn await_ready(socket: &UnixDatagram, child: &mut Child, log: &Path) -> Result<()> {
+    let until = Instant::now() + Duration::from_secs(60);
+    let mut buf = [0u8; 4096];
+    socket.set_read_timeout(Some(Duration::from_millis(200)))?;
+    while Instant::now() < until {
+        if let Some(status) = child.try_wait()? {
+            bail!(
+                "fingerprintd exited ({status}) before it was ready; see {}",
+                log.display()
+            );
+        }
+        if let Ok(n) = socket.recv(&mut buf) {
+            if String::from_utf8_lossy(&buf[..n])
+                .lines()
+                .any(|l| l == "READY=1")
+            {
+                return Ok(());
+            }
+        }
+    }
+    bail!("fingerprintd not ready within 60 s; see {}", log.display())
+}
+
+/// SIGTERM (the service finishes what is in flight), then SIGKILL if it hangs.
+fn stop(child: &mut Child) -> Result<()> {
+    if child.try_wait()?.is_some() {
+        return Ok(());
+    }
+    let pid = libc::pid_t::try_from(child.id()).context("pid out of range")?;
+    // SAFETY: kill(2) on our own child's pid; no memory is involved.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let until = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < until {
+        if let Some(status) = child.try_wait()? {
+            ensure!(status.success(), "fingerprintd stopped with {status}");
+            println!("fingerprintd stopped on SIGTERM ({status})");
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.kill()?;
+    bail!("fingerprintd did not stop within 20 s of SIGTERM: killed")
+}
+
+/// Follows the service's JSON-lines decisions file.
+struct DecisionReader {
+    path: PathBuf,
+    reader: Option<BufReader<std::fs::File>>,
+    partial: String,
+}
+
+impl DecisionReader {
+    fn new(path: PathBuf) -> Self {
+        Self {
+            path,
+            reader: None,
+            partial: String::new(),
+        }
+    }
+
+    fn next(&mut self, timeout: Duration, child: &mut Child) -> Result<Decision> {
+        let until = Instant::now() + timeout;
+        loop {
+            if self.reader.is_none() && self.path.exists() {
+                self.reader = Some(BufReader::new(std::fs::File::open(&self.path)?));
+            }
+            if let Some(reader) = &mut self.reader {
+                let n = reader.read_line(&mut self.partial)?;
+                if n > 0 && self.partial.ends_with('\n') {
+                    let line = std::mem::take(&mut self.partial);
+                    return serde_json::from_str(&line)
+                        .with_context(|| format!("{}: bad decision line", self.path.display()));
+                }
+            }
+            if let Some(status) = child.try_wait()? {
+                bail!("fingerprintd exited ({status})");
+            }
+            ensure!(Instant::now() < until, "no decision within {timeout:?}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+fn print_decision(n: usize, total: usize, file: &str, probe: &Probe, decision: &Decision) {
+    let truth = &probe.label;
+    let outcome = match (decision.decision, &decision.identity, &probe.truth) {
+        (Verdict::Grant, Some(who), Some(truth)) if who == truth => "ok: granted",
+        (Verdict::Grant, _, Some(_)) => "WRONG FINGER",
+        (Verdict::Grant, _, None) => "FALSE ACCEPT",
+        (Verdict::Deny, _, None) => "ok: never enrolled, denied",
+        (Verdict::Deny, _, Some(_)) => "denied (retry)",
+        (Verdict::Error, _, _) => "ERROR",
+    };
+    println!(
+        "[{n:>3}/{total}] {file} ({truth:<23}) -> {:<5} {:<10} score {:.3} (threshold {:.3}) {:>5.1} ms  {outcome}",
+        format!("{:?}", decision.decision).to_lowercase(),
+        decision.identity.as_deref().unwrap_or("-"),
+        decision.score.unwrap_or(f32::NAN),
+        decision.threshold,
+        decision.latency_ms,
+    );
+}
+
+fn summarise(
+    probes: &[Probe],
+    decisions: &[Decision],
+    enrolled: usize,
+    args: &DemoArgs,
+    threshold: f32,
+) -> Summary {
+    let mut s = Summary {
+        enrolled_fingers: enrolled,
+        // Fingers whose enrolment was refused are strangers at the door too.
+        stranger_fingers: args.strangers + args.fingers - enrolled,
+        threshold,
+        min_true_accept: args.min_true_accept,
+        ..Summary::default()
+    };
+    let mut per_finger: BTreeMap<&str, usize> = BTreeMap::new();
+    for (probe, decision) in probes.iter().zip(decisions) {
+        match (&probe.truth, decision.decision) {
+            (_, Verdict::Error) => s.errors += 1,
+            (Some(truth), verdict) => {
+                s.genuine_scans += 1;
+                match (verdict, &decision.identity) {
+                    (Verdict::Grant, Some(who)) if who == truth => {
+                        s.granted_right += 1;
+                        *per_finger.entry(truth).or_default() += 1;
+                    }
+                    (Verdict::Grant, _) => s.granted_wrong += 1,
+                    _ => s.genuine_denied += 1,
+                }
+            }
+            (None, verdict) => {
+                s.stranger_scans += 1;
+                if verdict == Verdict::Grant {
+                    s.false_accepts += 1;
+                } else {
+                    s.strangers_denied += 1;
+                }
+            }
+        }
+    }
+    s.fingers_granted = per_finger.len();
+    s.true_accept_rate = s.granted_right as f64 / s.genuine_scans.max(1) as f64;
+    s.false_accept_rate = s.false_accepts as f64 / s.stranger_scans.max(1) as f64;
+    let mut latencies: Vec<f64> = decisions.iter().map(|d| d.latency_ms).collect();
+    latencies.sort_by(f64::total_cmp);
+    let at = |q: f64| {
+        latencies
+            .get(((latencies.len() as f64 - 1.0) * q).round() as usize)
+            .copied()
+            .unwrap_or(f64::NAN)
+    };
+    (s.latency_ms_median, s.latency_ms_p90, s.latency_ms_max) = (at(0.5), at(0.9), at(1.0));
+    s.passed = s.errors == 0
+        && s.granted_wrong == 0
+        && s.false_accepts == 0
+        && s.true_accept_rate >= args.min_true_accept;
+    s
+}
+
+fn print_final(s: &Summary, out: &Path) {
+    println!(
+        "enrolled fingers: {} of {} held-back scans granted to the right finger ({:.1}%), {} to a wrong finger, {} denied",
+        s.granted_right,
+        s.genuine_scans,
+        100.0 * s.true_accept_rate,
+        s.granted_wrong,
+        s.genuine_denied
+    );
+    println!(
+        "                  {} of {} enrolled fingers granted at least once in their 4 tries",
+        s.fingers_granted, s.enrolled_fingers
+    );
+    println!(
+        "strangers:        {} of {} scans denied, {} false accepts ({:.1}%)",
+        s.strangers_denied,
+        s.stranger_scans,
+        s.false_accepts,
+        100.0 * s.false_accept_rate
+    );
+    println!(
+        "latency (scan arrival to decision, int8 on this CPU): median {:.1} ms, p90 {:.1} ms, max {:.1} ms; {} errors",
+        s.latency_ms_median, s.latency_ms_p90, s.latency_ms_max, s.errors
+    );
+    println!(
+        "model: test top-1 {:.1}% (int8 agrees with f32 on {:.1}%), trained in {:.0} s; threshold {:.3} (cosine); demo {:.0} s",
+        100.0 * s.model_test_top1,
+        100.0 * s.int8_agreement_with_f32,
+        s.train_seconds,
+        s.threshold,
+        s.total_seconds
+    );
+    println!(
+        "{}: every scan decided, at least {:.0}% granted, none to a wrong finger, no stranger",
+        if s.passed { "PASSED" } else { "FAILED" },
+        100.0 * s.min_true_accept
+    );
+    println!(
+        "\neverything is in {}: sheet.png (the prints), run/curves.png (training), saliency/ (what the network looks at), model-int8.safetensors, fingerprintd/ (config, gallery, processed scans, log), decisions.jsonl, summary.json",
+        out.display()
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fingerprint_common::{MatchMode, ModelRef, ScanSource, SourceKind};
+
+    fn decision(verdict: Verdict, identity: Option<&str>, latency_ms: f64) -> Decision {
+        Decision {
+            scan_id: "scan".into(),
+            source: ScanSource {
+                kind: SourceKind::Directory,
+                name: "scan".into(),
+                sensor: None,
+            },
+            timestamp: String::new(),
+            decision: verdict,
+            mode: MatchMode::Identification,
+            claimed_identity: None,
+            identity: identity.map(Into::into),
+            score: Some(0.5),
+            threshold: 0.9,
+            candidates: Vec::new(),
+            model: ModelRef {
+                name: "m".into(),
+                digest: "d".into(),
+            },
+            latency_ms,
+            error: None,
+        }
+    }
+
+    fn probe(truth: Option<&str>) -> Probe {
+        Probe {
+            path: PathBuf::new(),
+            truth: truth.map(Into::into),
+            label: truth.unwrap_or("stranger").into(),
+        }
+    }
+
+    fn args(min_true_accept: f64) -> DemoArgs {
+        DemoArgs {
+            out: PathBuf::new(),
+            fingerprintd: None,
+            fingers: 2,
+            impostors: 1,
+            strangers: 1,
+            impressions: 10,
+            enroll_impressions: 3,
+            epochs: 1,
+            seed: 0,
+            min_true_accept,
+        }
+    }
+
+    #[test]
+    fn the_summary_counts_each_kind_of_outcome_and_fails_on_any_unsafe_grant() {
+        let probes = [
+            probe(Some("a")),
+            probe(Some("a")),
+            probe(Some("b")),
+            probe(None),
+        ];
+        let safe = [
+            decision(Verdict::Grant, Some("a"), 3.0),
+            decision(Verdict::Deny, None, 1.0),
+            decision(Verdict::Deny, None, 2.0),
+            decision(Verdict::Deny, None, 4.0),
+        ];
+        let s = summarise(&probes, &safe, 2, &args(0.25), 0.9);
+        assert_eq!(
+            (
+                s.genuine_scans,
+                s.granted_right,
+                s.genuine_denied,
+                s.fingers_granted
+            ),
+            (3, 1, 2, 1)
+        );
+        assert_eq!(
+            (s.stranger_scans, s.strangers_denied, s.false_accepts),
+            (1, 1, 0)
+        );
+        assert!((s.true_accept_rate - 1.0 / 3.0).abs() < 1e-9);
+        assert_eq!((s.latency_ms_median, s.latency_ms_max), (3.0, 4.0));
+        assert!(s.passed);
+        // The same door, asked for more than it granted.
+        assert!(!summarise(&probes, &safe, 2, &args(0.5), 0.9).passed);
+
+        let mut wrong = safe.clone();
+        wrong[2] = decision(Verdict::Grant, Some("a"), 2.0);
+        let s = summarise(&probes, &wrong, 2, &args(0.0), 0.9);
+        assert_eq!(s.granted_wrong, 1);
+        assert!(!s.passed);
+
+        let mut stranger_in = safe.clone();
+        stranger_in[3] = decision(Verdict::Grant, Some("b"), 2.0);
+        let s = summarise(&probes, &stranger_in, 2, &args(0.0), 0.9);
+        assert_eq!((s.false_accepts, s.false_accept_rate), (1, 1.0));
+        assert!(!s.passed);
+
+        let mut error = safe.clone();
+        error[0] = decision(Verdict::Error, None, 2.0);
+        assert!(!summarise(&probes, &error, 2, &args(0.0), 0.9).passed);
+    }
+
+    #[test]
+    fn the_decision_reader_waits_for_whole_lines() -> Result<()> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("decisions.jsonl");
+        let mut child = Command::new("sleep").arg("30").spawn()?;
+        let mut reader = DecisionReader::new(path.clone());
+        let line = serde_json::to_string(&decision(Verdict::Deny, None, 1.0))?;
+        // Half a line: not a decision yet.
+        std::fs::write(&path, &line[..10])?;
+        assert!(reader.next(Duration::from_millis(100), &mut child).is_err());
+        std::fs::write(&path, format!("{line}\n"))?;
+        let read = reader.next(Duration::from_secs(5), &mut child);
+        child.kill()?;
+        child.wait()?;
+        assert_eq!(read?.decision, Verdict::Deny);
+        Ok(())
+    }
+}
