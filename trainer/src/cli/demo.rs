@@ -44,7 +44,7 @@ pub struct DemoArgs {
     /// The fingerprintd binary (default: the one next to this trainer binary).
     #[arg(long)]
     fingerprintd: Option<PathBuf>,
-    /// Fingers trained on and enrolled at the door.
+    /// Fingers trained on and then enrolled at the door (where the service accepts them).
     #[arg(long, default_value_t = 10)]
     fingers: usize,
     /// Further fingers held out of training to calibrate the open-set threshold.
@@ -60,6 +60,7 @@ pub struct DemoArgs {
     /// finger's other training scans).
     #[arg(long, default_value_t = 3)]
     enroll_impressions: usize,
+    /// Training epochs (ResNet-18 from scratch at 48x48; about 12 s each here).
     #[arg(long, default_value_t = 12)]
     epochs: usize,
     /// Seed of the prints, the split, the training and the order of the scans at the door.
