@@ -64,7 +64,7 @@ pub struct DemoArgs {
     #[arg(long, default_value_t = 12)]
     epochs: usize,
     /// Seed of the prints, the split, the training and the order of the scans at the door.
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 2)]
     seed: u64,
     /// Exit with an error unless at least this share of the enrolled fingers' held-back scans
     /// is granted to the right identity. Whatever it is, the demo fails if any scan is granted
