@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Context, Result};
 use candle_core::Device;
 use clap::Args;
+use fingerprint_common::gallery::MIN_IMPRESSIONS;
 use fingerprint_common::{Decision, Preprocessing, Verdict};
 use fingerprint_models::export::Quantization;
 use fingerprint_models::Arch;
@@ -34,6 +35,8 @@ use super::train::print_report;
 
 /// Written into the output folder; a folder holding it may be replaced by the next demo.
 const SUMMARY_FILE: &str = "summary.json";
+/// The service's decisions (JSON lines), in the output folder.
+const DECISIONS_FILE: &str = "decisions.jsonl";
 
 #[derive(Args, Debug)]
 pub struct DemoArgs {
@@ -115,7 +118,11 @@ pub fn run(args: DemoArgs) -> Result<()> {
     let started = Instant::now();
     ensure!(args.fingers >= 2, "--fingers must be at least 2");
     ensure!(
-        args.impressions >= 6 + args.enroll_impressions.max(3),
+        args.enroll_impressions >= MIN_IMPRESSIONS,
+        "--enroll-impressions must be at least {MIN_IMPRESSIONS}, as fingerprintd enroll requires"
+    );
+    ensure!(
+        args.impressions >= 5 + args.enroll_impressions,
         "--impressions must leave 4 test, 1 validation and --enroll-impressions training scans"
     );
     let fingerprintd = match &args.fingerprintd {
@@ -160,11 +167,12 @@ pub fn run(args: DemoArgs) -> Result<()> {
     .save(&sheet)
     .with_context(|| format!("writing {}", sheet.display()))?;
     println!(
-        "{} fingers x {} scans in {}, {} strangers x 4 in {}; contact sheet {}",
+        "{} fingers x {} scans in {}, {} strangers x {} in {}; contact sheet {}",
         config.fingers,
         config.impressions,
         scans.display(),
-        args.strangers,
+        stranger_config.fingers,
+        stranger_config.impressions,
         strangers_dir.display(),
         sheet.display()
     );
@@ -291,15 +299,16 @@ pub fn run(args: DemoArgs) -> Result<()> {
         .iter()
         .map(|s| {
             let finger = name(&split.identities[s.identity]);
+            // A finger whose enrolment was refused is, at the door, a stranger.
+            let (truth, label) = if enrolled.contains(&finger) {
+                (Some(finger.clone()), finger)
+            } else {
+                (None, format!("{finger}, not enrolled"))
+            };
             Probe {
                 path: s.path.clone(),
-                // A finger whose enrolment was refused is, at the door, a stranger.
-                truth: enrolled.contains(&finger).then(|| finger.clone()),
-                label: if enrolled.contains(&finger) {
-                    finger
-                } else {
-                    format!("{finger}, not enrolled")
-                },
+                truth,
+                label,
             }
         })
         .chain(
@@ -367,7 +376,8 @@ fn write_service_config(dir: &Path) -> Result<PathBuf> {
     let path = dir.join("config.toml");
     std::fs::write(
         &path,
-        r#"# Written by `trainer demo`: fingerprintd on a sensor folder, no broker.
+        format!(
+            r#"# Written by `trainer demo`: fingerprintd on a sensor folder, no broker.
 door_id = "demo"
 state_dir = "state"
 
@@ -380,8 +390,9 @@ dir = "sensor"
 after_decision = "move"
 
 [output]
-decisions = "../decisions.jsonl"
-"#,
+decisions = "../{DECISIONS_FILE}"
+"#
+        ),
     )
     .with_context(|| format!("writing {}", path.display()))?;
     Ok(path)
@@ -418,7 +429,7 @@ fn offer(
             log_path.display(),
             probes.len()
         );
-        let decisions_path = service.with_file_name("decisions.jsonl");
+        let decisions_path = service.with_file_name(DECISIONS_FILE);
         let mut reader = DecisionReader::new(decisions_path);
         let mut decisions = Vec::with_capacity(probes.len());
         for (n, probe) in probes.iter().enumerate() {
