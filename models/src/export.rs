@@ -459,7 +459,7 @@ pub enum Backend {
 /// An exported model's network, on the path that suits its device.
 pub enum Network {
     /// Our CPU path: int8 models in integer arithmetic from the mapped file, others in f32.
-    Fast(FastResNet),
+    Fast(Box<FastResNet>),
     Candle(FoldedResNet),
 }
 
@@ -685,14 +685,14 @@ impl ExportedModel {
                 )?,
                 f32s("fc.bias")?,
             )?;
-            Network::Fast(fast)
+            Network::Fast(Box::new(fast))
         } else {
             let mut weights = FoldedWeights::new();
             for (name, view) in views.iter().filter(|(n, _)| !n.ends_with("_scale")) {
                 weights.insert(name.clone(), decoded(name, view)?);
             }
             if device.is_cpu() && backend == Backend::Auto {
-                Network::Fast(FastResNet::new(manifest.arch, &weights)?)
+                Network::Fast(Box::new(FastResNet::new(manifest.arch, &weights)?))
             } else {
                 Network::Candle(FoldedResNet::new(manifest.arch, &weights, device)?)
             }

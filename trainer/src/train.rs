@@ -332,7 +332,7 @@ impl LoadedModel {
             labels: info.identities,
             preprocessing: info.config.preprocessing,
             similarity_threshold: None,
-            network: LoadedNetwork::Exported(Network::Fast(fast)),
+            network: LoadedNetwork::Exported(Network::Fast(Box::new(fast))),
         })
     }
 

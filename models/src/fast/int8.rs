@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 use rayon::prelude::*;
 
-use super::matmul::{for_each_tile, Epilogue, Rows, MR, NR};
+use super::matmul::{for_each_tile, Epilogue, Rows, TileOut, MR, NR};
 use super::Kernels;
 
 /// Depth values per group (one `vpmaddubsw` lane group).
@@ -316,15 +316,14 @@ pub fn matmul_int8(
     assert_eq!(a.tap_depth % QUAD, 0, "tap depth in whole quads");
     assert!(a.in_bounds(), "A reaches past its data");
     for_each_tile(
+        kernels,
         |row| a.row_start(row),
         a.rows(),
         b.cols,
         MR_INT8,
         epilogue,
         c,
-        |starts, height, p, acc| {
-            kernel(kernels, a, starts, b.panel(p), height, acc);
-        },
+        |starts, height, p, acc, out| kernel(kernels, a, starts, b.panel(p), height, acc, out),
     );
 }
 
@@ -335,16 +334,21 @@ fn kernel(
     panel: &[u8],
     height: usize,
     acc: &mut [[f32; NR]; MR],
-) {
+    out: Option<&TileOut>,
+) -> bool {
     match kernels {
         #[cfg(target_arch = "x86_64")]
         Kernels::Avx2 => {
             // SAFETY: Kernels::Avx2 is only chosen where the CPU has AVX2; `matmul_int8`
             // checked that every row, tap and depth of A lies inside a.data, and the panel
-            // holds depth x NR bytes.
-            unsafe { avx2::kernel(a, starts, panel, height, acc) }
+            // holds depth x NR bytes; `for_each_tile` gives `out` only for whole-width tiles
+            // of its own, inside C.
+            unsafe { avx2::kernel(a, starts, panel, height, acc, out) }
         }
-        _ => portable_kernel(a, starts, panel, height, acc),
+        _ => {
+            portable_kernel(a, starts, panel, height, acc);
+            false
+        }
     }
 }
 
@@ -384,7 +388,8 @@ fn portable_kernel(
 mod avx2 {
     use std::arch::x86_64::*;
 
-    use super::{Rows, ACTIVATION_MAX, MR, NR, QUAD};
+    use super::{Rows, TileOut, ACTIVATION_MAX, MR, NR, QUAD};
+    use crate::fast::matmul::avx2::store_tile;
 
     /// [`super::quantize_values_portable`], 8 values at a time (the same results: max/min
     /// against 0 and MAX, +0.5, truncation).
@@ -450,18 +455,20 @@ mod avx2 {
         panel: &[u8],
         height: usize,
         acc: &mut [[f32; NR]; MR],
-    ) {
+        out: Option<&TileOut>,
+    ) -> bool {
         debug_assert!(panel.len() >= a.depth() * NR);
         // SAFETY: forwarded from the caller.
         unsafe {
             match height {
-                4 => rows::<4>(a, starts, panel, acc),
-                3 => rows::<3>(a, starts, panel, acc),
-                2 => rows::<2>(a, starts, panel, acc),
-                1 => rows::<1>(a, starts, panel, acc),
-                _ => {}
+                4 => rows::<4>(a, starts, panel, acc, out),
+                3 => rows::<3>(a, starts, panel, acc, out),
+                2 => rows::<2>(a, starts, panel, acc, out),
+                1 => rows::<1>(a, starts, panel, acc, out),
+                _ => return false,
             }
         }
+        out.is_some()
     }
 
     /// H rows x 16 channels: per quad, two panel loads (8 channels x 4 bytes each), one
@@ -474,6 +481,7 @@ mod avx2 {
         starts: &[usize; MR],
         panel: &[u8],
         acc: &mut [[f32; NR]; MR],
+        out: Option<&TileOut>,
     ) {
         let mut c = [[_mm256_setzero_si256(); 2]; H];
         let ones = _mm256_set1_epi16(1);
@@ -525,11 +533,18 @@ mod avx2 {
                 }
             }
         }
-        for (ci, out) in c.iter().zip(acc.iter_mut()) {
+        let sums: [[__m256; 2]; H] =
+            std::array::from_fn(|i| [_mm256_cvtepi32_ps(c[i][0]), _mm256_cvtepi32_ps(c[i][1])]);
+        if let Some(out) = out {
+            // SAFETY: as the caller guarantees.
+            unsafe { store_tile(&sums, out) };
+            return;
+        }
+        for (ci, row) in sums.iter().zip(acc.iter_mut()) {
             // SAFETY: each output row holds NR = 16 floats.
             unsafe {
-                _mm256_storeu_ps(out.as_mut_ptr(), _mm256_cvtepi32_ps(ci[0]));
-                _mm256_storeu_ps(out.as_mut_ptr().add(8), _mm256_cvtepi32_ps(ci[1]));
+                _mm256_storeu_ps(row.as_mut_ptr(), ci[0]);
+                _mm256_storeu_ps(row.as_mut_ptr().add(8), ci[1]);
             }
         }
     }
@@ -593,7 +608,7 @@ mod tests {
     fn packing_round_trips() {
         for (cout, cin, k) in [(5, 3, 7), (16, 4, 1), (40, 6, 3)] {
             let w: Vec<i8> = (0..cout * cin * k * k)
-                .map(|i| (i % 255) as i8 - 127 + (i % 3) as i8)
+                .map(|i| (((i * 7 + i % 3) % 255) as i32 - 127) as i8)
                 .collect();
             let packed = pack(&w, cout, cin, k);
             assert_eq!(

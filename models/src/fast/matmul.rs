@@ -122,6 +122,16 @@ impl<'a, T> Rows<'a, T> {
     }
 }
 
+/// Where a whole-width tile goes: rows `row..row + height`, columns `col0..col0 + NR` of C
+/// (`cols` wide), through the epilogue. Kernels that store from their registers take it.
+pub(super) struct TileOut<'a> {
+    c: SharedOut,
+    cols: usize,
+    row: usize,
+    col0: usize,
+    epilogue: &'a Epilogue<'a>,
+}
+
 /// A pointer to C that tasks share; each task writes only its own tile.
 #[derive(Clone, Copy)]
 struct SharedOut(*mut f32);
@@ -157,22 +167,51 @@ pub fn matmul(kernels: Kernels, a: &Rows, b: &PackedB, epilogue: &Epilogue, c: &
     assert_eq!(a.depth(), b.depth, "depth of A and B");
     assert!(a.in_bounds(), "A reaches past its data");
     for_each_tile(
+        kernels,
         |row| a.row_start(row),
         a.rows(),
         b.cols,
         MR,
         epilogue,
         c,
-        |starts, height, p, acc| {
-            kernel(kernels, a, starts, b.panel(p), height, acc);
-        },
+        |starts, height, p, acc, out| kernel(kernels, a, starts, b.panel(p), height, acc, out),
     );
+}
+
+/// `c = a * b` on the calling thread alone (callers that already split work over the
+/// threads, such as the Winograd convolution's independent products).
+pub(super) fn matmul_serial(kernels: Kernels, a: &Rows, b: &PackedB, c: &mut [f32]) {
+    assert_eq!(a.depth(), b.depth, "depth of A and B");
+    assert!(a.in_bounds(), "A reaches past its data");
+    let (rows, cols) = (a.rows(), b.cols);
+    assert!(c.len() >= rows * cols, "C too short");
+    let block_len = MC / MR * MR;
+    for block in (0..rows).step_by(block_len) {
+        let block_end = (block + block_len).min(rows);
+        for p in 0..cols.div_ceil(NR) {
+            let col0 = p * NR;
+            let width = NR.min(cols - col0);
+            for r in (block..block_end).step_by(MR) {
+                let height = MR.min(block_end - r);
+                let starts: [usize; MR] =
+                    std::array::from_fn(|i| a.row_start(r + i.min(height - 1)));
+                let mut acc = [[0f32; NR]; MR];
+                kernel(kernels, a, &starts, b.panel(p), height, &mut acc, None);
+                for (i, acc_row) in acc.iter().enumerate().take(height) {
+                    let at = (r + i) * cols + col0;
+                    c[at..at + width].copy_from_slice(&acc_row[..width]);
+                }
+            }
+        }
+    }
 }
 
 /// The tiles of C (`rows` x `cols`) split over rayon's threads: `product` fills a tile's
 /// accumulators (`height` <= `mr` rows, whose starts in A `a_starts` gives, against panel
 /// `p`), then the epilogue stores it.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn for_each_tile<F>(
+    kernels: Kernels,
     a_starts: impl Fn(usize) -> usize + Sync,
     rows: usize,
     cols: usize,
@@ -181,7 +220,7 @@ pub(super) fn for_each_tile<F>(
     c: &mut [f32],
     product: F,
 ) where
-    F: Fn(&[usize; MR], usize, usize, &mut [[f32; NR]; MR]) + Sync,
+    F: Fn(&[usize; MR], usize, usize, &mut [[f32; NR]; MR], Option<&TileOut>) -> bool + Sync,
 {
     if rows == 0 || cols == 0 {
         return;
@@ -231,13 +270,24 @@ pub(super) fn for_each_tile<F>(
                     let from = r - row_range.start;
                     tile_starts[..height].copy_from_slice(&starts[from..from + height]);
                     let mut acc = [[0f32; NR]; MR];
-                    product(&tile_starts, height, p, &mut acc);
+                    // Whole-width tiles go straight from the kernel's registers to C.
+                    let tile_out = (width == NR).then_some(TileOut {
+                        c: out,
+                        cols,
+                        row: r,
+                        col0,
+                        epilogue,
+                    });
+                    if product(&tile_starts, height, p, &mut acc, tile_out.as_ref()) {
+                        r += height;
+                        continue;
+                    }
                     for (i, acc_row) in acc.iter().enumerate().take(height) {
                         let at = (r + i) * cols + col0;
                         // SAFETY: row r+i, columns col0..col0+width of C lie inside c
                         // (asserted above) and belong to this task alone.
                         let dst = unsafe { std::slice::from_raw_parts_mut(out.at(at), width) };
-                        store(dst, &acc_row[..width], epilogue, col0, r + i, at);
+                        store(kernels, dst, acc_row, epilogue, col0, r + i, at);
                     }
                     r += height;
                 }
@@ -245,8 +295,9 @@ pub(super) fn for_each_tile<F>(
         });
 }
 
-/// One tile's products into `acc`: `height` (<= MR) rows of A starting at `starts` against
-/// one panel.
+/// One tile's products: `height` (<= MR) rows of A starting at `starts` against one panel,
+/// stored through the epilogue by the kernel itself when it can (`out` given; returns true),
+/// else left in `acc`.
 fn kernel(
     kernels: Kernels,
     a: &Rows,
@@ -254,23 +305,57 @@ fn kernel(
     panel: &[f32],
     height: usize,
     acc: &mut [[f32; NR]; MR],
-) {
+    out: Option<&TileOut>,
+) -> bool {
     match kernels {
         #[cfg(target_arch = "x86_64")]
         Kernels::Avx2 => {
             // SAFETY: Kernels::Avx2 is only chosen where the CPU has AVX2 and FMA; `matmul`
             // checked that every row, tap and depth of A lies inside a.data, and the panel
-            // holds depth x NR values.
-            unsafe { avx2::kernel(a, starts, panel, height, acc) }
+            // holds depth x NR values; `for_each_tile` gives `out` only for whole-width
+            // tiles of its own, inside C.
+            unsafe { avx2::kernel(a, starts, panel, height, acc, out) }
         }
-        _ => portable_kernel(a, starts, panel, height, acc),
+        _ => {
+            portable_kernel(a, starts, panel, height, acc);
+            false
+        }
     }
 }
 
-/// One row of a tile into C: `dst` is row `row` from column `col0`, `at` its offset in C (and
-/// in the residual).
+/// One row of a tile into C: `dst` is row `row` from column `col0` (up to NR columns), `at`
+/// its offset in C (and in the residual).
 #[inline]
-fn store(dst: &mut [f32], acc: &[f32], epilogue: &Epilogue, col0: usize, row: usize, at: usize) {
+fn store(
+    kernels: Kernels,
+    dst: &mut [f32],
+    acc: &[f32; NR],
+    epilogue: &Epilogue,
+    col0: usize,
+    row: usize,
+    at: usize,
+) {
+    match kernels {
+        #[cfg(target_arch = "x86_64")]
+        Kernels::Avx2 if dst.len() == NR => {
+            // SAFETY: Kernels::Avx2 is only chosen where the CPU has AVX2; `for_each_tile`
+            // checked that bias and scale hold every column and the residual every output,
+            // and dst is a whole row of NR values.
+            unsafe { avx2::store(dst, acc, epilogue, col0, row, at) }
+        }
+        _ => store_portable(dst, acc, epilogue, col0, row, at),
+    }
+}
+
+/// [`store`] in plain Rust, for any width.
+fn store_portable(
+    dst: &mut [f32],
+    acc: &[f32; NR],
+    epilogue: &Epilogue,
+    col0: usize,
+    row: usize,
+    at: usize,
+) {
     let width = dst.len();
     let bias = &epilogue.bias[col0..col0 + width];
     let row_scale = epilogue.row_scale.map_or(1.0, |r| r[row]);
@@ -293,7 +378,7 @@ fn store(dst: &mut [f32], acc: &[f32], epilogue: &Epilogue, col0: usize, row: us
     }
     if epilogue.relu {
         for d in dst {
-            // A plain comparison (not f32::max, which handles NaN) vectorises.
+            // Keeps NaN and -0.0 as the vectorised store does.
             if *d < 0.0 {
                 *d = 0.0;
             }
@@ -323,16 +408,103 @@ fn portable_kernel(
 }
 
 #[cfg(target_arch = "x86_64")]
-mod avx2 {
+pub(super) mod avx2 {
     use std::arch::x86_64::*;
 
-    use super::{Rows, MR, NR};
+    use super::{Epilogue, Rows, TileOut, MR, NR};
+
+    /// The epilogue on eight outputs of row `row`, columns `col..col + 8` (`at` their offset
+    /// in C): the operations of [`super::store_portable`] in the same order, so the same
+    /// results.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2; bias (and scale) hold columns `col..col + 8`, the row
+    /// scales row `row`, the residual `at..at + 8`.
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    pub(in super::super) unsafe fn finish(
+        v: __m256,
+        epilogue: &Epilogue,
+        col: usize,
+        row: usize,
+        at: usize,
+    ) -> __m256 {
+        // SAFETY: as the caller guarantees.
+        unsafe {
+            let bias = _mm256_loadu_ps(epilogue.bias.as_ptr().add(col));
+            let mut v = match epilogue.scale {
+                Some(scale) => {
+                    let s = _mm256_loadu_ps(scale.as_ptr().add(col));
+                    let row_scale = _mm256_set1_ps(epilogue.row_scale.map_or(1.0, |r| r[row]));
+                    _mm256_add_ps(_mm256_mul_ps(_mm256_mul_ps(v, s), row_scale), bias)
+                }
+                None => _mm256_add_ps(v, bias),
+            };
+            if let Some(res) = epilogue.residual {
+                v = _mm256_add_ps(v, _mm256_loadu_ps(res.as_ptr().add(at)));
+            }
+            if epilogue.relu {
+                // max(0, v) returns v when v is NaN, and -0.0 for -0.0: as the portable
+                // comparison does.
+                v = _mm256_max_ps(_mm256_setzero_ps(), v);
+            }
+            v
+        }
+    }
+
+    /// Stores a tile's accumulators (`c[i]`: row i's 16 columns) through the epilogue.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2; `out` describes a whole-width tile of rows inside C that
+    /// belongs to the caller, with its epilogue's bias, scales and residual covering it.
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    pub(in super::super) unsafe fn store_tile<const H: usize>(c: &[[__m256; 2]; H], out: &TileOut) {
+        for (i, ci) in c.iter().enumerate() {
+            let row = out.row + i;
+            for (half, &v) in ci.iter().enumerate() {
+                let col = out.col0 + 8 * half;
+                let at = row * out.cols + col;
+                // SAFETY: as the caller guarantees.
+                unsafe { _mm256_storeu_ps(out.c.at(at), finish(v, out.epilogue, col, row, at)) };
+            }
+        }
+    }
+
+    /// [`super::store_portable`] for a whole row of NR columns, the same operations in the
+    /// same order (so the same results), eight columns at a time.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2; `dst` holds NR values; bias (and scale) hold columns
+    /// `col0..col0 + NR`, the row scales row `row`, the residual `at..at + NR`.
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    pub unsafe fn store(
+        dst: &mut [f32],
+        acc: &[f32; NR],
+        epilogue: &Epilogue,
+        col0: usize,
+        row: usize,
+        at: usize,
+    ) {
+        debug_assert_eq!(dst.len(), NR);
+        for half in 0..2 {
+            let o = half * 8;
+            // SAFETY: as the caller guarantees; every access is o..o + 8 of a whole row.
+            unsafe {
+                let a = _mm256_loadu_ps(acc.as_ptr().add(o));
+                let v = finish(a, epilogue, col0 + o, row, at + o);
+                _mm256_storeu_ps(dst.as_mut_ptr().add(o), v);
+            }
+        }
+    }
 
     /// The 6 x 16 kernel: twelve accumulators, two panel loads and six broadcasts per step.
     ///
     /// # Safety
     /// The CPU must support AVX2 and FMA; rows `starts[i]` (i < height) plus every tap and
     /// depth must lie inside `a.data`; the panel must hold depth x NR values.
+    /// Stores through `out` when given (returns true), else into `acc`.
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn kernel(
         a: &Rows,
@@ -340,20 +512,22 @@ mod avx2 {
         panel: &[f32],
         height: usize,
         acc: &mut [[f32; NR]; MR],
-    ) {
+        out: Option<&TileOut>,
+    ) -> bool {
         debug_assert!(panel.len() >= a.depth() * NR);
         // SAFETY: forwarded from the caller.
         unsafe {
             match height {
-                6 => rows::<6>(a, starts, panel, acc),
-                5 => rows::<5>(a, starts, panel, acc),
-                4 => rows::<4>(a, starts, panel, acc),
-                3 => rows::<3>(a, starts, panel, acc),
-                2 => rows::<2>(a, starts, panel, acc),
-                1 => rows::<1>(a, starts, panel, acc),
-                _ => {}
+                6 => rows::<6>(a, starts, panel, acc, out),
+                5 => rows::<5>(a, starts, panel, acc, out),
+                4 => rows::<4>(a, starts, panel, acc, out),
+                3 => rows::<3>(a, starts, panel, acc, out),
+                2 => rows::<2>(a, starts, panel, acc, out),
+                1 => rows::<1>(a, starts, panel, acc, out),
+                _ => return false,
             }
         }
+        out.is_some()
     }
 
     #[target_feature(enable = "avx2,fma")]
@@ -363,6 +537,7 @@ mod avx2 {
         starts: &[usize; MR],
         panel: &[f32],
         acc: &mut [[f32; NR]; MR],
+        out: Option<&TileOut>,
     ) {
         let mut c = [[_mm256_setzero_ps(); 2]; H];
         let mut bp = panel.as_ptr();
@@ -384,11 +559,16 @@ mod avx2 {
                 }
             }
         }
-        for (ci, out) in c.iter().zip(acc.iter_mut()) {
+        if let Some(out) = out {
+            // SAFETY: as the caller guarantees.
+            unsafe { store_tile(&c, out) };
+            return;
+        }
+        for (ci, row) in c.iter().zip(acc.iter_mut()) {
             // SAFETY: each output row holds NR = 16 floats.
             unsafe {
-                _mm256_storeu_ps(out.as_mut_ptr(), ci[0]);
-                _mm256_storeu_ps(out.as_mut_ptr().add(8), ci[1]);
+                _mm256_storeu_ps(row.as_mut_ptr(), ci[0]);
+                _mm256_storeu_ps(row.as_mut_ptr().add(8), ci[1]);
             }
         }
     }
