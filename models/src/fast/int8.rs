@@ -389,7 +389,7 @@ mod avx2 {
     use std::arch::x86_64::*;
 
     use super::{Rows, TileOut, ACTIVATION_MAX, MR, NR, QUAD};
-    use crate::fast::matmul::avx2::store_tile;
+    use crate::fast::matmul::avx2::{prefetch_tile, store_tile};
 
     /// [`super::quantize_values_portable`], 8 values at a time (the same results: max/min
     /// against 0 and MAX, +0.5, truncation).
@@ -483,6 +483,10 @@ mod avx2 {
         acc: &mut [[f32; NR]; MR],
         out: Option<&TileOut>,
     ) {
+        if let Some(out) = out {
+            // SAFETY: as the caller guarantees.
+            unsafe { prefetch_tile::<H>(out) };
+        }
         let mut c = [[_mm256_setzero_si256(); 2]; H];
         let ones = _mm256_set1_epi16(1);
         let mut bp = panel.as_ptr();

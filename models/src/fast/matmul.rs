@@ -256,6 +256,8 @@ pub(super) fn for_each_tile<F>(
             let row_range = block * block_len..(block * block_len + block_len).min(rows);
             // Where the block's rows start in A, once for all its panels.
             let mut starts = [0usize; MC + MR];
+            // Filled by each kernel call before it is read (not zeroed per tile).
+            let mut acc = [[0f32; NR]; MR];
             for (s, row) in starts.iter_mut().zip(row_range.clone()) {
                 *s = a_starts(row);
             }
@@ -269,7 +271,6 @@ pub(super) fn for_each_tile<F>(
                     let mut tile_starts = [0usize; MR];
                     let from = r - row_range.start;
                     tile_starts[..height].copy_from_slice(&starts[from..from + height]);
-                    let mut acc = [[0f32; NR]; MR];
                     // Whole-width tiles go straight from the kernel's registers to C.
                     let tile_out = (width == NR).then_some(TileOut {
                         c: out,
@@ -393,6 +394,9 @@ fn portable_kernel(
     height: usize,
     acc: &mut [[f32; NR]; MR],
 ) {
+    for row in acc.iter_mut().take(height) {
+        row.fill(0.0);
+    }
     let mut steps = panel.chunks_exact(NR);
     for &tap in a.taps {
         for k in 0..a.tap_depth {
@@ -449,6 +453,31 @@ pub(super) mod avx2 {
                 v = _mm256_max_ps(_mm256_setzero_ps(), v);
             }
             v
+        }
+    }
+
+    /// Asks for the cache lines of a tile's outputs (and residual) while its products are
+    /// computed: outputs are written once, to lines not yet in cache, and waiting for them
+    /// at the store costs short products (1x1 convolutions of 64 channels) a third of
+    /// their time.
+    ///
+    /// # Safety
+    /// As [`store_tile`].
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    pub(in super::super) unsafe fn prefetch_tile<const H: usize>(out: &TileOut) {
+        for i in 0..H {
+            let at = (out.row + i) * out.cols + out.col0;
+            for offset in [at, at + NR - 1] {
+                // SAFETY: as the caller guarantees: the tile's row lies inside C (and the
+                // residual), so both ends of it do.
+                unsafe {
+                    _mm_prefetch::<_MM_HINT_T0>(out.c.at(offset) as *const i8);
+                    if let Some(res) = out.epilogue.residual {
+                        _mm_prefetch::<_MM_HINT_T0>(res.as_ptr().add(offset) as *const i8);
+                    }
+                }
+            }
         }
     }
 
@@ -539,6 +568,10 @@ pub(super) mod avx2 {
         acc: &mut [[f32; NR]; MR],
         out: Option<&TileOut>,
     ) {
+        if let Some(out) = out {
+            // SAFETY: as the caller guarantees.
+            unsafe { prefetch_tile::<H>(out) };
+        }
         let mut c = [[_mm256_setzero_ps(); 2]; H];
         let mut bp = panel.as_ptr();
         for &tap in a.taps {

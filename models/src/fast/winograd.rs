@@ -145,13 +145,12 @@ pub fn conv3x3(
         transformed
             .par_chunks_mut(POSITIONS * cin)
             .enumerate()
-            .for_each_init(
-                || vec![0f32; SPAN * SPAN * cin],
-                |scratch, (t, v)| {
+            .for_each(|(t, v)| {
+                with_scratch(SPAN * SPAN * cin, |scratch| {
                     let origin = (t / tiles_x * TILE, t % tiles_x * TILE);
                     input_tile(kernels, x, (h, w, cin), origin, v, scratch);
-                },
-            );
+                })
+            });
         // 2. M[ξ] = V[ξ] U[ξ]: [position][tile][cout].
         let transformed = &transformed[..];
         products
@@ -186,17 +185,30 @@ pub fn conv3x3(
         out[b * image_out..(b + 1) * image_out]
             .par_chunks_mut(TILE * w * cout)
             .enumerate()
-            .for_each_init(
-                || vec![0f32; SPAN * TILE * cout + TILE * TILE * cout],
-                |scratch, (ty, rows)| {
+            .for_each(|(ty, rows)| {
+                with_scratch(SPAN * TILE * cout + TILE * TILE * cout, |scratch| {
                     let residual = residual.map(|r| &r[ty * TILE * w * cout..][..rows.len()]);
                     for tx in 0..tiles_x {
                         let tile = ty * tiles_x + tx;
                         output_tile(kernels, &job, tile, tx * TILE, residual, rows, scratch);
                     }
-                },
-            );
+                })
+            });
     }
+}
+
+/// Runs `f` on this thread's scratch memory of at least `len` values (kept between calls:
+/// the transforms would otherwise allocate and zero it for every piece of work).
+fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    thread_local! {
+        static SCRATCH: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    SCRATCH.with_borrow_mut(|scratch| {
+        if scratch.len() < len {
+            scratch.resize(len, 0.0);
+        }
+        f(&mut scratch[..len])
+    })
 }
 
 fn input_tile(
