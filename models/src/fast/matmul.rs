@@ -185,6 +185,19 @@ pub(super) fn matmul_serial(kernels: Kernels, a: &Rows, b: &PackedB, c: &mut [f3
     assert!(a.in_bounds(), "A reaches past its data");
     let (rows, cols) = (a.rows(), b.cols);
     assert!(c.len() >= rows * cols, "C too short");
+    // Stored through the kernels' own epilogue (plain: zero bias), which prefetches the
+    // lines it writes.
+    let zeros = vec![0f32; cols];
+    let epilogue = Epilogue {
+        scale: None,
+        row_scale: None,
+        bias: &zeros,
+        residual: None,
+        relu: false,
+    };
+    let out = SharedOut(c.as_mut_ptr());
+    // Filled by each kernel call that does not store its tile itself.
+    let mut acc = [[0f32; NR]; MR];
     let block_len = MC / MR * MR;
     for block in (0..rows).step_by(block_len) {
         let block_end = (block + block_len).min(rows);
@@ -195,8 +208,24 @@ pub(super) fn matmul_serial(kernels: Kernels, a: &Rows, b: &PackedB, c: &mut [f3
                 let height = MR.min(block_end - r);
                 let starts: [usize; MR] =
                     std::array::from_fn(|i| a.row_start(r + i.min(height - 1)));
-                let mut acc = [[0f32; NR]; MR];
-                kernel(kernels, a, &starts, b.panel(p), height, &mut acc, None);
+                let tile_out = (width == NR).then_some(TileOut {
+                    c: out,
+                    cols,
+                    row: r,
+                    col0,
+                    epilogue: &epilogue,
+                });
+                if kernel(
+                    kernels,
+                    a,
+                    &starts,
+                    b.panel(p),
+                    height,
+                    &mut acc,
+                    tile_out.as_ref(),
+                ) {
+                    continue;
+                }
                 for (i, acc_row) in acc.iter().enumerate().take(height) {
                     let at = (r + i) * cols + col0;
                     c[at..at + width].copy_from_slice(&acc_row[..width]);

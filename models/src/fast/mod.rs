@@ -544,8 +544,6 @@ impl FastResNet {
         let data = x
             .to_device(&Device::Cpu)?
             .to_dtype(candle_core::DType::F32)?
-            .permute((0, 2, 3, 1))?
-            .contiguous()?
             .flatten_all()?
             .to_vec1::<f32>()?;
         // One image at a time: the kernels already use every core on one image, and the
@@ -553,12 +551,19 @@ impl FastResNet {
         let mut pooled = Vec::with_capacity(n * self.features);
         let mut scratch = Scratch::from_pool(&self.pool);
         for image in data.chunks_exact(h * w * c) {
+            // NCHW to NHWC here (candle's strided copy took longer than the stem).
+            let mut nhwc = scratch.take(h * w * c);
+            for (channel, plane) in image.chunks_exact(h * w).enumerate() {
+                for (pixel, &v) in plane.iter().enumerate() {
+                    nhwc[pixel * c + channel] = v;
+                }
+            }
             let input = Nhwc {
                 n: 1,
                 h,
                 w,
                 c,
-                data: image.to_vec(),
+                data: nhwc,
             };
             pooled.extend(self.pooled_one(input, &mut scratch));
         }
@@ -570,6 +575,7 @@ impl FastResNet {
     fn pooled_one(&self, input: Nhwc, scratch: &mut Scratch) -> Vec<f32> {
         let k = self.kernels;
         let stem = self.stem.forward_once(k, &input, None, true, scratch);
+        scratch.give(input.data);
         let mut x = max_pool(&stem, scratch);
         scratch.give(stem.data);
         for block in &self.blocks {
