@@ -408,10 +408,9 @@ fn store_portable(
     }
     if epilogue.relu {
         for d in dst {
-            // Keeps NaN and -0.0 as the vectorised store does.
-            if *d < 0.0 {
-                *d = 0.0;
-            }
+            // Keeps NaN and -0.0 as the vectorised store does; a select (not a conditional
+            // store) vectorises on the portable path too.
+            *d = if *d < 0.0 { 0.0 } else { *d };
         }
     }
 }

@@ -372,10 +372,8 @@ fn max_pool(x: &Nhwc, scratch: &mut Scratch) -> Nhwc {
                         }
                         let src = ((b * x.h + iy as usize) * x.w + ix as usize) * c;
                         for (d, s) in dst.iter_mut().zip(&x.data[src..src + c]) {
-                            // A plain comparison (not f32::max) vectorises.
-                            if *s > *d {
-                                *d = *s;
-                            }
+                            // A select (not f32::max, nor a conditional store) vectorises.
+                            *d = if *s > *d { *s } else { *d };
                         }
                     }
                 }
