@@ -18,8 +18,20 @@ use super::Kernels;
 pub const NR: usize = 16;
 /// Rows of A a kernel call covers.
 pub(super) const MR: usize = 6;
-/// Rows of A per task at most: a block of A that stays in L2 while the panels stream past.
+/// Rows of A per task, about: a block of A that stays in L2 while the panels stream past.
 const MC: usize = 48;
+/// Rows of a block at most (see [`block_len`]).
+const MC_MAX: usize = MC * 3 / 2 + MR;
+
+/// Rows per block for `rows` rows in tiles of `mr`: blocks of about MC rows, as even as
+/// whole tiles allow. Every block streams all of B, so a short last block (49 rows as 48 + 1,
+/// at 7x7) would stream it twice for one row more.
+fn block_len(rows: usize, mr: usize) -> usize {
+    let blocks = ((rows + MC / 2) / MC).max(1);
+    rows.div_ceil(blocks)
+        .next_multiple_of(mr)
+        .min(MC_MAX / mr * mr)
+}
 
 /// B (depth x cols), packed in panels of NR columns, the last one padded with zeros.
 pub struct PackedB {
@@ -198,7 +210,7 @@ pub(super) fn matmul_serial(kernels: Kernels, a: &Rows, b: &PackedB, c: &mut [f3
     let out = SharedOut(c.as_mut_ptr());
     // Filled by each kernel call that does not store its tile itself.
     let mut acc = [[0f32; NR]; MR];
-    let block_len = MC / MR * MR;
+    let block_len = block_len(rows, MR);
     for block in (0..rows).step_by(block_len) {
         let block_end = (block + block_len).min(rows);
         for p in 0..cols.div_ceil(NR) {
@@ -267,7 +279,7 @@ pub(super) fn for_each_tile<F>(
         assert!(r.len() >= rows, "one scale per row");
     }
     let panels = cols.div_ceil(NR);
-    let block_len = MC / mr * mr;
+    let block_len = block_len(rows, mr);
     let row_blocks = rows.div_ceil(block_len);
     // Enough tasks for every thread, without cutting panels finer than needed.
     let threads = rayon::current_num_threads().max(1);
@@ -284,7 +296,7 @@ pub(super) fn for_each_tile<F>(
             let (block, group) = (task / panel_groups, task % panel_groups);
             let row_range = block * block_len..(block * block_len + block_len).min(rows);
             // Where the block's rows start in A, once for all its panels.
-            let mut starts = [0usize; MC + MR];
+            let mut starts = [0usize; MC_MAX + MR];
             // Filled by each kernel call before it is read (not zeroed per tile).
             let mut acc = [[0f32; NR]; MR];
             for (s, row) in starts.iter_mut().zip(row_range.clone()) {
