@@ -20,17 +20,40 @@ pub const NR: usize = 16;
 pub(super) const MR: usize = 6;
 /// Rows of A per task, about: a block of A that stays in L2 while the panels stream past.
 const MC: usize = 48;
-/// Rows of a block at most (see [`block_len`]).
+/// Rows of a block at most (see [`RowBlocks`]).
 const MC_MAX: usize = MC * 3 / 2 + MR;
 
-/// Rows per block for `rows` rows in tiles of `mr`: blocks of about MC rows, as even as
-/// whole tiles allow. Every block streams all of B, so a short last block (49 rows as 48 + 1,
-/// at 7x7) would stream it twice for one row more.
-fn block_len(rows: usize, mr: usize) -> usize {
-    let blocks = ((rows + MC / 2) / MC).max(1);
-    rows.div_ceil(blocks)
-        .next_multiple_of(mr)
-        .min(MC_MAX / mr * mr)
+/// Rows split into blocks of about MC rows, whole tiles of `mr`, as even as tiles allow (they
+/// differ by one tile at most). Every block streams all of B, so a short last block (a 7x7
+/// layer's 49 rows as 48 + 1) would stream it twice for one row more.
+#[derive(Clone, Copy)]
+struct RowBlocks {
+    rows: usize,
+    mr: usize,
+    tiles: usize,
+    blocks: usize,
+}
+
+impl RowBlocks {
+    fn new(rows: usize, mr: usize) -> Self {
+        let tiles = rows.div_ceil(mr);
+        // About MC rows a block, never more than MC_MAX.
+        let blocks = ((rows + MC / 2) / MC)
+            .max(1)
+            .max(tiles.div_ceil(MC_MAX / mr));
+        Self {
+            rows,
+            mr,
+            tiles,
+            blocks,
+        }
+    }
+
+    /// The rows of block `b`.
+    fn range(&self, b: usize) -> std::ops::Range<usize> {
+        let tile = |b: usize| b * self.tiles / self.blocks;
+        (tile(b) * self.mr).min(self.rows)..(tile(b + 1) * self.mr).min(self.rows)
+    }
 }
 
 /// B (depth x cols), packed in panels of NR columns, the last one padded with zeros.
@@ -210,9 +233,9 @@ pub(super) fn matmul_serial(kernels: Kernels, a: &Rows, b: &PackedB, c: &mut [f3
     let out = SharedOut(c.as_mut_ptr());
     // Filled by each kernel call that does not store its tile itself.
     let mut acc = [[0f32; NR]; MR];
-    let block_len = block_len(rows, MR);
-    for block in (0..rows).step_by(block_len) {
-        let block_end = (block + block_len).min(rows);
+    let blocks = RowBlocks::new(rows, MR);
+    for index in 0..blocks.blocks {
+        let (block, block_end) = (blocks.range(index).start, blocks.range(index).end);
         for p in 0..cols.div_ceil(NR) {
             let col0 = p * NR;
             let width = NR.min(cols - col0);
@@ -279,8 +302,8 @@ pub(super) fn for_each_tile<F>(
         assert!(r.len() >= rows, "one scale per row");
     }
     let panels = cols.div_ceil(NR);
-    let block_len = block_len(rows, mr);
-    let row_blocks = rows.div_ceil(block_len);
+    let blocks = RowBlocks::new(rows, mr);
+    let row_blocks = blocks.blocks;
     // Enough tasks for every thread, without cutting panels finer than needed.
     let threads = rayon::current_num_threads().max(1);
     let panel_groups = if row_blocks >= 4 * threads {
@@ -294,7 +317,7 @@ pub(super) fn for_each_tile<F>(
         .into_par_iter()
         .for_each(|task| {
             let (block, group) = (task / panel_groups, task % panel_groups);
-            let row_range = block * block_len..(block * block_len + block_len).min(rows);
+            let row_range = blocks.range(block);
             // Where the block's rows start in A, once for all its panels.
             let mut starts = [0usize; MC_MAX + MR];
             // Filled by each kernel call before it is read (not zeroed per tile).
@@ -642,6 +665,90 @@ pub(super) mod avx2 {
             unsafe {
                 _mm256_storeu_ps(row.as_mut_ptr(), ci[0]);
                 _mm256_storeu_ps(row.as_mut_ptr().add(8), ci[1]);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Blocks are whole tiles, fit the row-start buffer, and split the rows evenly: no block
+    /// is much shorter than the others (each block streams all of B).
+    #[test]
+    fn row_blocks_are_even_whole_tiles() {
+        let seven_by_seven = RowBlocks::new(49, MR);
+        assert_eq!((seven_by_seven.blocks, seven_by_seven.range(0)), (1, 0..49));
+        for mr in [4, MR] {
+            for rows in 1..2000 {
+                let blocks = RowBlocks::new(rows, mr);
+                let ranges: Vec<_> = (0..blocks.blocks).map(|b| blocks.range(b)).collect();
+                assert_eq!(ranges[0].start, 0);
+                assert_eq!(ranges[ranges.len() - 1].end, rows, "{rows} rows covered");
+                let lens: Vec<usize> = ranges.iter().map(|r| r.len()).collect();
+                for pair in ranges.windows(2) {
+                    assert_eq!(pair[0].end, pair[1].start, "{rows} rows: contiguous");
+                    assert_eq!(pair[0].len() % mr, 0, "{rows} rows: whole tiles");
+                }
+                let (min, max) = (lens.iter().min(), lens.iter().max());
+                let (Some(&min), Some(&max)) = (min, max) else {
+                    panic!("{rows} rows: no blocks")
+                };
+                assert!(
+                    max <= MC_MAX,
+                    "{rows} rows in tiles of {mr}: a block of {max}"
+                );
+                assert!(
+                    max - min < 2 * mr,
+                    "{rows} rows in tiles of {mr}: blocks of {lens:?}"
+                );
+            }
+        }
+    }
+
+    /// A product over several row blocks and a partial panel: the vectorised and portable
+    /// kernels, with every part of the epilogue, agree with a plain sum.
+    #[test]
+    fn products_match_a_plain_sum_with_the_epilogue() {
+        let (rows, depth, cols) = (101, 37, 40);
+        let a: Vec<f32> = (0..rows * depth)
+            .map(|i| ((i * 7919) % 97) as f32 / 97.0 - 0.5)
+            .collect();
+        let b: Vec<f32> = (0..depth * cols)
+            .map(|i| ((i * 104729) % 89) as f32 / 89.0 - 0.5)
+            .collect();
+        let bias: Vec<f32> = (0..cols).map(|i| i as f32 * 0.01 - 0.2).collect();
+        let residual: Vec<f32> = (0..rows * cols)
+            .map(|i| ((i * 31) % 13) as f32 * 0.05 - 0.3)
+            .collect();
+        let packed = PackedB::new(depth, cols, &b);
+        let epilogue = Epilogue {
+            scale: None,
+            row_scale: None,
+            bias: &bias,
+            residual: Some(&residual),
+            relu: true,
+        };
+        for kernels in [Kernels::detect(), Kernels::Portable] {
+            let mut c = vec![f32::NAN; rows * cols];
+            matmul(
+                kernels,
+                &Rows::matrix(&a, rows, depth),
+                &packed,
+                &epilogue,
+                &mut c,
+            );
+            for r in 0..rows {
+                for j in 0..cols {
+                    let sum: f32 = (0..depth).map(|k| a[r * depth + k] * b[k * cols + j]).sum();
+                    let want = (sum + bias[j] + residual[r * cols + j]).max(0.0);
+                    let got = c[r * cols + j];
+                    assert!(
+                        (got - want).abs() < 1e-5,
+                        "{kernels:?} ({r}, {j}): {got} vs {want}"
+                    );
+                }
             }
         }
     }
