@@ -4,7 +4,7 @@
 //! of the activations with the weights and a kxk one reads its rows straight from the padded
 //! input (no im2col copies, no re-layout); each convolution's bias, the residual addition and
 //! the ReLU are applied in the kernels' registers as the product's tiles are stored, so every
-//! activation is written once; the products run on our own kernels ([`matmul`] for f32,
+//! activation is written once; the products run on our own kernels ([`matmul`](mod@matmul) for f32,
 //! weights packed at load; [`int8`] for int8 models, u8 x i8 in exact integer sums, weights
 //! read from the memory-mapped file); f32 stride-1 3x3 convolutions run on Winograd
 //! F(4x4, 3x3) ([`winograd`]); AVX2 chosen at run time, a portable fallback for other CPUs,

@@ -10,7 +10,7 @@
 //! and rounding grows a little (tests hold the network to 1e-4 of candle's).
 //!
 //! Three parallel steps: every tile's input transform, the 36 products (each on one
-//! thread, on the same kernels as [`matmul`](super::matmul)), every tile row's output
+//! thread, on the same kernels as [`matmul`](mod@super::matmul)), every tile row's output
 //! transform with the bias, residual and ReLU. The transforms run over channels, which NHWC
 //! keeps contiguous, so they vectorise.
 
