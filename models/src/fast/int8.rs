@@ -389,7 +389,7 @@ mod avx2 {
     use std::arch::x86_64::*;
 
     use super::{Rows, TileOut, ACTIVATION_MAX, MR, NR, QUAD};
-    use crate::fast::matmul::avx2::{prefetch_tile, store_tile};
+    use crate::fast::matmul::avx2::{deliver_tile, prefetch_tile};
 
     /// [`super::quantize_values_portable`], 8 values at a time (the same results: max/min
     /// against 0 and MAX, +0.5, truncation).
@@ -539,18 +539,8 @@ mod avx2 {
         }
         let sums: [[__m256; 2]; H] =
             std::array::from_fn(|i| [_mm256_cvtepi32_ps(c[i][0]), _mm256_cvtepi32_ps(c[i][1])]);
-        if let Some(out) = out {
-            // SAFETY: as the caller guarantees.
-            unsafe { store_tile(&sums, out) };
-            return;
-        }
-        for (ci, row) in sums.iter().zip(acc.iter_mut()) {
-            // SAFETY: each output row holds NR = 16 floats.
-            unsafe {
-                _mm256_storeu_ps(row.as_mut_ptr(), ci[0]);
-                _mm256_storeu_ps(row.as_mut_ptr().add(8), ci[1]);
-            }
-        }
+        // SAFETY: as the caller guarantees.
+        unsafe { deliver_tile(&sums, acc, out) };
     }
 }
 

@@ -197,6 +197,23 @@ pub struct Epilogue<'a> {
     pub relu: bool,
 }
 
+impl Epilogue<'_> {
+    /// What the stores rely on: C holds `rows` x `cols`, and the epilogue's values cover it.
+    fn check(&self, rows: usize, cols: usize, c: &[f32]) {
+        assert!(c.len() >= rows * cols, "C too short");
+        assert_eq!(self.bias.len(), cols, "one bias per column");
+        if let Some(scale) = self.scale {
+            assert_eq!(scale.len(), cols, "one scale per column");
+        }
+        if let Some(r) = self.residual {
+            assert!(r.len() >= rows * cols, "residual too short");
+        }
+        if let Some(r) = self.row_scale {
+            assert!(r.len() >= rows, "one scale per row");
+        }
+    }
+}
+
 /// `c = epilogue(a * b)`, `c` row-major rows x b.cols(), its rows in `a`'s order.
 pub fn matmul(kernels: Kernels, a: &Rows, b: &PackedB, epilogue: &Epilogue, c: &mut [f32]) {
     assert_eq!(a.depth(), b.depth, "depth of A and B");
@@ -213,23 +230,19 @@ pub fn matmul(kernels: Kernels, a: &Rows, b: &PackedB, epilogue: &Epilogue, c: &
     );
 }
 
-/// `c = a * b` on the calling thread alone (callers that already split work over the
+/// [`matmul`] on the calling thread alone (callers that already split work over the
 /// threads, such as the Winograd convolution's independent products).
-pub(super) fn matmul_serial(kernels: Kernels, a: &Rows, b: &PackedB, c: &mut [f32]) {
+pub(super) fn matmul_serial(
+    kernels: Kernels,
+    a: &Rows,
+    b: &PackedB,
+    epilogue: &Epilogue,
+    c: &mut [f32],
+) {
     assert_eq!(a.depth(), b.depth, "depth of A and B");
     assert!(a.in_bounds(), "A reaches past its data");
     let (rows, cols) = (a.rows(), b.cols);
-    assert!(c.len() >= rows * cols, "C too short");
-    // Stored through the kernels' own epilogue (plain: zero bias), which prefetches the
-    // lines it writes.
-    let zeros = vec![0f32; cols];
-    let epilogue = Epilogue {
-        scale: None,
-        row_scale: None,
-        bias: &zeros,
-        residual: None,
-        relu: false,
-    };
+    epilogue.check(rows, cols, c);
     let out = SharedOut(c.as_mut_ptr());
     // Filled by each kernel call that does not store its tile itself.
     let mut acc = [[0f32; NR]; MR];
@@ -248,7 +261,7 @@ pub(super) fn matmul_serial(kernels: Kernels, a: &Rows, b: &PackedB, c: &mut [f3
                     cols,
                     row: r,
                     col0,
-                    epilogue: &epilogue,
+                    epilogue,
                 });
                 if kernel(
                     kernels,
@@ -263,7 +276,15 @@ pub(super) fn matmul_serial(kernels: Kernels, a: &Rows, b: &PackedB, c: &mut [f3
                 }
                 for (i, acc_row) in acc.iter().enumerate().take(height) {
                     let at = (r + i) * cols + col0;
-                    c[at..at + width].copy_from_slice(&acc_row[..width]);
+                    store(
+                        kernels,
+                        &mut c[at..at + width],
+                        acc_row,
+                        epilogue,
+                        col0,
+                        r + i,
+                        at,
+                    );
                 }
             }
         }
@@ -290,17 +311,7 @@ pub(super) fn for_each_tile<F>(
         return;
     }
     assert!(mr <= MR);
-    assert!(c.len() >= rows * cols, "C too short");
-    assert_eq!(epilogue.bias.len(), cols, "one bias per column");
-    if let Some(scale) = epilogue.scale {
-        assert_eq!(scale.len(), cols, "one scale per column");
-    }
-    if let Some(r) = epilogue.residual {
-        assert!(r.len() >= rows * cols, "residual too short");
-    }
-    if let Some(r) = epilogue.row_scale {
-        assert!(r.len() >= rows, "one scale per row");
-    }
+    epilogue.check(rows, cols, c);
     let panels = cols.div_ceil(NR);
     let blocks = RowBlocks::new(rows, mr);
     let row_blocks = blocks.blocks;
@@ -525,7 +536,7 @@ pub(super) mod avx2 {
     /// their time.
     ///
     /// # Safety
-    /// As [`store_tile`].
+    /// As [`deliver_tile`].
     #[target_feature(enable = "avx2")]
     #[inline]
     pub(in super::super) unsafe fn prefetch_tile<const H: usize>(out: &TileOut) {
@@ -544,14 +555,30 @@ pub(super) mod avx2 {
         }
     }
 
-    /// Stores a tile's accumulators (`c[i]`: row i's 16 columns) through the epilogue.
+    /// Delivers a tile (`c[i]`: row i's 16 columns): through the epilogue into C when `out`
+    /// is given, else as they are into `acc`.
     ///
     /// # Safety
-    /// The CPU must support AVX2; `out` describes a whole-width tile of rows inside C that
-    /// belongs to the caller, with its epilogue's bias, scales and residual covering it.
+    /// The CPU must support AVX2; `out`, when given, describes a whole-width tile of rows
+    /// inside C that belongs to the caller, with its epilogue's bias, scales and residual
+    /// covering it.
     #[target_feature(enable = "avx2")]
     #[inline]
-    pub(in super::super) unsafe fn store_tile<const H: usize>(c: &[[__m256; 2]; H], out: &TileOut) {
+    pub(in super::super) unsafe fn deliver_tile<const H: usize>(
+        c: &[[__m256; 2]; H],
+        acc: &mut [[f32; NR]; MR],
+        out: Option<&TileOut>,
+    ) {
+        let Some(out) = out else {
+            for (ci, row) in c.iter().zip(acc.iter_mut()) {
+                // SAFETY: each accumulator row holds NR = 16 floats.
+                unsafe {
+                    _mm256_storeu_ps(row.as_mut_ptr(), ci[0]);
+                    _mm256_storeu_ps(row.as_mut_ptr().add(8), ci[1]);
+                }
+            }
+            return;
+        };
         for (i, ci) in c.iter().enumerate() {
             let row = out.row + i;
             for (half, &v) in ci.iter().enumerate() {
@@ -655,18 +682,8 @@ pub(super) mod avx2 {
                 }
             }
         }
-        if let Some(out) = out {
-            // SAFETY: as the caller guarantees.
-            unsafe { store_tile(&c, out) };
-            return;
-        }
-        for (ci, row) in c.iter().zip(acc.iter_mut()) {
-            // SAFETY: each output row holds NR = 16 floats.
-            unsafe {
-                _mm256_storeu_ps(row.as_mut_ptr(), ci[0]);
-                _mm256_storeu_ps(row.as_mut_ptr().add(8), ci[1]);
-            }
-        }
+        // SAFETY: as the caller guarantees.
+        unsafe { deliver_tile(&c, acc, out) };
     }
 }
 

@@ -16,7 +16,7 @@
 
 use rayon::prelude::*;
 
-use super::matmul::{matmul_serial, PackedB, Rows};
+use super::matmul::{matmul_serial, Epilogue, PackedB, Rows};
 use super::Kernels;
 
 /// Outputs per tile side.
@@ -59,6 +59,8 @@ pub struct WinogradWeights {
     cin: usize,
     cout: usize,
     positions: Vec<PackedB>,
+    /// The products' bias: none (the convolution's bias is added after the output transform).
+    zeros: Vec<f32>,
 }
 
 impl WinogradWeights {
@@ -90,6 +92,7 @@ impl WinogradWeights {
             cin,
             cout,
             positions: u.iter().map(|m| PackedB::new(cin, cout, m)).collect(),
+            zeros: vec![0.0; cout],
         }
     }
 }
@@ -153,6 +156,13 @@ pub fn conv3x3(
             });
         // 2. M[ξ] = V[ξ] U[ξ]: [position][tile][cout].
         let transformed = &transformed[..];
+        let plain = Epilogue {
+            scale: None,
+            row_scale: None,
+            bias: &weights.zeros,
+            residual: None,
+            relu: false,
+        };
         products
             .par_chunks_mut(tiles * cout)
             .zip(weights.positions.par_iter())
@@ -169,7 +179,7 @@ pub fn conv3x3(
                     taps: &[0],
                     tap_depth: cin,
                 };
-                matmul_serial(kernels, &a, u, m);
+                matmul_serial(kernels, &a, u, &plain, m);
             });
         // 3. Y = Aᵀ M A plus bias, residual and ReLU, a row of tiles at a time.
         let job = Outputs {
@@ -251,6 +261,41 @@ fn combine<'a>(dst: &mut [f32], terms: impl Iterator<Item = (f32, &'a [f32])>) {
     }
 }
 
+/// `R = T D Tᵀ` for a SPAN x SPAN grid `D` of channel vectors (`d(i, j)`, None for zeros) and
+/// an `N` x SPAN transform `T`, rows first: `half[i][j'] = Σ_j T[j'][j] D[i][j]`, then
+/// `out[i'][j'] = Σ_i T[i'][i] half[i][j']`. Both Winograd transforms are this (Bᵀ on input
+/// tiles, Aᵀ on products); `half` holds SPAN x N vectors, `out` N x N, each `c` long.
+#[inline(always)]
+fn sandwich<'a, const N: usize>(
+    transform: &[[f32; SPAN]; N],
+    d: impl Fn(usize, usize) -> Option<&'a [f32]>,
+    c: usize,
+    half: &mut [f32],
+    out: &mut [f32],
+) {
+    for i in 0..SPAN {
+        for (jj, row) in transform.iter().enumerate() {
+            combine(
+                &mut half[(i * N + jj) * c..(i * N + jj + 1) * c],
+                row.iter()
+                    .enumerate()
+                    .filter_map(|(j, &coef)| d(i, j).map(|v| (coef, v))),
+            );
+        }
+    }
+    let half = &half[..];
+    for (ii, row) in transform.iter().enumerate() {
+        for jj in 0..N {
+            combine(
+                &mut out[(ii * N + jj) * c..(ii * N + jj + 1) * c],
+                row.iter()
+                    .enumerate()
+                    .map(|(i, &coef)| (coef, &half[(i * N + jj) * c..(i * N + jj + 1) * c])),
+            );
+        }
+    }
+}
+
 /// V = Bᵀ d B for the 6x6 input block whose top-left is output pixel `origin` less one
 /// (the padding), zeros outside the image; `v` is [position][channel].
 #[inline(always)]
@@ -266,32 +311,7 @@ fn input_tile_body(
         let (y, xx) = ((oy + i).checked_sub(1)?, (ox + j).checked_sub(1)?);
         (y < h && xx < w).then(|| &x[(y * w + xx) * c..(y * w + xx + 1) * c])
     };
-    // Rows first: t[i][j'] = Σ_j d[i][j] B[j][j'] = Σ_j Bᵀ[j'][j] d[i][j].
-    for i in 0..SPAN {
-        for (jj, bt_row) in BT.iter().enumerate() {
-            let dst = &mut scratch[(i * SPAN + jj) * c..(i * SPAN + jj + 1) * c];
-            combine(
-                dst,
-                bt_row
-                    .iter()
-                    .enumerate()
-                    .filter_map(|(j, &coef)| pixel(i, j).map(|p| (coef, p))),
-            );
-        }
-    }
-    // Then columns: V[i'][j'] = Σ_i Bᵀ[i'][i] t[i][j'].
-    let scratch = &scratch[..];
-    for (ii, bt_row) in BT.iter().enumerate() {
-        for jj in 0..SPAN {
-            let dst = &mut v[(ii * SPAN + jj) * c..(ii * SPAN + jj + 1) * c];
-            combine(
-                dst,
-                bt_row.iter().enumerate().map(|(i, &coef)| {
-                    (coef, &scratch[(i * SPAN + jj) * c..(i * SPAN + jj + 1) * c])
-                }),
-            );
-        }
-    }
+    sandwich(&BT, pixel, c, scratch, v);
 }
 
 /// What every output tile of one image reads.
@@ -338,33 +358,7 @@ fn output_tile_body(
     let finish = job.finish;
     let m = |position: usize| &products[(position * tiles + t) * c..(position * tiles + t + 1) * c];
     let (half, y) = scratch.split_at_mut(SPAN * TILE * c);
-    // Rows first: s[i][j'] = Σ_j M[i][j] A[j][j'] = Σ_j Aᵀ[j'][j] M[i][j].
-    for i in 0..SPAN {
-        for (jj, at_row) in AT.iter().enumerate() {
-            let dst = &mut half[(i * TILE + jj) * c..(i * TILE + jj + 1) * c];
-            combine(
-                dst,
-                at_row
-                    .iter()
-                    .enumerate()
-                    .map(|(j, &coef)| (coef, m(i * SPAN + j))),
-            );
-        }
-    }
-    // Then columns: Y[i'][j'] = Σ_i Aᵀ[i'][i] s[i][j'].
-    let half = &half[..];
-    for (ii, at_row) in AT.iter().enumerate() {
-        for jj in 0..TILE {
-            let dst = &mut y[(ii * TILE + jj) * c..(ii * TILE + jj + 1) * c];
-            combine(
-                dst,
-                at_row
-                    .iter()
-                    .enumerate()
-                    .map(|(i, &coef)| (coef, &half[(i * TILE + jj) * c..(i * TILE + jj + 1) * c])),
-            );
-        }
-    }
+    sandwich(&AT, |i, j| Some(m(i * SPAN + j)), c, half, y);
     let lines = rows.len() / (w * c);
     for ii in 0..TILE.min(lines) {
         for jj in 0..TILE.min(w - ox) {
