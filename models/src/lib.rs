@@ -5,6 +5,7 @@
 //! trains on CUDA and serves on a door controller's CPU.
 
 pub mod checkpoint;
+pub mod conv;
 pub mod device;
 pub mod error;
 pub mod export;

@@ -251,7 +251,9 @@ impl ConvBn {
     }
 
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        self.bn.forward_t(&x.apply(&self.conv)?, train)
+        let cfg = self.conv.config();
+        let y = crate::conv::conv2d(x, self.conv.weight(), cfg.stride, cfg.padding)?;
+        self.bn.forward_t(&y, train)
     }
 }
 
