@@ -48,6 +48,9 @@ pub struct TrainConfig {
     pub epochs: usize,
     pub batch_size: usize,
     pub lr: f64,
+    /// How the learning rate moves over the run (runs saved before this field: constant).
+    #[serde(default)]
+    pub lr_schedule: LrSchedule,
     /// Weight of the squared Frobenius norm of the last layer's weights in the loss.
     pub l2: f64,
     pub preprocessing: Preprocessing,
@@ -71,6 +74,7 @@ impl Default for TrainConfig {
             epochs: 100,
             batch_size: 24,
             lr: 1e-4,
+            lr_schedule: LrSchedule::Constant,
             l2: 1e-3,
             preprocessing: Preprocessing::imagenet(224),
             augmentation: Some(Augmentation::default()),
@@ -78,6 +82,40 @@ impl Default for TrainConfig {
             patience: Some(20),
             freeze_backbone: false,
             seed: 0,
+        }
+    }
+}
+
+/// How the learning rate moves over a run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LrSchedule {
+    /// The same rate throughout, as the method trains.
+    #[default]
+    Constant,
+    /// A linear warm-up from a 25th of the rate over the first tenth of the steps, then a
+    /// cosine decay to zero at the last step. From scratch, the decay is what makes the
+    /// features settle: on synthetic prints it lifted rank-1 of fingers the network never
+    /// saw (see the README).
+    Cosine,
+}
+
+impl LrSchedule {
+    /// The rate for step `step` (from 0) of `total`, given the configured `base` rate.
+    pub fn rate(self, base: f64, step: u64, total: u64) -> f64 {
+        match self {
+            LrSchedule::Constant => base,
+            LrSchedule::Cosine => {
+                let total = total.max(1) as f64;
+                let t = (step as f64 / total).min(1.0);
+                let warmup = 0.1;
+                if t < warmup {
+                    base * (0.04 + 0.96 * t / warmup)
+                } else {
+                    let progress = (t - warmup) / (1.0 - warmup);
+                    base * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos())
+                }
+            }
         }
     }
 }
@@ -603,6 +641,14 @@ pub fn train(run: &RunDir, session: &Session) -> Result<Outcome> {
     let mut history = run.metrics()?;
     history.truncate(state.epochs_done);
 
+    // Batches an epoch (the last one is dropped when it holds a single scan, see below).
+    let slots = train_cache.len() * config.copies.max(1);
+    let per_epoch = slots / config.batch_size
+        + usize::from(
+            slots % config.batch_size >= 2
+                || (slots % config.batch_size == 1 && config.freeze_backbone),
+        );
+    let total_steps = (per_epoch * config.epochs) as u64;
     for epoch in state.epochs_done + 1..=config.epochs {
         let epoch_start = Instant::now();
         let mut order: Vec<(usize, usize)> = (0..train_cache.len() * config.copies.max(1))
@@ -635,6 +681,9 @@ pub fn train(run: &RunDir, session: &Session) -> Result<Outcome> {
             };
             let y = Tensor::new(labels.as_slice(), device)?;
             let (loss, ce) = method_loss(&logits, &y, &head_weight, config.l2)?;
+            adam.config.lr = config
+                .lr_schedule
+                .rate(config.lr, adam.steps_taken(), total_steps);
             adam.backward_step(&loss)?;
             let predicted = logits.argmax(D::Minus1)?.to_vec1::<u32>()?;
             correct += predicted
@@ -879,5 +928,33 @@ impl FrozenFeatures {
     ) -> Result<Evaluation> {
         let probs = candle_nn::ops::softmax(&model.head().forward(&self.val)?, D::Minus1)?;
         evaluate_probabilities(&probs, val, identities)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::LrSchedule;
+
+    #[test]
+    fn cosine_schedule_warms_up_then_decays_to_zero() {
+        let (base, total) = (1e-3, 1000);
+        let rate = |step| LrSchedule::Cosine.rate(base, step, total);
+        assert!((rate(0) - base / 25.0).abs() < 1e-12);
+        assert!(
+            (rate(100) - base).abs() < 1e-12,
+            "full rate after the warm-up"
+        );
+        let rates: Vec<f64> = (0..=total).map(rate).collect();
+        assert!(
+            rates[..=100].windows(2).all(|w| w[1] > w[0]),
+            "warm-up rises"
+        );
+        assert!(rates[100..].windows(2).all(|w| w[1] < w[0]), "then decays");
+        assert!(rate(total) < 1e-12 && rate(total + 5) < 1e-12);
+        assert!(
+            (rate(550) - base / 2.0).abs() < 1e-12,
+            "half-way through the decay"
+        );
+        assert_eq!(LrSchedule::Constant.rate(base, 999, total), base);
     }
 }

@@ -9,9 +9,15 @@ use fingerprint_models::{device_from_name, Arch};
 use trainer::augment::Augmentation;
 use trainer::dataset::{Split, SplitConfig};
 use trainer::export::{export_run, print_summary};
-use trainer::train::{start_run, train, Outcome, Report, RunDir, Session, TrainConfig};
+use trainer::train::{start_run, train, LrSchedule, Outcome, Report, RunDir, Session, TrainConfig};
 
 use super::{DataArgs, ResizeArg};
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum LrScheduleArg {
+    Constant,
+    Cosine,
+}
 
 static STOP: AtomicBool = AtomicBool::new(false);
 
@@ -38,6 +44,10 @@ pub struct TrainArgs {
     /// Adam's learning rate.
     #[arg(long, default_value_t = 1e-4)]
     lr: f64,
+    /// How the learning rate moves: constant (the method's), or cosine (a short warm-up,
+    /// then a decay to zero at the last epoch; better features from scratch).
+    #[arg(long, value_enum, default_value = "constant")]
+    lr_schedule: LrScheduleArg,
     /// Weight of the squared Frobenius norm of the last layer's weights in the loss.
     #[arg(long, default_value_t = 1e-3)]
     l2: f64,
@@ -50,6 +60,10 @@ pub struct TrainArgs {
     /// Train on the scans as they are, without flips, crops and distortions.
     #[arg(long)]
     no_augment: bool,
+    /// Augment without flips (a sensor never sees a finger mirrored; for open-set use the
+    /// mirror image of a print is another print).
+    #[arg(long, conflicts_with = "no_augment")]
+    no_flip: bool,
     /// Times each training scan is shown per epoch: once as is, the rest augmented.
     #[arg(long, default_value_t = 3)]
     copies: usize,
@@ -146,12 +160,19 @@ pub fn run(args: TrainArgs) -> Result<()> {
             epochs: args.epochs,
             batch_size: args.batch_size,
             lr: args.lr,
+            lr_schedule: match args.lr_schedule {
+                LrScheduleArg::Constant => LrSchedule::Constant,
+                LrScheduleArg::Cosine => LrSchedule::Cosine,
+            },
             l2: args.l2,
             preprocessing: Preprocessing {
                 resize: args.resize.into(),
                 ..Preprocessing::imagenet(args.size)
             },
-            augmentation: (!args.no_augment).then(Augmentation::default),
+            augmentation: (!args.no_augment).then(|| Augmentation {
+                flip_probability: if args.no_flip { 0.0 } else { 0.5 },
+                ..Augmentation::default()
+            }),
             copies: args.copies,
             patience: (args.patience > 0).then_some(args.patience),
             freeze_backbone: args.freeze_backbone,
