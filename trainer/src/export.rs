@@ -52,9 +52,15 @@ pub fn top1_predictions(
     Ok(out)
 }
 
-/// Calibrates the open-set threshold of `network`: each training identity enrolled from its
-/// first training scans (as many as the daemon requires), its validation scans as genuine
-/// probes, the held-out impostor identities' scans as never-enrolled probes.
+/// Calibrates the open-set threshold of `network` on a gallery like a door's: the training
+/// identities, each enrolled from its first training scans (as many as the daemon requires),
+/// and, in two folds, half of the held-out identities enrolled the same way (people enrolled
+/// after training, whom the network never saw) while the other half's scans are the
+/// never-enrolled probes. Genuine probes: the training identities' validation scans and the
+/// enrolled held-out identities' other scans. Strangers score higher against templates of
+/// fingers the network never learnt than against those it did, so a threshold set with
+/// trained fingers alone lets more of them in at the door. With a single held-out identity
+/// (or none with scans to spare) it is only a never-enrolled probe.
 pub fn calibrate(
     network: &Network,
     split: &crate::dataset::Split,
@@ -62,7 +68,7 @@ pub fn calibrate(
     target_far: f64,
     device: &Device,
 ) -> Result<Option<(Calibration, crate::openset::OpenSetReport)>> {
-    use crate::openset::{calibration, enrol_first, evaluate, first_per_identity, Probe};
+    use crate::openset::{calibration, enrol_first, first_per_identity, Probe, Scores};
     use fingerprint_common::gallery::MIN_IMPRESSIONS;
     if split.impostors.is_empty() {
         return Ok(None);
@@ -81,22 +87,74 @@ pub fn calibrate(
             .collect::<Vec<_>>()
     };
     let enrolled = first_per_identity(&split.train, MIN_IMPRESSIONS);
-    let (gallery, _) = enrol_first(
+    let (trained_gallery, _) = enrol_first(
         named(&enrolled, &split.identities, embed(&enrolled)?),
         MIN_IMPRESSIONS,
     );
-    let mut probes: Vec<Probe> = named(&split.val, &split.identities, embed(&split.val)?)
+    let val_probes: Vec<Probe> = named(&split.val, &split.identities, embed(&split.val)?)
         .into_iter()
         .map(|(name, embedding)| Probe {
             embedding,
             identity: Some(name),
         })
         .collect();
-    probes.extend(embed(&split.impostors)?.into_iter().map(|embedding| Probe {
-        embedding,
-        identity: None,
-    }));
-    let report = evaluate(&gallery, &probes, None, target_far);
+    // Held-out scans by identity, in split order (so the first ones are enrolled).
+    let held_out = named(
+        &split.impostors,
+        &split.impostor_names,
+        embed(&split.impostors)?,
+    );
+    let mut scans_of = vec![0usize; split.impostor_names.len()];
+    split
+        .impostors
+        .iter()
+        .for_each(|s| scans_of[s.identity] += 1);
+    // Identities that can be enrolled and still leave a probe; alternately in fold 0 and 1.
+    let enrollable: Vec<&String> = split
+        .impostor_names
+        .iter()
+        .zip(&scans_of)
+        .filter(|(_, &n)| n > MIN_IMPRESSIONS)
+        .map(|(name, _)| name)
+        .collect();
+    let folds = if split.impostor_names.len() >= 2 && !enrollable.is_empty() {
+        2
+    } else {
+        1
+    };
+    let mut scores = Scores::default();
+    let mut gallery = trained_gallery.clone();
+    for fold in 0..folds {
+        let enrolled_here: Vec<&String> = if folds == 2 {
+            enrollable.iter().skip(fold).step_by(2).copied().collect()
+        } else {
+            Vec::new()
+        };
+        let (extra, mut probes) = enrol_first(
+            held_out
+                .iter()
+                .filter(|(name, _)| enrolled_here.contains(&name))
+                .cloned()
+                .collect(),
+            MIN_IMPRESSIONS,
+        );
+        gallery = trained_gallery.clone();
+        gallery.identities.extend(extra.identities);
+        probes.extend(
+            held_out
+                .iter()
+                .filter(|(name, _)| !enrolled_here.contains(&name))
+                .map(|(_, embedding)| Probe {
+                    embedding: embedding.clone(),
+                    identity: None,
+                }),
+        );
+        if fold == 0 {
+            scores.add(&gallery, &val_probes);
+        }
+        scores.add(&gallery, &probes);
+    }
+    let report = scores.report(&gallery, None, target_far);
     Ok(Some((calibration(&report, target_far), report)))
 }
 

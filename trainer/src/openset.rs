@@ -132,87 +132,119 @@ pub fn evaluate(
     threshold: Option<f32>,
     target_far: f64,
 ) -> OpenSetReport {
-    let mut mated = Vec::new();
-    let mut non_mated = Vec::new();
-    let mut impostor_best = Vec::new();
-    // (own identity, best identity, best score) of enrolled probes.
-    let mut identified = Vec::new();
-    for probe in probes {
-        let ranked = gallery.rank(&probe.embedding, None);
-        for c in &ranked {
-            if Some(&c.identity) == probe.identity.as_ref() {
-                mated.push(c.score);
-            } else {
-                non_mated.push(c.score);
+    let mut scores = Scores::default();
+    scores.add(gallery, probes);
+    scores.report(gallery, threshold, target_far)
+}
+
+/// The scores of probes against galleries, gathered over one or more galleries before the
+/// figures are computed from all of them at once.
+#[derive(Clone, Debug, Default)]
+pub struct Scores {
+    mated: Vec<f32>,
+    non_mated: Vec<f32>,
+    /// Best score of each never-enrolled probe.
+    impostor_best: Vec<f32>,
+    /// (own identity, best identity, best score) of enrolled probes.
+    identified: Vec<(String, Option<String>, f32)>,
+}
+
+impl Scores {
+    /// Scores `probes` against `gallery`.
+    pub fn add(&mut self, gallery: &Gallery, probes: &[Probe]) {
+        for probe in probes {
+            let ranked = gallery.rank(&probe.embedding, None);
+            for c in &ranked {
+                if Some(&c.identity) == probe.identity.as_ref() {
+                    self.mated.push(c.score);
+                } else {
+                    self.non_mated.push(c.score);
+                }
+            }
+            let best = ranked.first();
+            match &probe.identity {
+                Some(own) => self.identified.push((
+                    own.clone(),
+                    best.map(|c| c.identity.clone()),
+                    best.map_or(f32::MIN, |c| c.score),
+                )),
+                None => self.impostor_best.push(best.map_or(f32::MIN, |c| c.score)),
             }
         }
-        let best = ranked.first();
-        match &probe.identity {
-            Some(own) => identified.push((
-                own.clone(),
-                best.map(|c| c.identity.clone()),
-                best.map_or(f32::MIN, |c| c.score),
-            )),
-            None => impostor_best.push(best.map_or(f32::MIN, |c| c.score)),
-        }
     }
-    mated.sort_by(f32::total_cmp);
-    non_mated.sort_by(f32::total_cmp);
-    let fnmr = |t: f32| 1.0 - share_at_least(&mated, t);
-    let fmr = |t: f32| share_at_least(&non_mated, t);
-    // Every score is a candidate threshold.
-    let mut candidates: Vec<f32> = mated.iter().chain(&non_mated).copied().collect();
-    candidates.sort_by(f32::total_cmp);
-    candidates.dedup();
-    let mut det = Vec::new();
-    let (mut eer, mut eer_threshold, mut best_gap) = (1.0, 0.0, f64::MAX);
-    for &t in &candidates {
-        let (a, b) = (fmr(t), fnmr(t));
-        det.push((a, b));
-        if (a - b).abs() < best_gap {
-            best_gap = (a - b).abs();
-            eer = (a + b) / 2.0;
-            eer_threshold = t;
+
+    /// The figures of every score added; `gallery` (the last one, or the only one) gives the
+    /// enrolment counts. With no `threshold`, the one for `target_far` on the impostor probes.
+    pub fn report(
+        mut self,
+        gallery: &Gallery,
+        threshold: Option<f32>,
+        target_far: f64,
+    ) -> OpenSetReport {
+        self.mated.sort_by(f32::total_cmp);
+        self.non_mated.sort_by(f32::total_cmp);
+        let Scores {
+            mated,
+            non_mated,
+            impostor_best,
+            identified,
+        } = self;
+        let fnmr = |t: f32| 1.0 - share_at_least(&mated, t);
+        let fmr = |t: f32| share_at_least(&non_mated, t);
+        // Every score is a candidate threshold.
+        let mut candidates: Vec<f32> = mated.iter().chain(&non_mated).copied().collect();
+        candidates.sort_by(f32::total_cmp);
+        candidates.dedup();
+        let mut det = Vec::new();
+        let (mut eer, mut eer_threshold, mut best_gap) = (1.0, 0.0, f64::MAX);
+        for &t in &candidates {
+            let (a, b) = (fmr(t), fnmr(t));
+            det.push((a, b));
+            if (a - b).abs() < best_gap {
+                best_gap = (a - b).abs();
+                eer = (a + b) / 2.0;
+                eer_threshold = t;
+            }
         }
-    }
-    let fnmr_at = |target: f64| {
-        let t = threshold_for_far(&non_mated, target);
-        fnmr(t)
-    };
-    let threshold = threshold.unwrap_or_else(|| threshold_for_far(&impostor_best, target_far));
-    let n_genuine = identified.len().max(1) as f64;
-    let rank1 = identified
-        .iter()
-        .filter(|(own, best, _)| best.as_ref() == Some(own))
-        .count() as f64
-        / n_genuine;
-    let true_accepts = identified
-        .iter()
-        .filter(|(own, best, s)| best.as_ref() == Some(own) && *s >= threshold)
-        .count();
-    let misidentified = identified
-        .iter()
-        .filter(|(own, best, s)| best.as_ref() != Some(own) && *s >= threshold)
-        .count();
-    let false_accepts = impostor_best.iter().filter(|&&s| s >= threshold).count();
-    OpenSetReport {
-        enrolled_identities: gallery.identities.len(),
-        templates: gallery.identities.values().map(Vec::len).sum(),
-        genuine_probes: identified.len(),
-        impostor_probes: impostor_best.len(),
-        rank1,
-        eer,
-        eer_threshold,
-        fnmr_at_fmr_1pct: fnmr_at(0.01),
-        fnmr_at_fmr_0_1pct: fnmr_at(0.001),
-        mated_scores: mated.len(),
-        non_mated_scores: non_mated.len(),
-        threshold,
-        true_accept_rate: true_accepts as f64 / n_genuine,
-        misidentification_rate: misidentified as f64 / n_genuine,
-        false_accept_rate: false_accepts as f64 / impostor_best.len().max(1) as f64,
-        false_accepts,
-        det,
+        let fnmr_at = |target: f64| {
+            let t = threshold_for_far(&non_mated, target);
+            fnmr(t)
+        };
+        let threshold = threshold.unwrap_or_else(|| threshold_for_far(&impostor_best, target_far));
+        let n_genuine = identified.len().max(1) as f64;
+        let rank1 = identified
+            .iter()
+            .filter(|(own, best, _)| best.as_ref() == Some(own))
+            .count() as f64
+            / n_genuine;
+        let true_accepts = identified
+            .iter()
+            .filter(|(own, best, s)| best.as_ref() == Some(own) && *s >= threshold)
+            .count();
+        let misidentified = identified
+            .iter()
+            .filter(|(own, best, s)| best.as_ref() != Some(own) && *s >= threshold)
+            .count();
+        let false_accepts = impostor_best.iter().filter(|&&s| s >= threshold).count();
+        OpenSetReport {
+            enrolled_identities: gallery.identities.len(),
+            templates: gallery.identities.values().map(Vec::len).sum(),
+            genuine_probes: identified.len(),
+            impostor_probes: impostor_best.len(),
+            rank1,
+            eer,
+            eer_threshold,
+            fnmr_at_fmr_1pct: fnmr_at(0.01),
+            fnmr_at_fmr_0_1pct: fnmr_at(0.001),
+            mated_scores: mated.len(),
+            non_mated_scores: non_mated.len(),
+            threshold,
+            true_accept_rate: true_accepts as f64 / n_genuine,
+            misidentification_rate: misidentified as f64 / n_genuine,
+            false_accept_rate: false_accepts as f64 / impostor_best.len().max(1) as f64,
+            false_accepts,
+            det,
+        }
     }
 }
 
