@@ -24,11 +24,12 @@ use fingerprint_models::Arch;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use serde::Serialize;
+use trainer::augment::Augmentation;
 use trainer::dataset::{Dataset, Layout, Split, SplitConfig};
 use trainer::export::{export_run, print_summary};
 use trainer::saliency::Occlusion;
 use trainer::synth::{self, SynthConfig};
-use trainer::train::{start_run, LoadedModel, Outcome, RunDir, Session, TrainConfig};
+use trainer::train::{start_run, LoadedModel, LrSchedule, Outcome, RunDir, Session, TrainConfig};
 
 use super::saliency::write_saliency;
 use super::train::print_report;
@@ -37,6 +38,8 @@ use super::train::print_report;
 const SUMMARY_FILE: &str = "summary.json";
 /// The service's decisions (JSON lines), in the output folder.
 const DECISIONS_FILE: &str = "decisions.jsonl";
+/// Side of the network input (the scans are 128 px).
+const INPUT_SIDE: u32 = 64;
 
 #[derive(Args, Debug)]
 pub struct DemoArgs {
@@ -63,8 +66,8 @@ pub struct DemoArgs {
     /// finger's other training scans).
     #[arg(long, default_value_t = 3)]
     enroll_impressions: usize,
-    /// Training epochs (ResNet-18 from scratch at 48x48; about 12 s each here).
-    #[arg(long, default_value_t = 12)]
+    /// Training epochs (ResNet-18 from scratch at 64x64; about 14 s each here).
+    #[arg(long, default_value_t = 8)]
     epochs: usize,
     /// Seed of the prints, the split, the training and the order of the scans at the door.
     #[arg(long, default_value_t = 2)]
@@ -141,7 +144,9 @@ pub fn run(args: DemoArgs) -> Result<()> {
     step(1, "synthesising fingerprints");
     let scans = out.join("scans");
     let strangers_dir = out.join("strangers");
-    let size = 72;
+    // 128 px scans (about 14 ridges across) seen by the network at 64 px: ridges stay about
+    // 4.5 px apart, twice the finest period a 64 px input can show.
+    let size = 128;
     let config = SynthConfig {
         fingers: args.fingers + args.impostors,
         impressions: args.impressions,
@@ -192,11 +197,17 @@ pub fn run(args: DemoArgs) -> Result<()> {
     let train_config = TrainConfig {
         arch: Arch::ResNet18,
         epochs: args.epochs,
-        batch_size: 8,
-        lr: 3e-4,
-        preprocessing: Preprocessing::imagenet(48),
-        copies: 1,
-        augmentation: None,
+        batch_size: 16,
+        lr: 1e-3,
+        lr_schedule: LrSchedule::Cosine,
+        preprocessing: Preprocessing::imagenet(INPUT_SIDE),
+        copies: 2,
+        // No flips: a sensor never sees a finger mirrored, and a mirrored print is another
+        // finger's.
+        augmentation: Some(Augmentation {
+            flip_probability: 0.0,
+            ..Augmentation::default()
+        }),
         patience: None,
         seed: args.seed,
         ..TrainConfig::default()
@@ -230,7 +241,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
     let loaded = LoadedModel::exported(&model, &Device::Cpu)?;
     let first_test = split.test.first().context("empty test split")?;
     let occlusion = Occlusion {
-        window: 6,
+        window: 8,
         stride: 2,
     };
     println!(
