@@ -56,11 +56,39 @@ impl Geometry {
             .filter(|&y| y < self.height)
     }
 
+    /// Where kernel tap (`ky`, `kx`) reads the image: one span per output row whose input row
+    /// is inside the image (none when every column of the tap falls in the padding).
+    fn spans(&self, ky: usize, kx: usize) -> impl Iterator<Item = Span> {
+        let g = *self;
+        let (lo, hi) = g.valid_x(kx);
+        let rows = if lo < hi { 0..g.out_h } else { 0..0 };
+        rows.filter_map(move |oy| {
+            g.input_y(oy, ky).map(|iy| Span {
+                oy,
+                iy,
+                lo,
+                hi,
+                first_x: lo * g.stride + kx - g.padding,
+            })
+        })
+    }
+
     /// Splits a row index into (channel, kernel row, kernel column).
     fn tap(&self, row: usize) -> (usize, usize, usize) {
         let k = self.kernel;
         (row / (k * k), (row / k) % k, row % k)
     }
+}
+
+/// One output row of a kernel tap: output columns `lo..hi` read input row `iy` from column
+/// `first_x` on, every `stride` columns; the other columns read padding.
+#[derive(Clone, Copy, Debug)]
+struct Span {
+    oy: usize,
+    iy: usize,
+    lo: usize,
+    hi: usize,
+    first_x: usize,
 }
 
 /// Input (N, C, H, W) -> patches (C k k, N Ho Wo).
@@ -97,26 +125,24 @@ impl CustomOp1 for Im2Col {
             .enumerate()
             .for_each(|(row, out)| {
                 let (c, ky, kx) = g.tap(row);
-                let (lo, hi) = g.valid_x(kx);
-                if lo >= hi {
-                    return; // this tap reads padding only: the row stays zero
-                }
+                // What no span covers reads padding and stays zero.
                 for b in 0..g.batch {
                     let image = &x[(b * g.channels + c) * plane..][..plane];
-                    for oy in 0..g.out_h {
-                        let Some(iy) = g.input_y(oy, ky) else {
-                            continue; // stays zero: padding
-                        };
+                    for Span {
+                        oy,
+                        iy,
+                        lo,
+                        hi,
+                        first_x,
+                    } in g.spans(ky, kx)
+                    {
                         let src = &image[iy * g.width..][..g.width];
-                        let dst = &mut out[(b * g.out_h + oy) * g.out_w..][..g.out_w];
-                        // Columns outside lo..hi read padding and stay zero.
-                        let first = lo * g.stride + kx - g.padding;
+                        let dst = &mut out[(b * g.out_h + oy) * g.out_w..][lo..hi];
                         if g.stride == 1 {
-                            dst[lo..hi].copy_from_slice(&src[first..first + hi - lo]);
+                            dst.copy_from_slice(&src[first_x..first_x + hi - lo]);
                         } else {
-                            for (d, s) in dst[lo..hi]
-                                .iter_mut()
-                                .zip(src[first..].iter().step_by(g.stride))
+                            for (d, s) in
+                                dst.iter_mut().zip(src[first_x..].iter().step_by(g.stride))
                             {
                                 *d = *s;
                             }
@@ -158,18 +184,17 @@ impl CustomOp1 for Col2Im {
             for ky in 0..k {
                 for kx in 0..k {
                     let row = (c * k + ky) * k + kx;
-                    let (lo, hi) = g.valid_x(kx);
-                    if lo >= hi {
-                        continue;
-                    }
-                    let first = lo * g.stride + kx - g.padding;
-                    for oy in 0..g.out_h {
-                        let Some(iy) = g.input_y(oy, ky) else {
-                            continue;
-                        };
-                        let src = &cols[row * g.cols() + (b * g.out_h + oy) * g.out_w..][..g.out_w];
+                    for Span {
+                        oy,
+                        iy,
+                        lo,
+                        hi,
+                        first_x,
+                    } in g.spans(ky, kx)
+                    {
+                        let src = &cols[row * g.cols() + (b * g.out_h + oy) * g.out_w..][lo..hi];
                         let dst = &mut image[iy * g.width..][..g.width];
-                        for (d, s) in dst[first..].iter_mut().step_by(g.stride).zip(&src[lo..hi]) {
+                        for (d, s) in dst[first_x..].iter_mut().step_by(g.stride).zip(src) {
                             *d += *s;
                         }
                     }

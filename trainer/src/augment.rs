@@ -81,6 +81,16 @@ pub fn sample_bilinear(img: &GrayImage, x: f32, y: f32) -> f32 {
 }
 
 impl Augmentation {
+    /// The default without flips: a sensor never sees a finger mirrored, and a mirrored print
+    /// is another finger's, so for open-set use flipping teaches the network to ignore what
+    /// tells fingers apart.
+    pub fn without_flips() -> Self {
+        Self {
+            flip_probability: 0.0,
+            ..Self::default()
+        }
+    }
+
     /// A randomly transformed copy of `img`, same size.
     pub fn apply(&self, img: &GrayImage, rng: &mut impl Rng) -> GrayImage {
         let (w, h) = img.dimensions();

@@ -117,19 +117,17 @@ pub fn calibrate(
         .filter(|(_, &n)| n > MIN_IMPRESSIONS)
         .map(|(name, _)| name)
         .collect();
-    let folds = if split.impostor_names.len() >= 2 && !enrollable.is_empty() {
-        2
+    // The held-out identities each fold enrols (none: all are never-enrolled probes).
+    let folds: Vec<Vec<&String>> = if split.impostor_names.len() >= 2 && !enrollable.is_empty() {
+        (0..2)
+            .map(|fold| enrollable.iter().skip(fold).step_by(2).copied().collect())
+            .collect()
     } else {
-        1
+        vec![Vec::new()]
     };
     let mut scores = Scores::default();
     let mut gallery = trained_gallery.clone();
-    for fold in 0..folds {
-        let enrolled_here: Vec<&String> = if folds == 2 {
-            enrollable.iter().skip(fold).step_by(2).copied().collect()
-        } else {
-            Vec::new()
-        };
+    for (fold, enrolled_here) in folds.iter().enumerate() {
         let (extra, mut probes) = enrol_first(
             held_out
                 .iter()

@@ -641,26 +641,21 @@ pub fn train(run: &RunDir, session: &Session) -> Result<Outcome> {
     let mut history = run.metrics()?;
     history.truncate(state.epochs_done);
 
-    // Batches an epoch (the last one is dropped when it holds a single scan, see below).
     let slots = train_cache.len() * config.copies.max(1);
-    let per_epoch = slots / config.batch_size
-        + usize::from(
-            slots % config.batch_size >= 2
-                || (slots % config.batch_size == 1 && config.freeze_backbone),
-        );
+    let rest = slots % config.batch_size;
+    let per_epoch = slots / config.batch_size + usize::from(rest > 0 && trains_on(rest, config));
     let total_steps = (per_epoch * config.epochs) as u64;
     for epoch in state.epochs_done + 1..=config.epochs {
         let epoch_start = Instant::now();
-        let mut order: Vec<(usize, usize)> = (0..train_cache.len() * config.copies.max(1))
+        let mut order: Vec<(usize, usize)> = (0..slots)
             .map(|slot| (slot % train_cache.len(), slot))
             .collect();
         order.shuffle(&mut ChaCha8Rng::seed_from_u64(
             config.seed ^ (epoch as u64) << 32,
         ));
-        // Batch norm cannot normalise a batch of one.
         let batches: Vec<&[(usize, usize)]> = order
             .chunks(config.batch_size)
-            .filter(|b| b.len() >= 2 || config.freeze_backbone)
+            .filter(|b| trains_on(b.len(), config))
             .collect();
         let pb = bar(batches.len() as u64, &format!("epoch {epoch}"));
         let (mut loss_sum, mut correct, mut seen) = (0f64, 0usize, 0usize);
@@ -796,6 +791,12 @@ fn save_resume_point(run: &RunDir, varmap: &VarMap, adam: &Adam, state: &RunStat
     save_varmap(varmap, &run.file("last.safetensors"))?;
     adam.save(&run.file("last.adam.safetensors"))?;
     write_json(&run.file("state.json"), state)
+}
+
+/// Whether a batch of `len` scans is trained on: batch norm cannot normalise a batch of one
+/// (a frozen backbone has no batch norm in training).
+fn trains_on(len: usize, config: &TrainConfig) -> bool {
+    len >= 2 || config.freeze_backbone
 }
 
 /// Inputs and labels of a training batch: slots below the training set's size are the

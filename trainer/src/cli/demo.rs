@@ -202,12 +202,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
         lr_schedule: LrSchedule::Cosine,
         preprocessing: Preprocessing::imagenet(INPUT_SIDE),
         copies: 2,
-        // No flips: a sensor never sees a finger mirrored, and a mirrored print is another
-        // finger's.
-        augmentation: Some(Augmentation {
-            flip_probability: 0.0,
-            ..Augmentation::default()
-        }),
+        augmentation: Some(Augmentation::without_flips()),
         patience: None,
         seed: args.seed,
         ..TrainConfig::default()

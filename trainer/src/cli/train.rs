@@ -169,10 +169,11 @@ pub fn run(args: TrainArgs) -> Result<()> {
                 resize: args.resize.into(),
                 ..Preprocessing::imagenet(args.size)
             },
-            augmentation: (!args.no_augment).then(|| Augmentation {
-                flip_probability: if args.no_flip { 0.0 } else { 0.5 },
-                ..Augmentation::default()
-            }),
+            augmentation: match (args.no_augment, args.no_flip) {
+                (true, _) => None,
+                (false, true) => Some(Augmentation::without_flips()),
+                (false, false) => Some(Augmentation::default()),
+            },
             copies: args.copies,
             patience: (args.patience > 0).then_some(args.patience),
             freeze_backbone: args.freeze_backbone,
