@@ -32,7 +32,7 @@ pub enum GalleryError {
     #[error("{path}: not a gallery file: {reason}")]
     Malformed { path: PathBuf, reason: String },
     #[error(
-        "identity name '{0}' must be 1-128 characters, without '/', '+', '#' or control characters"
+        "identity name '{0}' must be 1-128 characters, without '/', '+', '#' or control characters, and not the background class's name"
     )]
     BadName(String),
 }
@@ -89,7 +89,8 @@ pub fn agreement(templates: &[Vec<f32>]) -> Vec<f32> {
 }
 
 pub fn check_name(name: &str) -> Result<(), GalleryError> {
-    let ok = !name.is_empty()
+    let ok = name != crate::BACKGROUND_LABEL
+        && !name.is_empty()
         && name.chars().count() <= 128
         && !name
             .chars()
@@ -255,6 +256,14 @@ mod tests {
             .iter()
             .map(|a| vec![a.to_radians().cos(), a.to_radians().sin()])
             .collect()
+    }
+
+    #[test]
+    fn names_are_refused_when_empty_unsafe_for_topics_or_the_background_class() {
+        assert!(check_name("alice-left-index").is_ok());
+        for bad in ["", "a/b", "a+b", "a#b", "a\nb", crate::BACKGROUND_LABEL] {
+            assert!(check_name(bad).is_err(), "{bad:?} accepted");
+        }
     }
 
     #[test]

@@ -14,4 +14,9 @@ pub use config::{DaemonConfig, DEFAULT_CONFIG};
 pub use decision::{Candidate, Decision, MatchMode, ModelRef, ScanSource, SourceKind, Verdict};
 pub use gallery::Gallery;
 pub use preprocess::{Preprocessing, ResizePolicy};
+/// The model class of scans of fingers that are not to be recognised (`trainer train
+/// --background`): it teaches the network that other fingers exist, so a stranger lands
+/// there rather than on the enrolled finger it most resembles. Never granted, never enrolled.
+pub const BACKGROUND_LABEL: &str = "(background)";
+
 pub use scan::{decode_raw, decode_scan, read_limited, read_scan, ScanError, ScanLimits};

@@ -243,6 +243,14 @@ fn rank_classes(engine: &Engine, p: &[f32], claim: Option<&str>) -> Vec<Candidat
     ranked
 }
 
+/// The candidate granted: the best one, if it clears the threshold and is not the background
+/// class (which stands for fingers nobody enrolled).
+fn granted(ranked: &[Candidate], threshold: f32) -> Option<&Candidate> {
+    ranked
+        .first()
+        .filter(|c| c.score >= threshold && c.identity != fingerprint_common::BACKGROUND_LABEL)
+}
+
 fn decision_for(
     engine: &Engine,
     matcher: &Matcher,
@@ -259,8 +267,8 @@ fn decision_for(
         Ok(mut candidates) => {
             candidates.truncate(top_k);
             let best = candidates.first().map(|c| c.score);
-            let granted = best.is_some_and(|s| s >= threshold);
-            let identity = granted.then(|| candidates[0].identity.clone());
+            let identity = granted(&candidates, threshold).map(|c| c.identity.clone());
+            let granted = identity.is_some();
             let verdict = if granted {
                 Verdict::Grant
             } else {
@@ -284,5 +292,33 @@ fn decision_for(
         model: engine.model.clone(),
         latency_ms: scan.received.elapsed().as_secs_f64() * 1e3,
         error,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ranked(scores: &[(&str, f32)]) -> Vec<Candidate> {
+        scores
+            .iter()
+            .map(|&(identity, score)| Candidate {
+                identity: identity.into(),
+                score,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_best_candidate_is_granted_over_the_threshold_unless_it_is_the_background() {
+        let alice = ranked(&[("alice", 0.9), ("bob", 0.1)]);
+        assert_eq!(
+            granted(&alice, 0.8).map(|c| c.identity.as_str()),
+            Some("alice")
+        );
+        assert!(granted(&alice, 0.95).is_none());
+        let background = ranked(&[(fingerprint_common::BACKGROUND_LABEL, 0.9), ("alice", 0.1)]);
+        assert!(granted(&background, 0.05).is_none());
+        assert!(granted(&[], 0.0).is_none());
     }
 }

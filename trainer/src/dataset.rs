@@ -44,6 +44,13 @@ pub enum DatasetError {
     },
     #[error("no identity has enough scans for the split")]
     NothingLeft,
+    #[error(
+        "an identity is named '{}', the name of the background class",
+        fingerprint_common::BACKGROUND_LABEL
+    )]
+    ReservedName,
+    #[error("the background has no scans")]
+    EmptyBackground,
 }
 
 /// How the files under a root are labelled.
@@ -342,6 +349,47 @@ impl Split {
             return Err(DatasetError::NothingLeft);
         }
         Ok(split)
+    }
+
+    /// Adds `scans`, of fingers that are not to be recognised, as one more class trained on
+    /// ([`BACKGROUND_LABEL`](fingerprint_common::BACKGROUND_LABEL)); none of them is
+    /// validated or tested on, since the split measures how well enrolled fingers are told
+    /// apart.
+    pub fn with_background(mut self, scans: Vec<PathBuf>) -> Result<Self, DatasetError> {
+        if scans.is_empty() {
+            return Err(DatasetError::EmptyBackground);
+        }
+        let label = fingerprint_common::BACKGROUND_LABEL;
+        if self
+            .identities
+            .iter()
+            .chain(&self.impostor_names)
+            .any(|n| n == label)
+        {
+            return Err(DatasetError::ReservedName);
+        }
+        let identity = self.identities.len();
+        self.identities.push(label.to_string());
+        self.train
+            .extend(scans.into_iter().map(|path| Sample { path, identity }));
+        Ok(self)
+    }
+
+    /// The background class's index, if the split has one.
+    pub fn background(&self) -> Option<usize> {
+        self.identities
+            .iter()
+            .position(|n| n == fingerprint_common::BACKGROUND_LABEL)
+    }
+
+    /// Training scans of the fingers to be recognised (the background's left out).
+    pub fn enrollable_train(&self) -> Vec<Sample> {
+        let background = self.background();
+        self.train
+            .iter()
+            .filter(|s| Some(s.identity) != background)
+            .cloned()
+            .collect()
     }
 
     /// Writes the split as JSON (`split.json` in a run folder) for reproduction and audit.

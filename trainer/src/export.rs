@@ -60,7 +60,9 @@ pub fn top1_predictions(
 /// enrolled held-out identities' other scans. Strangers score higher against templates of
 /// fingers the network never learnt than against those it did, so a threshold set with
 /// trained fingers alone lets more of them in at the door. With a single held-out identity
-/// (or none with scans to spare) it is only a never-enrolled probe.
+/// (or none with scans to spare) it is only a never-enrolled probe. A model trained with a
+/// background class is for its trained fingers only (it learnt to put every other finger in
+/// the background), so there the held-out identities are never-enrolled probes only.
 pub fn calibrate(
     network: &Network,
     split: &crate::dataset::Split,
@@ -86,7 +88,7 @@ pub fn calibrate(
             .map(|(s, e)| (names[s.identity].clone(), e))
             .collect::<Vec<_>>()
     };
-    let enrolled = first_per_identity(&split.train, MIN_IMPRESSIONS);
+    let enrolled = first_per_identity(&split.enrollable_train(), MIN_IMPRESSIONS);
     let (trained_gallery, _) = enrol_first(
         named(&enrolled, &split.identities, embed(&enrolled)?),
         MIN_IMPRESSIONS,
@@ -118,7 +120,10 @@ pub fn calibrate(
         .map(|(name, _)| name)
         .collect();
     // The held-out identities each fold enrols (none: all are never-enrolled probes).
-    let folds: Vec<Vec<&String>> = if split.impostor_names.len() >= 2 && !enrollable.is_empty() {
+    let folds: Vec<Vec<&String>> = if split.impostor_names.len() >= 2
+        && !enrollable.is_empty()
+        && split.background().is_none()
+    {
         (0..2)
             .map(|fold| enrollable.iter().skip(fold).step_by(2).copied().collect())
             .collect()

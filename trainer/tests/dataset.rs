@@ -246,3 +246,39 @@ fn impostor_fingers_are_held_out_of_training_entirely() -> Result<()> {
     assert!(old.impostors.is_empty() && old.config.impostor_identities == 0);
     Ok(())
 }
+
+#[test]
+fn background_scans_are_one_more_class_trained_on_and_never_enrolled_or_tested() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let ds = Dataset::load(&[fvc_folder(&dir.path().join("DB"), 4)?], &Layout::Auto)?;
+    let split = Split::new(&ds, SplitConfig::default())?;
+    assert_eq!(split.background(), None);
+    let others: Vec<PathBuf> = (0..5)
+        .map(|i| dir.path().join(format!("others/{i}.png")))
+        .collect();
+    for (i, path) in others.iter().enumerate() {
+        write_scan(path, i as u8)?;
+    }
+    let with = split.clone().with_background(others.clone())?;
+    let background = with.background().expect("a background class");
+    assert_eq!(background, 4);
+    assert_eq!(
+        with.identities[background],
+        fingerprint_common::BACKGROUND_LABEL
+    );
+    assert_eq!(with.train.len(), split.train.len() + 5);
+    assert_eq!(
+        (with.val.clone(), with.test.clone()),
+        (split.val.clone(), split.test.clone())
+    );
+    assert_eq!(with.enrollable_train(), split.train);
+    assert!(matches!(
+        split.clone().with_background(Vec::new()),
+        Err(DatasetError::EmptyBackground)
+    ));
+    assert!(matches!(
+        with.with_background(others),
+        Err(DatasetError::ReservedName)
+    ));
+    Ok(())
+}

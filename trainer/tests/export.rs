@@ -12,10 +12,8 @@ use trainer::export::export_run;
 use trainer::synth::{write_dataset, SynthConfig};
 use trainer::train::{start_run, RunDir, Session, TrainConfig};
 
-#[test]
-fn export_measures_every_format_and_records_it_in_the_manifest() -> Result<()> {
-    let dir = tempfile::tempdir()?;
-    let data = dir.path().join("data");
+/// 4 synthetic fingers x 6 scans of 48 px.
+fn four_fingers(dir: &std::path::Path) -> Result<()> {
     write_dataset(
         &SynthConfig {
             fingers: 4,
@@ -23,8 +21,16 @@ fn export_measures_every_format_and_records_it_in_the_manifest() -> Result<()> {
             size: 48,
             seed: 2,
         },
-        &data,
+        dir,
     )?;
+    Ok(())
+}
+
+#[test]
+fn export_measures_every_format_and_records_it_in_the_manifest() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("data");
+    four_fingers(&data)?;
     let split = Split::new(
         &Dataset::load(&[data], &Layout::Auto)?,
         SplitConfig {
@@ -120,5 +126,80 @@ fn export_measures_every_format_and_records_it_in_the_manifest() -> Result<()> {
             .map_or(f32::NAN, |c| c.similarity_threshold)
     );
     assert!(image::open(&det).is_ok(), "DET curve written");
+    Ok(())
+}
+
+#[test]
+fn a_background_class_is_trained_never_enrolled_and_calibrated_for_the_trained_fingers_alone(
+) -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (data, background) = (dir.path().join("data"), dir.path().join("others"));
+    four_fingers(&data)?;
+    write_dataset(
+        &SynthConfig {
+            fingers: 3,
+            impressions: 2,
+            size: 48,
+            seed: 9,
+        },
+        &background,
+    )?;
+    let run = dir.path().join("run");
+    let train = std::process::Command::new(env!("CARGO_BIN_EXE_trainer"))
+        .args([
+            "train", "--arch", "resnet18", "--size", "32", "--epochs", "1",
+        ])
+        .args(["--batch-size", "8", "--copies", "1", "--no-augment"])
+        .args([
+            "--test-per-identity",
+            "2",
+            "--impostors",
+            "2",
+            "--export",
+            "int8",
+        ])
+        .arg("--data")
+        .arg(&data)
+        .arg("--background")
+        .arg(&background)
+        .arg("--out")
+        .arg(&run)
+        .output()?;
+    assert!(
+        train.status.success(),
+        "{}",
+        String::from_utf8_lossy(&train.stderr)
+    );
+    let split = RunDir(run.clone()).split()?;
+    assert_eq!(
+        split.background(),
+        Some(2),
+        "two fingers, then the background"
+    );
+    assert_eq!(split.train.len(), 2 * 3 + 6);
+    let model = ExportedModel::open(&run.join("model-int8.safetensors"), &Device::Cpu)?;
+    assert_eq!(
+        model.manifest.labels.last().map(String::as_str),
+        Some(fingerprint_common::BACKGROUND_LABEL)
+    );
+    let calibration = model.manifest.calibration.expect("calibration recorded");
+    // No fold enrols a held-out finger: the genuine scores are the trained fingers'
+    // validation scans only, the impostors all 12 scans of the 2 held-out fingers.
+    assert_eq!(
+        (calibration.genuine_scores, calibration.impostor_scores),
+        (2, 12)
+    );
+
+    let eval = std::process::Command::new(env!("CARGO_BIN_EXE_trainer"))
+        .args(["eval", "--open-set", "--json", "--run"])
+        .arg(&run)
+        .output()?;
+    assert!(
+        eval.status.success(),
+        "{}",
+        String::from_utf8_lossy(&eval.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&eval.stdout)?;
+    assert_eq!(report["enrolled_identities"], 2, "the background is nobody");
     Ok(())
 }

@@ -196,7 +196,7 @@ fn open_set(
         (None, Some(run)) => {
             let split = run.split()?;
             // Enrol from training scans, probe with test scans: templates first.
-            let templates = first_per_identity(&split.train, args.enroll_impressions);
+            let templates = first_per_identity(&split.enrollable_train(), args.enroll_impressions);
             let mut enrol = embed_named(loaded, &templates, &split.identities, device, b)?;
             enrol.extend(embed_named(
                 loaded,

@@ -7,7 +7,7 @@ use fingerprint_common::{Preprocessing, ScanLimits};
 use fingerprint_models::export::Quantization;
 use fingerprint_models::{device_from_name, Arch};
 use trainer::augment::Augmentation;
-use trainer::dataset::{Split, SplitConfig};
+use trainer::dataset::{Dataset, Layout, Split, SplitConfig};
 use trainer::export::{export_run, print_summary};
 use trainer::train::{start_run, train, LrSchedule, Outcome, Report, RunDir, Session, TrainConfig};
 
@@ -90,6 +90,12 @@ pub struct TrainArgs {
     /// threshold at export (default: a tenth of the identities).
     #[arg(long)]
     impostors: Option<usize>,
+    /// Scans of fingers that are not to be recognised (a dataset root, any layout; e.g. a
+    /// public database, or `trainer synth`), trained as one background class so that
+    /// strangers land there instead of on the enrolled finger they most resemble. For a
+    /// door whose fingers are the trained ones: its threshold is calibrated for them alone.
+    #[arg(long)]
+    background: Option<PathBuf>,
     /// False-accept rate the exported threshold is calibrated for (on the impostors).
     #[arg(long, default_value_t = 0.001)]
     target_far: f64,
@@ -142,12 +148,20 @@ pub fn run(args: TrainArgs) -> Result<()> {
                 impostor_identities: args.impostors.unwrap_or(dataset.identities.len() / 10),
             },
         )?;
+        let split = match &args.background {
+            Some(root) => {
+                let background = Dataset::load(std::slice::from_ref(root), &Layout::Auto)?;
+                split.with_background(background.samples.into_iter().map(|s| s.path).collect())?
+            }
+            None => split,
+        };
         for name in &split.skipped {
             eprintln!("warning: identity {name} has too few scans and is left out");
         }
         println!(
-            "{} identities: {} train, {} validation, {} test scans; {} identities ({} scans) held out as impostors",
+            "{} identities{}: {} train, {} validation, {} test scans; {} identities ({} scans) held out as impostors",
             split.identities.len(),
+            if split.background().is_some() { " (one of them the background)" } else { "" },
             split.train.len(),
             split.val.len(),
             split.test.len(),
