@@ -73,7 +73,7 @@ pub struct DemoArgs {
     /// finger's other training scans).
     #[arg(long, default_value_t = 3)]
     enroll_impressions: usize,
-    /// Training epochs (ResNet-18 from scratch at 64x64; about 40 s each on 2 cores with the
+    /// Training epochs (ResNet-18 from scratch at 64x64; about 30 s each on 2 cores with the
     /// other defaults).
     #[arg(long, default_value_t = 8)]
     epochs: usize,
