@@ -2,11 +2,14 @@
 
 use std::sync::atomic::AtomicBool;
 
+mod support;
+
 use anyhow::Result;
 use candle_core::Device;
 use fingerprint_common::Preprocessing;
 use fingerprint_models::export::{ExportedModel, Quantization};
 use fingerprint_models::Arch;
+use support::{stdout_of, trainer_command};
 use trainer::dataset::{Dataset, Layout, Split, SplitConfig};
 use trainer::export::export_run;
 use trainer::synth::{write_dataset, SynthConfig};
@@ -98,20 +101,15 @@ fn export_measures_every_format_and_records_it_in_the_manifest() -> Result<()> {
     // The door's view of the same run: enrol from training scans, probe with test scans,
     // the held-out finger as the stranger; the model's calibrated threshold by default.
     let det = dir.path().join("det.png");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_trainer"))
-        .args(["eval", "--open-set", "--json", "--model"])
-        .arg(&out)
-        .arg("--run")
-        .arg(&run.0)
-        .arg("--det")
-        .arg(&det)
-        .output()?;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let report: serde_json::Value = serde_json::from_str(&stdout_of(
+        trainer_command()
+            .args(["eval", "--open-set", "--json", "--model"])
+            .arg(&out)
+            .arg("--run")
+            .arg(&run.0)
+            .arg("--det")
+            .arg(&det),
+    )?)?;
     assert_eq!(report["enrolled_identities"], 3);
     assert_eq!(report["genuine_probes"], 6, "the test scans");
     assert_eq!(report["impostor_probes"], 6, "the held-out finger's scans");
@@ -145,31 +143,27 @@ fn a_background_class_is_trained_never_enrolled_and_calibrated_for_the_trained_f
         &background,
     )?;
     let run = dir.path().join("run");
-    let train = std::process::Command::new(env!("CARGO_BIN_EXE_trainer"))
-        .args([
-            "train", "--arch", "resnet18", "--size", "32", "--epochs", "1",
-        ])
-        .args(["--batch-size", "8", "--copies", "1", "--no-augment"])
-        .args([
-            "--test-per-identity",
-            "2",
-            "--impostors",
-            "2",
-            "--export",
-            "int8",
-        ])
-        .arg("--data")
-        .arg(&data)
-        .arg("--background")
-        .arg(&background)
-        .arg("--out")
-        .arg(&run)
-        .output()?;
-    assert!(
-        train.status.success(),
-        "{}",
-        String::from_utf8_lossy(&train.stderr)
-    );
+    stdout_of(
+        trainer_command()
+            .args([
+                "train", "--arch", "resnet18", "--size", "32", "--epochs", "1",
+            ])
+            .args(["--batch-size", "8", "--copies", "1", "--no-augment"])
+            .args([
+                "--test-per-identity",
+                "2",
+                "--impostors",
+                "2",
+                "--export",
+                "int8",
+            ])
+            .arg("--data")
+            .arg(&data)
+            .arg("--background")
+            .arg(&background)
+            .arg("--out")
+            .arg(&run),
+    )?;
     let split = RunDir(run.clone()).split()?;
     assert_eq!(
         split.background(),
@@ -190,16 +184,11 @@ fn a_background_class_is_trained_never_enrolled_and_calibrated_for_the_trained_f
         (2, 12)
     );
 
-    let eval = std::process::Command::new(env!("CARGO_BIN_EXE_trainer"))
-        .args(["eval", "--open-set", "--json", "--run"])
-        .arg(&run)
-        .output()?;
-    assert!(
-        eval.status.success(),
-        "{}",
-        String::from_utf8_lossy(&eval.stderr)
-    );
-    let report: serde_json::Value = serde_json::from_slice(&eval.stdout)?;
+    let report: serde_json::Value = serde_json::from_str(&stdout_of(
+        trainer_command()
+            .args(["eval", "--open-set", "--json", "--run"])
+            .arg(&run),
+    )?)?;
     assert_eq!(report["enrolled_identities"], 2, "the background is nobody");
     Ok(())
 }

@@ -9,23 +9,15 @@
 //! With 100 training fingers it was 87-91%: the number of fingers trained on is what carries
 //! over to fingers never seen.
 
-use std::path::Path;
-use std::process::Command;
+mod support;
 
-use anyhow::{ensure, Context, Result};
+use std::path::Path;
+
+use anyhow::{Context, Result};
 use serde_json::Value;
 
 fn trainer(args: &[&str]) -> Result<String> {
-    let out = Command::new(env!("CARGO_BIN_EXE_trainer"))
-        .args(args)
-        .output()
-        .context("running trainer")?;
-    ensure!(
-        out.status.success(),
-        "trainer {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(String::from_utf8(out.stdout)?)
+    support::stdout_of(support::trainer_command().args(args))
 }
 
 fn synth(dir: &Path, fingers: usize, impressions: usize, seed: u64) -> Result<String> {
