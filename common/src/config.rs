@@ -177,6 +177,11 @@ pub struct MqttConfig {
     /// Longest wait between reconnection attempts; the wait doubles from 1 s up to it.
     #[serde(default = "default_max_backoff")]
     pub max_backoff_s: u64,
+    /// Largest MQTT message the client reads. Scans up to it but over
+    /// `limits.max_scan_bytes` get an "error" decision; a larger message cuts the connection,
+    /// so the broker must refuse such messages (mosquitto: `message_size_limit`).
+    #[serde(default = "default_max_message_bytes")]
+    pub max_message_bytes: usize,
     pub tls: Option<TlsConfig>,
 }
 
@@ -235,6 +240,12 @@ fn default_keep_alive() -> u64 {
 }
 fn default_max_backoff() -> u64 {
     30
+}
+/// 64 MiB: far above any scan (an uncompressed 1000 dpi frame is a few MB), small enough to
+/// hold in a door controller's memory while it is answered.
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 64 << 20;
+fn default_max_message_bytes() -> usize {
+    DEFAULT_MAX_MESSAGE_BYTES
 }
 
 impl DaemonConfig {
@@ -345,6 +356,13 @@ impl DaemonConfig {
             }
             if m.password.is_some() && m.password_file.is_some() {
                 return Err("set mqtt.password or mqtt.password_file, not both".into());
+            }
+            let needed = ScanLimits::from(self.limits).largest_message();
+            if m.max_message_bytes < needed {
+                return Err(format!(
+                    "mqtt.max_message_bytes {} is below {needed}, the largest JSON message of a scan of limits.max_scan_bytes",
+                    m.max_message_bytes
+                ));
             }
             if m.keep_alive_s < 5 {
                 return Err("mqtt.keep_alive_s must be at least 5".into());

@@ -19,6 +19,14 @@ pub struct ScanLimits {
     pub max_side: u32,
 }
 
+impl ScanLimits {
+    /// Largest MQTT scan message that can hold a scan of `max_bytes`: a JSON message carries
+    /// the image in base64 (4/3 of its size) beside a few small fields.
+    pub fn largest_message(&self) -> usize {
+        self.max_bytes.saturating_mul(4) / 3 + 4096
+    }
+}
+
 impl Default for ScanLimits {
     /// 16 MiB and 4096 px a side: far above any single-finger sensor (a 1000 dpi slap
     /// scanner gives about 1600x1500), far below what would hurt a door controller.

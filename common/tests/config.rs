@@ -48,6 +48,7 @@ fn every_option_is_in_the_documented_default() -> Result<()> {
         password: None,
         keep_alive_s: 30,
         max_backoff_s: 30,
+        max_message_bytes: 64 << 20,
         tls: Some(TlsConfig {
             ca_file: "ca".into(),
             client_cert_file: Some("c".into()),
@@ -120,6 +121,13 @@ fn mistakes_are_refused_with_the_file_and_the_reason() {
         .expect_err("no input")
         .to_string();
     assert!(err.contains("no input"), "{err}");
+    // An MQTT client that could not read a JSON message of a scan at the size limit.
+    let text =
+        format!("{DEFAULT_CONFIG}\n[mqtt]\nhost = \"broker\"\nmax_message_bytes = 16777216\n");
+    let err = DaemonConfig::parse(&text, path)
+        .expect_err("message limit below the scan limit")
+        .to_string();
+    assert!(err.contains("mqtt.max_message_bytes 16777216"), "{err}");
 }
 
 #[test]

@@ -45,22 +45,20 @@ struct ScanMessage {
     image: String,
 }
 
-/// Base64 grows data by 4/3; the JSON around it is small.
-fn json_payload_limit(max_bytes: usize) -> usize {
-    max_bytes.saturating_mul(4) / 3 + 4096
-}
-
 /// Unpacks an MQTT scan payload: an image file's bytes as they are, or a JSON object
 /// `{"scan_id": ..., "sensor": ..., "image": "<base64>"}` (a JSON payload starts with `{`,
 /// which no supported image format does). Size limits are checked before anything is parsed.
 pub fn parse_mqtt_scan(payload: &[u8], limits: &ScanLimits) -> MqttScan {
-    let too_large = || ScanError::TooLarge {
-        limit: limits.max_bytes,
+    let too_large = |size: usize| {
+        format!(
+            "scan of {size} bytes is larger than the limit of {} bytes (limits.max_scan_bytes)",
+            limits.max_bytes
+        )
     };
     let is_json = payload.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
     if !is_json {
         let image = if payload.len() > limits.max_bytes {
-            Err(too_large().to_string())
+            Err(too_large(payload.len()))
         } else {
             Ok(payload.to_vec())
         };
@@ -71,12 +69,17 @@ pub fn parse_mqtt_scan(payload: &[u8], limits: &ScanLimits) -> MqttScan {
             image,
         };
     }
-    if payload.len() > json_payload_limit(limits.max_bytes) {
+    if payload.len() > limits.largest_message() {
         return MqttScan {
             scan_id: None,
             sensor: None,
             claim: None,
-            image: Err(too_large().to_string()),
+            image: Err(format!(
+                "scan message of {} bytes is larger than the limit of {} bytes for a JSON message (limits.max_scan_bytes {} in base64)",
+                payload.len(),
+                limits.largest_message(),
+                limits.max_bytes
+            )),
         };
     }
     match serde_json::from_slice::<ScanMessage>(payload) {
@@ -93,7 +96,7 @@ pub fn parse_mqtt_scan(payload: &[u8], limits: &ScanLimits) -> MqttScan {
                 .map_err(|e| format!("bad scan message: image is not base64: {e}"))
                 .and_then(|bytes| {
                     if bytes.len() > limits.max_bytes {
-                        Err(too_large().to_string())
+                        Err(too_large(bytes.len()))
                     } else {
                         Ok(bytes)
                     }
@@ -123,7 +126,11 @@ mod tests {
         assert_eq!(scan.image.as_deref(), Ok(b"\x89PNG....".as_slice()));
         assert_eq!(scan.scan_id, None);
         let big = parse_mqtt_scan(&[0u8; 101], &LIMITS);
-        assert!(big.image.expect_err("too large").contains("larger"));
+        let error = big.image.expect_err("too large");
+        assert!(
+            error.contains("101 bytes") && error.contains("limit of 100 bytes"),
+            "{error}"
+        );
     }
 
     #[test]

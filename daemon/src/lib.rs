@@ -13,6 +13,7 @@ pub mod input;
 pub mod mqtt;
 pub mod outbox;
 pub mod output;
+pub mod publications;
 pub mod sensor;
 pub mod service;
 pub mod worker;

@@ -194,7 +194,7 @@ async fn check_config(path: &Path) -> Result<()> {
         println!("sensor directory {}", sensor.dir.display());
     }
     if let Some(mqtt) = &config.mqtt {
-        fingerprintd::mqtt::options(mqtt, &config.door_id, &ScanLimits::from(config.limits))?;
+        fingerprintd::mqtt::options(mqtt, &config.door_id)?;
         let topics = fingerprintd::mqtt::Topics::new(mqtt, &config.door_id);
         println!(
             "MQTT {}:{}{}: scans {}, decisions {}, status {}",
@@ -208,6 +208,10 @@ async fn check_config(path: &Path) -> Result<()> {
             },
             topics.decision,
             topics.status
+        );
+        println!(
+            "MQTT broker: {}",
+            fingerprintd::mqtt::broker_limit_advice(mqtt)
         );
     } else {
         println!("no MQTT: decisions to {}", config.output.decisions);

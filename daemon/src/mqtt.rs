@@ -1,12 +1,17 @@
 //! The broker connection: scans in, decisions and availability out.
 //!
 //! Decisions are published from the on-disk outbox, QoS 1, and an entry leaves the outbox
-//! (and its scan file is settled) only when the broker has acknowledged it. The session is
-//! clean, so after every reconnect whatever was not acknowledged is published again and the
-//! scan topic subscribed again. Incoming scans are acknowledged (manual acks) only once their
-//! decision is stored in the outbox.
+//! (and its scan file is settled) only when the broker has acknowledged it ([`Publications`]).
+//! After every reconnect whatever was not acknowledged is published again.
+//!
+//! The session is persistent (clean session off, a fixed client id), so scans published at
+//! QoS 1 while the daemon is away (a broker outage, a restart, a crash) wait at the broker and
+//! arrive when it is back. Incoming scans are acknowledged (manual acks) only once their
+//! decision is stored in the outbox, so a scan taken but not yet decided when the daemon died
+//! is delivered again. Every message up to `mqtt.max_message_bytes` is read and answered (an
+//! oversized scan gets an "error" decision); a larger one cuts the connection, which is why
+//! the broker must refuse such messages itself.
 
-use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -16,14 +21,16 @@ use fingerprint_common::config::{MqttConfig, TlsConfig};
 use fingerprint_common::{ScanLimits, ScanSource, SourceKind};
 use rumqttc::{
     AsyncClient, ConnectionError, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet, QoS,
-    TlsConfiguration, Transport,
+    StateError, TlsConfiguration, Transport,
 };
-use tokio::sync::{mpsc, watch, Notify};
+use sha2::{Digest, Sha256};
+use tokio::sync::{mpsc, oneshot, watch, Notify};
 
 use crate::engine::{EngineSlot, ScanRequest};
 use crate::input::parse_mqtt_scan;
 use crate::outbox::Outbox;
 use crate::output::Settler;
+use crate::publications::Publications;
 use crate::worker::{Job, Origin};
 
 /// Decisions published but not yet acknowledged, at most.
@@ -57,16 +64,26 @@ impl Topics {
     }
 }
 
-/// Largest MQTT packet the client reads: twice the scan limit, so that an oversized scan (or
-/// a JSON message of one at the limit) still gets its "error" decision. Anything larger
-/// breaks the connection (the client refuses to read it); brokers should cap message sizes
-/// below this (mosquitto: `message_size_limit`).
-pub fn max_incoming_packet(limits: &ScanLimits) -> usize {
-    limits.max_bytes.saturating_mul(2).saturating_add(8192)
+/// Room for a packet's fixed header and topic beside its payload.
+const PACKET_OVERHEAD: usize = 64 * 1024;
+
+/// Largest MQTT packet the client reads: a message of `mqtt.max_message_bytes` on a topic.
+/// Anything larger breaks the connection (the client refuses to read it).
+pub fn max_incoming_packet(config: &MqttConfig) -> usize {
+    config.max_message_bytes.saturating_add(PACKET_OVERHEAD)
 }
 
-/// Client options from the configuration: credentials, TLS, last will, size limits.
-pub fn options(config: &MqttConfig, door_id: &str, limits: &ScanLimits) -> Result<MqttOptions> {
+/// What the installer must set on the broker so that no message cuts the door's connection.
+pub fn broker_limit_advice(config: &MqttConfig) -> String {
+    format!(
+        "messages over {} bytes (mqtt.max_message_bytes) cut the connection and, with the door's persistent session, come back at every reconnect: set the broker's limit to at most that (mosquitto: message_size_limit {})",
+        config.max_message_bytes, config.max_message_bytes
+    )
+}
+
+/// Client options from the configuration: credentials, TLS, last will, a persistent session,
+/// size limits.
+pub fn options(config: &MqttConfig, door_id: &str) -> Result<MqttOptions> {
     let client_id = config
         .client_id
         .clone()
@@ -75,11 +92,12 @@ pub fn options(config: &MqttConfig, door_id: &str, limits: &ScanLimits) -> Resul
     let mut options = MqttOptions::new(client_id, config.host.clone(), config.port);
     options
         .set_keep_alive(Duration::from_secs(config.keep_alive_s))
-        .set_clean_session(true)
+        // Scans sent while the door is away wait at the broker for it.
+        .set_clean_session(false)
         .set_manual_acks(true)
         .set_inflight(PUBLISH_WINDOW as u16 + 8)
         .set_request_channel_capacity(4 * PUBLISH_WINDOW)
-        .set_max_packet_size(max_incoming_packet(limits), 1 << 20)
+        .set_max_packet_size(max_incoming_packet(config), 1 << 20)
         .set_last_will(LastWill::new(
             &topics.status,
             OFFLINE,
@@ -192,13 +210,11 @@ pub fn start(
         client: client.clone(),
         topics,
         limits,
+        broker_advice: broker_limit_advice(config),
         shared,
         jobs,
         connected: false,
-        submitted: VecDeque::new(),
-        awaiting_pkid: VecDeque::new(),
-        by_pkid: HashMap::new(),
-        counter: 0,
+        publications: Publications::new(PUBLISH_WINDOW),
         failures: 0,
         results_tx,
     };
@@ -209,13 +225,21 @@ pub fn start(
     Connection { client, task }
 }
 
+/// What the event loop reports to the link.
+enum LinkEvent {
+    Mqtt(Event),
+    /// The connection failed or could not be made. The event loop waits for `resume` before
+    /// it tries again, so that the link has stopped handing it requests meant for the lost
+    /// connection.
+    Lost {
+        error: ConnectionError,
+        resume: oneshot::Sender<()>,
+    },
+}
+
 /// Drives the client's event loop in a task of its own (its future is not cancel-safe in a
 /// `select!`), with exponential backoff between connection attempts.
-async fn poll(
-    mut eventloop: EventLoop,
-    events: mpsc::Sender<Result<Event, String>>,
-    max_backoff: Duration,
-) {
+async fn poll(mut eventloop: EventLoop, events: mpsc::Sender<LinkEvent>, max_backoff: Duration) {
     let mut backoff = Duration::from_secs(1);
     loop {
         match eventloop.poll().await {
@@ -223,15 +247,27 @@ async fn poll(
                 if matches!(event, Event::Incoming(Packet::ConnAck(_))) {
                     backoff = Duration::from_secs(1);
                 }
-                if events.send(Ok(event)).await.is_err() {
+                if events.send(LinkEvent::Mqtt(event)).await.is_err() {
                     return;
                 }
             }
-            Err(e) => {
-                let requests_done = matches!(e, ConnectionError::RequestsDone);
-                if events.send(Err(e.to_string())).await.is_err() || requests_done {
+            Err(ConnectionError::RequestsDone) => return,
+            Err(error) => {
+                let (resume, resumed) = oneshot::channel();
+                if events
+                    .send(LinkEvent::Lost { error, resume })
+                    .await
+                    .is_err()
+                    || resumed.await.is_err()
+                {
                     return;
                 }
+                // What the client kept for the lost connection (decisions in flight, their
+                // acknowledgements, subscriptions) is dropped: after the next ConnAck the link
+                // publishes the outbox again and subscribes again, and the broker delivers
+                // again the scans it has no acknowledgement for.
+                eventloop.clean();
+                eventloop.pending.clear();
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(max_backoff);
             }
@@ -239,21 +275,24 @@ async fn poll(
     }
 }
 
+/// A scan id for a message that names none: derived from its bytes, so that a scan the broker
+/// delivers again (its acknowledgement was lost with the connection) keeps its id.
+fn content_scan_id(payload: &[u8]) -> String {
+    let digest = Sha256::digest(payload);
+    let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+    format!("mqtt-{hex}")
+}
+
 struct Link {
     client: AsyncClient,
     topics: Topics,
     limits: ScanLimits,
+    /// Logged when a message too large to read cuts the connection.
+    broker_advice: String,
     shared: Shared,
     jobs: Option<mpsc::Sender<Job>>,
     connected: bool,
-    /// Outbox entries handed to the client in this connection, in order.
-    submitted: VecDeque<u64>,
-    /// Submitted entries whose packet id the client has not reported yet.
-    /// QoS 1 publishes whose packet id the client has not reported yet: a decision's outbox
-    /// sequence number, or None for a reply to an enrolment request.
-    awaiting_pkid: VecDeque<Option<u64>>,
-    by_pkid: HashMap<u16, u64>,
-    counter: u64,
+    publications: Publications,
     /// Connection attempts failed in a row.
     failures: u64,
     /// Replies of enrolment tasks, published by the link.
@@ -263,7 +302,7 @@ struct Link {
 impl Link {
     async fn run(
         mut self,
-        mut events: mpsc::Receiver<Result<Event, String>>,
+        mut events: mpsc::Receiver<LinkEvent>,
         mut results: mpsc::Receiver<Vec<u8>>,
         mut shutdown: watch::Receiver<bool>,
         mut drained: watch::Receiver<bool>,
@@ -293,7 +332,7 @@ impl Link {
                     if self.connected
                         && self.client.try_publish(topic, QoS::AtLeastOnce, false, reply).is_ok()
                     {
-                        self.awaiting_pkid.push_back(None);
+                        self.publications.other_submitted();
                     } else {
                         tracing::warn!("enrolment reply not published: not connected");
                     }
@@ -302,8 +341,10 @@ impl Link {
                     if changed.is_err() || *shutdown.borrow() {
                         stopping = true;
                         // No more scans from the broker: what is queued still gets decided.
+                        // The subscription stays in the session, and scans that arrive from
+                        // now on are not acknowledged, so the broker keeps them for the next
+                        // start.
                         self.jobs = None;
-                        let _ = self.client.try_unsubscribe(self.topics.scan.clone());
                     }
                 }
                 _ = drained.changed(), if stopping => {}
@@ -326,12 +367,12 @@ impl Link {
         if !self.connected {
             return;
         }
-        let room = PUBLISH_WINDOW.saturating_sub(self.submitted.len());
+        let room = self.publications.room();
         let pending: Vec<(u64, Vec<u8>)> = {
             let outbox = lock(&self.shared.outbox);
             outbox
                 .iter()
-                .filter(|(seq, _)| !self.submitted.contains(seq))
+                .filter(|(seq, _)| !self.publications.is_submitted(*seq))
                 .take(room)
                 .filter_map(|(seq, entry)| match serde_json::to_vec(&entry.decision) {
                     Ok(p) => Some((*seq, p)),
@@ -352,21 +393,29 @@ impl Link {
                 break;
             }
             tracing::debug!(seq, "decision handed to the MQTT client");
-            self.submitted.push_back(seq);
-            self.awaiting_pkid.push_back(Some(seq));
+            self.publications.decision_submitted(seq);
         }
     }
 
-    async fn handle(&mut self, event: Result<Event, String>) {
+    async fn handle(&mut self, event: LinkEvent) {
+        let event = match event {
+            LinkEvent::Mqtt(event) => event,
+            LinkEvent::Lost { error, resume } => {
+                self.lost(&error);
+                let _ = resume.send(());
+                return;
+            }
+        };
         match event {
-            Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                tracing::info!("connected to the MQTT broker");
+            Event::Incoming(Packet::ConnAck(ack)) => {
+                tracing::info!(
+                    session_present = ack.session_present,
+                    "connected to the MQTT broker"
+                );
                 self.connected = true;
                 self.failures = 0;
-                // A clean session: nothing from the last connection survives in the client.
-                self.submitted.clear();
-                self.awaiting_pkid.clear();
-                self.by_pkid.clear();
+                // Nothing handed to the client for the last connection survives in it.
+                self.publications.reset();
                 if self.jobs.is_some() {
                     let _ = self
                         .client
@@ -385,37 +434,44 @@ impl Link {
                     ONLINE,
                 );
             }
-            Ok(Event::Outgoing(Outgoing::Publish(pkid))) if pkid != 0 => {
-                if let Some(Some(seq)) = self.awaiting_pkid.pop_front() {
-                    self.by_pkid.insert(pkid, seq);
-                }
-            }
-            Ok(Event::Incoming(Packet::PubAck(ack))) => {
-                if let Some(seq) = self.by_pkid.remove(&ack.pkid) {
+            Event::Outgoing(Outgoing::Publish(pkid)) if pkid != 0 => self.publications.sent(pkid),
+            Event::Incoming(Packet::PubAck(ack)) => {
+                if let Some(seq) = self.publications.acknowledged(ack.pkid) {
                     tracing::debug!(seq, pkid = ack.pkid, "decision acknowledged by the broker");
-                    self.submitted.retain(|s| *s != seq);
                     let entry = lock(&self.shared.outbox).complete(seq);
                     if let (Some(entry), Some(settler)) = (entry, &self.shared.settler) {
                         settler.settle(&entry.settle);
                     }
                 }
             }
-            Ok(Event::Incoming(Packet::Publish(publish))) => self.scan(publish).await,
-            Ok(_) => {}
-            Err(e) => {
-                if self.connected {
-                    tracing::warn!("MQTT connection lost: {e}");
-                } else if self.failures.is_multiple_of(10) {
-                    // The first failure and every tenth: visible, without flooding the log.
-                    tracing::warn!(
-                        attempts = self.failures + 1,
-                        "cannot reach the MQTT broker: {e}"
-                    );
-                }
-                self.failures = if self.connected { 0 } else { self.failures + 1 };
-                self.connected = false;
-            }
+            Event::Incoming(Packet::Publish(publish)) => self.scan(publish).await,
+            _ => {}
         }
+    }
+
+    /// The connection failed: nothing more is handed to the client until it is back.
+    fn lost(&mut self, error: &ConnectionError) {
+        if let ConnectionError::MqttState(StateError::Deserialization(
+            rumqttc::Error::PayloadSizeLimitExceeded(size),
+        )) = error
+        {
+            tracing::error!(
+                "an MQTT message of {size} bytes is too large to read; {}",
+                self.broker_advice
+            );
+        }
+        if self.connected {
+            tracing::warn!("MQTT connection lost: {error}");
+        } else if self.failures.is_multiple_of(10) {
+            // The first failure and every tenth: visible, without flooding the log.
+            tracing::warn!(
+                attempts = self.failures + 1,
+                "cannot reach the MQTT broker: {error}"
+            );
+        }
+        self.failures = if self.connected { 0 } else { self.failures + 1 };
+        self.connected = false;
+        self.publications.reset();
     }
 
     /// Enrolment or removal: done on a blocking thread, answered on the result topic.
@@ -453,13 +509,9 @@ impl Link {
         }
         let received = Instant::now();
         let message = parse_mqtt_scan(&publish.payload, &self.limits);
-        self.counter += 1;
-        let scan_id = message.scan_id.unwrap_or_else(|| {
-            let ms = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis());
-            format!("mqtt-{ms}-{}", self.counter)
-        });
+        let scan_id = message
+            .scan_id
+            .unwrap_or_else(|| content_scan_id(&publish.payload));
         let job = Job {
             scan: ScanRequest {
                 scan_id,
@@ -481,7 +533,7 @@ impl Link {
         }
     }
 
-    async fn go_offline(&mut self, events: &mut mpsc::Receiver<Result<Event, String>>) {
+    async fn go_offline(&mut self, events: &mut mpsc::Receiver<LinkEvent>) {
         if !self.connected {
             return;
         }
@@ -492,7 +544,10 @@ impl Link {
         // Let the event loop send both before the task ends.
         let until = Instant::now() + Duration::from_secs(2);
         while let Ok(Some(event)) = tokio::time::timeout_at(until.into(), events.recv()).await {
-            if matches!(event, Ok(Event::Outgoing(Outgoing::Disconnect)) | Err(_)) {
+            if matches!(
+                event,
+                LinkEvent::Mqtt(Event::Outgoing(Outgoing::Disconnect)) | LinkEvent::Lost { .. }
+            ) {
                 break;
             }
         }

@@ -1,10 +1,14 @@
 //! Where decisions go without a broker (JSON lines on stdout or in a file), and what happens
 //! to a scan file once its decision is out: moved to `processed/`, deleted, or moved to
 //! `rejected/` with a `.reason` file.
+//!
+//! The decision log holds whole lines only: a write that fails part-way (a full disk) is cut
+//! back off before anything else is written, and a file left with a partial last line (a
+//! power cut) is repaired when it is opened. Every line parses, whatever happened.
 
 use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
-use std::io::Write;
+use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -24,27 +28,81 @@ pub enum Settle {
     Rejected(PathBuf, String),
 }
 
+/// The file under a decision log: appends, cutting back, syncing. A trait so that tests can
+/// make writes fail part-way, as a full disk does.
+pub trait LogFile: Write + Send {
+    /// Cuts the file back to `len` bytes.
+    fn truncate_to(&mut self, len: u64) -> io::Result<()>;
+    /// Returns once what was written is on disk.
+    fn sync(&mut self) -> io::Result<()>;
+}
+
+impl LogFile for File {
+    fn truncate_to(&mut self, len: u64) -> io::Result<()> {
+        self.set_len(len)
+    }
+
+    fn sync(&mut self) -> io::Result<()> {
+        self.sync_data()
+    }
+}
+
 /// JSON-lines output of decisions.
 pub enum DecisionLog {
     Stdout,
-    File { path: PathBuf, file: File },
+    File {
+        path: PathBuf,
+        file: Box<dyn LogFile>,
+        /// Length of the whole lines in the file.
+        len: u64,
+        /// A failed write may have left part of a line that could not be cut off yet.
+        torn: bool,
+    },
 }
 
 impl DecisionLog {
+    /// Opens `stdout` or a file (appending), cutting off a partial last line left by a crash.
     pub fn open(target: &str) -> Result<Self> {
         if target == "stdout" {
             return Ok(Self::Stdout);
         }
         let path = PathBuf::from(target);
-        let file = OpenOptions::new()
+        let mut file = OpenOptions::new()
             .create(true)
+            .read(true)
             .append(true)
             .open(&path)
             .with_context(|| format!("opening decision log {}", path.display()))?;
-        Ok(Self::File { path, file })
+        let size = file
+            .metadata()
+            .with_context(|| format!("decision log {}", path.display()))?
+            .len();
+        let len = whole_lines_len(&mut file, size)
+            .with_context(|| format!("reading decision log {}", path.display()))?;
+        if len < size {
+            file.set_len(len)
+                .with_context(|| format!("repairing decision log {}", path.display()))?;
+            tracing::warn!(
+                path = %path.display(),
+                "the decision log ended in a partial line ({} bytes, from an interrupted write): removed",
+                size - len
+            );
+        }
+        Ok(Self::over(path, Box::new(file), len))
     }
 
-    /// Writes one decision; returns once it is on disk (or handed to stdout).
+    /// A log over any file whose first `len` bytes are whole lines.
+    pub fn over(path: PathBuf, file: Box<dyn LogFile>, len: u64) -> Self {
+        Self::File {
+            path,
+            file,
+            len,
+            torn: false,
+        }
+    }
+
+    /// Writes one decision as one line; returns once it is on disk (or handed to stdout). On
+    /// error the file is as it was before.
     pub fn write(&mut self, decision: &Decision) -> Result<()> {
         let mut line = serde_json::to_vec(decision)?;
         line.push(b'\n');
@@ -54,14 +112,48 @@ impl DecisionLog {
                 out.write_all(&line)?;
                 out.flush()?;
             }
-            Self::File { path, file } => {
-                file.write_all(&line)
-                    .and_then(|_| file.sync_data())
-                    .with_context(|| format!("writing decision log {}", path.display()))?;
+            Self::File {
+                path,
+                file,
+                len,
+                torn,
+            } => {
+                if *torn {
+                    file.truncate_to(*len).with_context(|| {
+                        format!("cutting a partial line off decision log {}", path.display())
+                    })?;
+                    *torn = false;
+                }
+                if let Err(e) = file.write_all(&line).and_then(|()| file.sync()) {
+                    // Part of the line may be in the file: cut it off now, or before the next
+                    // write, so that no line is ever appended to half of another.
+                    *torn = file.truncate_to(*len).is_err();
+                    return Err(e)
+                        .with_context(|| format!("writing decision log {}", path.display()));
+                }
+                *len += line.len() as u64;
             }
         }
         Ok(())
     }
+}
+
+/// Length of the file's prefix that ends with its last newline (0 when it has none).
+fn whole_lines_len(file: &mut File, size: u64) -> io::Result<u64> {
+    const CHUNK: u64 = 64 * 1024;
+    let mut end = size;
+    let mut buf = vec![0u8; CHUNK as usize];
+    while end > 0 {
+        let start = end.saturating_sub(CHUNK);
+        let chunk = &mut buf[..(end - start) as usize];
+        file.seek(SeekFrom::Start(start))?;
+        file.read_exact(chunk)?;
+        if let Some(i) = chunk.iter().rposition(|&b| b == b'\n') {
+            return Ok(start + i as u64 + 1);
+        }
+        end = start;
+    }
+    Ok(0)
 }
 
 /// Moves or deletes scan files once their decisions are out, and remembers which files are
@@ -147,4 +239,168 @@ fn move_into(path: &Path, dir: &Path) -> Result<PathBuf> {
     fs::rename(path, &target)
         .with_context(|| format!("moving {} to {}", path.display(), target.display()))?;
     Ok(target)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fingerprint_common::{MatchMode, ModelRef, ScanSource, SourceKind, Verdict};
+
+    fn decision(scan_id: &str) -> Decision {
+        Decision {
+            scan_id: scan_id.into(),
+            source: ScanSource {
+                kind: SourceKind::Directory,
+                name: format!("sensor/{scan_id}"),
+                sensor: None,
+            },
+            timestamp: "2026-12-02T00:00:00.000Z".into(),
+            decision: Verdict::Deny,
+            mode: MatchMode::Identification,
+            claimed_identity: None,
+            identity: None,
+            score: Some(0.5),
+            threshold: 0.9,
+            candidates: Vec::new(),
+            model: ModelRef {
+                name: "m".into(),
+                digest: "sha256:0".into(),
+            },
+            latency_ms: 1.0,
+            error: None,
+        }
+    }
+
+    /// A file in memory that takes `room` more bytes, then fails as a full disk does (after
+    /// writing what fitted), and whose truncation can be made to fail too.
+    #[derive(Clone, Default)]
+    struct Disk(Arc<Mutex<DiskState>>);
+
+    #[derive(Default)]
+    struct DiskState {
+        bytes: Vec<u8>,
+        room: Option<usize>,
+        truncate_fails: bool,
+    }
+
+    impl Disk {
+        fn state(&self) -> std::sync::MutexGuard<'_, DiskState> {
+            crate::mqtt::lock(&self.0)
+        }
+
+        fn lines(&self) -> Vec<Decision> {
+            let bytes = self.state().bytes.clone();
+            assert!(bytes.is_empty() || bytes.ends_with(b"\n"), "a partial line");
+            bytes
+                .split(|&b| b == b'\n')
+                .filter(|l| !l.is_empty())
+                .map(|l| serde_json::from_slice(l).expect("every line parses"))
+                .collect()
+        }
+    }
+
+    impl Write for Disk {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            let mut s = self.state();
+            let n = s.room.map_or(buf.len(), |room| room.min(buf.len()));
+            if n == 0 && !buf.is_empty() {
+                return Err(io::Error::from_raw_os_error(28)); // ENOSPC
+            }
+            s.bytes.extend_from_slice(&buf[..n]);
+            if let Some(room) = &mut s.room {
+                *room -= n;
+            }
+            Ok(n)
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl LogFile for Disk {
+        fn truncate_to(&mut self, len: u64) -> io::Result<()> {
+            let mut s = self.state();
+            if s.truncate_fails {
+                return Err(io::Error::other("truncate refused"));
+            }
+            let freed = s.bytes.len().saturating_sub(len as usize);
+            s.bytes.truncate(len as usize);
+            if let Some(room) = &mut s.room {
+                *room += freed;
+            }
+            Ok(())
+        }
+
+        fn sync(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_write_that_fills_the_disk_leaves_only_whole_lines() {
+        let disk = Disk::default();
+        let mut log = DecisionLog::over("log".into(), Box::new(disk.clone()), 0);
+        log.write(&decision("a")).expect("room");
+        // Room for half a line: the write fails, and the half line is cut off again.
+        disk.state().room = Some(40);
+        let error = log.write(&decision("b")).expect_err("disk full");
+        assert!(format!("{error:#}").contains("log"), "{error:#}");
+        assert_eq!(disk.lines(), vec![decision("a")]);
+        // Space freed: the same decision goes in whole, after the first one.
+        disk.state().room = None;
+        log.write(&decision("b")).expect("room again");
+        log.write(&decision("c")).expect("room");
+        let ids: Vec<String> = disk.lines().into_iter().map(|d| d.scan_id).collect();
+        assert_eq!(ids, ["a", "b", "c"]);
+    }
+
+    #[test]
+    fn a_partial_line_that_could_not_be_cut_off_is_cut_before_the_next_write() {
+        let disk = Disk::default();
+        let mut log = DecisionLog::over("log".into(), Box::new(disk.clone()), 0);
+        log.write(&decision("a")).expect("room");
+        {
+            let mut s = disk.state();
+            s.room = Some(10);
+            s.truncate_fails = true;
+        }
+        assert!(log.write(&decision("b")).is_err());
+        // Left torn on disk for now ...
+        assert!(!disk.state().bytes.ends_with(b"\n"));
+        {
+            let mut s = disk.state();
+            s.room = None;
+            s.truncate_fails = false;
+        }
+        // ... and cut off before anything else is appended.
+        log.write(&decision("c")).expect("room");
+        let ids: Vec<String> = disk.lines().into_iter().map(|d| d.scan_id).collect();
+        assert_eq!(ids, ["a", "c"]);
+    }
+
+    #[test]
+    fn opening_a_log_cuts_off_a_partial_last_line() -> Result<()> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("decisions.jsonl");
+        let mut whole = serde_json::to_vec(&decision("a"))?;
+        whole.push(b'\n');
+        let mut torn = whole.clone();
+        torn.extend_from_slice(br#"{"scan_id":"b","sour"#);
+        fs::write(&path, &torn)?;
+        let mut log = DecisionLog::open(&path.display().to_string())?;
+        assert_eq!(fs::read(&path)?, whole);
+        log.write(&decision("c"))?;
+        let text = fs::read_to_string(&path)?;
+        let ids: Vec<String> = text
+            .lines()
+            .map(|l| serde_json::from_str::<Decision>(l).map(|d| d.scan_id))
+            .collect::<Result<_, _>>()?;
+        assert_eq!(ids, ["a", "c"]);
+        // A file of one partial line is emptied; an empty one stays empty.
+        fs::write(&path, b"{\"scan")?;
+        drop(DecisionLog::open(&path.display().to_string())?);
+        assert!(fs::read(&path)?.is_empty());
+        Ok(())
+    }
 }

@@ -20,6 +20,11 @@ use crate::worker::{self, Origin, Outcome, Stats, WorkerConfig};
 /// How long a stopping service keeps trying to publish what is left in the outbox.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
+/// A decision that could not be stored (a full disk) is tried again after this, doubling up
+/// to [`STORE_RETRY_MAX`]; later decisions wait behind it, and the inputs behind them.
+const STORE_RETRY_FIRST: Duration = Duration::from_secs(1);
+const STORE_RETRY_MAX: Duration = Duration::from_secs(8);
+
 pub struct Service {
     config: DaemonConfig,
     engine: EngineSlot,
@@ -78,6 +83,7 @@ impl Service {
         let (outcomes_tx, outcomes_rx) = mpsc::channel(config.queue.capacity);
         let settler = config.sensor.as_ref().map(Settler::new).transpose()?;
         let (shutdown, shutdown_rx) = watch::channel(false);
+        let self_shutdown_rx = shutdown_rx.clone();
         let (drained_tx, drained_rx) = watch::channel(false);
         let outbox_dir = config.state_dir.join("outbox");
 
@@ -99,7 +105,13 @@ impl Service {
             }
             let outbox = Arc::new(Mutex::new(outbox));
             let changed = Arc::new(Notify::new());
-            let options = mqtt::options(mqtt_config, &config.door_id, &limits)?;
+            let options = mqtt::options(mqtt_config, &config.door_id)?;
+            tracing::info!(
+                host = %mqtt_config.host,
+                port = mqtt_config.port,
+                "MQTT: persistent session; {}",
+                mqtt::broker_limit_advice(mqtt_config)
+            );
             let connection = mqtt::start(
                 options,
                 mqtt_config,
@@ -145,7 +157,13 @@ impl Service {
             stats.clone(),
         )
         .context("starting the inference thread")?;
-        let router = tokio::spawn(route(sink, settler.clone(), outcomes_rx, drained_tx));
+        let router = tokio::spawn(route(
+            sink,
+            settler.clone(),
+            outcomes_rx,
+            drained_tx,
+            self_shutdown_rx,
+        ));
         let sensor = match (&config.sensor, settler) {
             (Some(s), Some(settler)) => {
                 Some(sensor::watch(&s.dir, limits, settler, jobs_tx.clone())?)
@@ -270,12 +288,67 @@ fn log_decision(d: &Decision) {
     }
 }
 
+impl Sink {
+    /// Stores a decision durably, then settles what may be settled once it is: a scan file
+    /// whose decision is in the log is moved; an MQTT scan whose decision is in the outbox is
+    /// acknowledged (its file, if any, waits for the broker's acknowledgement).
+    fn store(
+        &mut self,
+        decision: &Decision,
+        settle: &Settle,
+        origin: &Origin,
+        settler: Option<&Settler>,
+    ) -> Result<()> {
+        match self {
+            Sink::Log(log) => {
+                log.write(decision)?;
+                if let Some(settler) = settler {
+                    settler.settle(settle);
+                }
+            }
+            Sink::Outbox {
+                outbox,
+                changed,
+                client,
+            } => {
+                let dropped = lock(outbox).push(Entry {
+                    decision: decision.clone(),
+                    settle: settle.clone(),
+                })?;
+                if let Some(old) = dropped {
+                    tracing::error!(
+                        "outbox full: the decision for {} was dropped unpublished",
+                        old.decision.scan_id
+                    );
+                    if let Some(settler) = settler {
+                        settler.settle(&old.settle);
+                    }
+                }
+                // Never waits: an acknowledgement the client cannot take now is lost with
+                // it, and the broker delivers the scan again (same scan id).
+                if let Origin::Mqtt(publish) = origin {
+                    let _ = client.try_ack(publish);
+                }
+                changed.notify_one();
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Stores each decision as it comes. One that cannot be stored (a full disk) is tried again,
+/// with backoff, while the service runs: nothing behind it is stored first, so the order
+/// stays, and the queues fill and make the inputs wait. Once the service is stopping, a
+/// decision that cannot be stored is given up: its scan was not settled, so a sensor file is
+/// judged again at the next start and an MQTT scan delivered again by the broker.
 async fn route(
     mut sink: Sink,
     settler: Option<Settler>,
     mut outcomes: mpsc::Receiver<Outcome>,
     drained: watch::Sender<bool>,
+    mut shutdown: watch::Receiver<bool>,
 ) {
+    let mut stopping = false;
     while let Some(Outcome { decision, origin }) = outcomes.recv().await {
         log_decision(&decision);
         let settle = match &origin {
@@ -285,42 +358,29 @@ async fn route(
             },
             Origin::Mqtt(_) => Settle::Nothing,
         };
-        match &mut sink {
-            Sink::Log(log) => match log.write(&decision) {
-                Ok(()) => {
-                    if let Some(settler) = &settler {
-                        settler.settle(&settle);
-                    }
-                }
-                // The scan file stays and is judged again after a restart.
-                Err(e) => tracing::error!("decision for {} not written: {e:#}", decision.scan_id),
-            },
-            Sink::Outbox {
-                outbox,
-                changed,
-                client,
-            } => {
-                let scan_id = decision.scan_id.clone();
-                let pushed = lock(outbox).push(Entry { decision, settle });
-                match pushed {
-                    Ok(dropped) => {
-                        if let Some(old) = dropped {
-                            tracing::error!(
-                                "outbox full: the decision for {} was dropped unpublished",
-                                old.decision.scan_id
-                            );
-                            if let Some(settler) = &settler {
-                                settler.settle(&old.settle);
-                            }
-                        }
-                        if let Origin::Mqtt(publish) = &origin {
-                            let _ = client.ack(publish).await;
-                        }
-                        changed.notify_one();
-                    }
-                    Err(e) => tracing::error!("decision for {scan_id} not stored: {e}"),
-                }
+        let mut wait = STORE_RETRY_FIRST;
+        loop {
+            let Err(e) = sink.store(&decision, &settle, &origin, settler.as_ref()) else {
+                break;
+            };
+            stopping = stopping || *shutdown.borrow();
+            if stopping {
+                tracing::error!(
+                    "decision for {} not stored ({e:#}); its scan is decided again at the next start",
+                    decision.scan_id
+                );
+                break;
             }
+            tracing::error!(
+                "decision for {} not stored ({e:#}); trying again in {} s",
+                decision.scan_id,
+                wait.as_secs()
+            );
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                changed = shutdown.changed() => stopping = changed.is_err() || *shutdown.borrow(),
+            }
+            wait = (wait * 2).min(STORE_RETRY_MAX);
         }
     }
     let _ = drained.send(true);

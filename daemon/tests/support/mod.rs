@@ -195,6 +195,7 @@ pub fn mqtt(port: u16) -> MqttConfig {
         password: None,
         keep_alive_s: 5,
         max_backoff_s: 1,
+        max_message_bytes: 1 << 20,
         tls: None,
     }
 }
