@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::matcher::MatcherMode;
 use crate::ScanLimits;
 
 /// The fully commented default configuration.
@@ -33,7 +34,11 @@ pub struct DaemonConfig {
     pub door_id: String,
     /// Where the service keeps what must survive a restart (the decision outbox).
     pub state_dir: PathBuf,
+    /// The network; not needed with `matcher.mode = "minutiae"`.
+    #[serde(default)]
     pub model: ModelConfig,
+    #[serde(default)]
+    pub matcher: MatcherConfig,
     #[serde(default)]
     pub limits: LimitsConfig,
     #[serde(default)]
@@ -47,8 +52,8 @@ pub struct DaemonConfig {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelConfig {
-    /// An exported model (`trainer export`).
-    pub path: PathBuf,
+    /// An exported model (`trainer export`); required unless the matcher is minutiae alone.
+    pub path: Option<PathBuf>,
     /// `cpu`, `cuda` or `cuda:N` (CUDA needs a build with the `cuda` feature).
     #[serde(default = "default_device")]
     pub device: String,
@@ -59,6 +64,50 @@ pub struct ModelConfig {
     /// How many candidates each decision lists.
     #[serde(default = "default_top_k")]
     pub top_k: usize,
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        Self {
+            path: None,
+            device: default_device(),
+            threshold: None,
+            match_threshold: None,
+            top_k: default_top_k(),
+        }
+    }
+}
+
+/// How scans are compared with enrolled fingers (`crate::matcher`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MatcherConfig {
+    /// `network`, `minutiae` (no model needed) or `fused`.
+    pub mode: MatcherMode,
+    /// 1:N in large galleries: identities the network shortlists for minutiae.
+    pub shortlist: usize,
+    /// Galleries with fewer identities are compared in full by minutiae.
+    pub exhaustive_below: usize,
+    /// The sensor's resolution; minutiae are found at 500 dpi, so other scans are resampled.
+    pub sensor_dpi: u32,
+    /// Overrides the minutiae or fused threshold in force (the door's calibration, else the
+    /// one shipped).
+    pub threshold: Option<f32>,
+    /// Applies a network threshold calibrated on synthetic prints to this door's scans.
+    pub accept_synthetic_threshold: bool,
+}
+
+impl Default for MatcherConfig {
+    fn default() -> Self {
+        Self {
+            mode: MatcherMode::Fused,
+            shortlist: 5,
+            exhaustive_below: 200,
+            sensor_dpi: 500,
+            threshold: None,
+            accept_synthetic_threshold: false,
+        }
+    }
 }
 
 /// Used when neither the configuration nor the model sets a threshold: a top-1 probability
@@ -288,7 +337,7 @@ impl DaemonConfig {
             }
         };
         fix(&mut self.state_dir);
-        fix(&mut self.model.path);
+        self.model.path.as_mut().map(fix);
         if let Some(s) = &mut self.sensor {
             fix(&mut s.dir);
             s.processed_dir.as_mut().map(fix);
@@ -329,6 +378,21 @@ impl DaemonConfig {
         }
         if self.model.top_k == 0 {
             return Err("model.top_k must be at least 1".into());
+        }
+        if self.model.path.is_none() && self.matcher.mode != MatcherMode::Minutiae {
+            return Err(format!(
+                "model.path is required with matcher.mode = \"{}\" (only \"minutiae\" works without a model)",
+                self.matcher.mode
+            ));
+        }
+        if self.matcher.shortlist == 0 {
+            return Err("matcher.shortlist must be at least 1".into());
+        }
+        if !(100..=5000).contains(&self.matcher.sensor_dpi) {
+            return Err(format!(
+                "matcher.sensor_dpi {} is outside 100..=5000",
+                self.matcher.sensor_dpi
+            ));
         }
         if self.queue.capacity == 0 || self.queue.max_batch == 0 {
             return Err("queue.capacity and queue.max_batch must be at least 1".into());

@@ -3,6 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::matcher::MatcherMode;
+
 /// What the door should do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -37,7 +39,26 @@ pub enum SourceKind {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Candidate {
     pub identity: String,
+    /// The score the decision rests on (the matcher's: cosine, BOZORTH3 or fused).
     pub score: f32,
+    /// Best cosine similarity of the network's templates, when the network was used.
+    #[serde(default)]
+    pub network_score: Option<f32>,
+    /// Best BOZORTH3 score of the minutiae, when minutiae were compared.
+    #[serde(default)]
+    pub minutiae_score: Option<f32>,
+}
+
+impl Candidate {
+    /// A candidate scored by one number alone (the classifier's probability).
+    pub fn scored(identity: String, score: f32) -> Self {
+        Self {
+            identity,
+            score,
+            network_score: None,
+            minutiae_score: None,
+        }
+    }
 }
 
 /// The model that made a decision.
@@ -74,14 +95,28 @@ pub struct Decision {
     pub claimed_identity: Option<String>,
     /// The granted identity; null unless `decision` is `grant`.
     pub identity: Option<String>,
-    /// Score of the best candidate: gallery similarity, or the classifier's probability (null
-    /// on error, or when there was nothing to compare with).
+    /// Score of the best candidate, by the matcher in use: gallery cosine similarity
+    /// (network), BOZORTH3 score (minutiae), fused log-odds (fused), or the classifier's
+    /// probability (null on error, or when there was nothing to compare with).
     pub score: Option<f32>,
     /// Score a candidate must reach to be granted.
     pub threshold: f32,
+    /// Which matcher decided (null in classifier mode and on errors before matching).
+    #[serde(default)]
+    pub matcher: Option<MatcherMode>,
+    /// The best candidate's network score (cosine similarity), when the network was used.
+    #[serde(default)]
+    pub network_score: Option<f32>,
+    /// The best candidate's minutiae score (BOZORTH3), when minutiae were compared.
+    #[serde(default)]
+    pub minutiae_score: Option<f32>,
+    /// The best candidate's fused score (log-odds of one finger), in fused mode.
+    #[serde(default)]
+    pub fused_score: Option<f32>,
     /// Best candidates, best first.
     pub candidates: Vec<Candidate>,
-    pub model: ModelRef,
+    /// The model that made the network's templates (null when no model is loaded: minutiae).
+    pub model: Option<ModelRef>,
     /// From the scan's arrival at the service to its decision, in milliseconds.
     pub latency_ms: f64,
     /// Why the scan could not be judged; null unless `decision` is `error`.

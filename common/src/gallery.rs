@@ -1,11 +1,15 @@
-//! The gallery of enrolled identities: several templates (L2-normalised embeddings of scans)
-//! per identity, matched by cosine similarity. A scan's score for an identity is its best
-//! similarity to that identity's templates.
+//! The gallery of enrolled identities: several impressions per identity, each kept as the
+//! network's template (its L2-normalised embedding) and as its minutiae, so that either
+//! matcher, or both fused, can compare a scan with it (`crate::matcher`).
 //!
-//! Stored as JSON (templates as base64 of little-endian f32) next to the digest of the model
-//! that made them: templates of another model mean nothing. Saved atomically (temporary
-//! file, fsync, rename, fsync of the directory), so a power cut leaves the old gallery or the
-//! new one, never a mixture; writers take an exclusive lock on `<file>.lock`.
+//! Stored as JSON (embeddings as base64 of little-endian f32, minutiae as `[x, y, theta,
+//! quality]`) next to the digest of the model that made the embeddings: templates of another
+//! model mean nothing. A gallery enrolled with minutiae alone has no model. Saved atomically
+//! (temporary file, fsync, rename, fsync of the directory), so a power cut leaves the old
+//! gallery or the new one, never a mixture; writers take an exclusive lock on `<file>.lock`.
+//!
+//! Versions: 2 (this one) keeps both templates of each impression; 1 (before minutiae) kept
+//! the network's only, and still loads, as a gallery whose decisions are network-only.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
@@ -14,10 +18,10 @@ use std::path::{Path, PathBuf};
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
-use crate::Candidate;
+use crate::minutiae::{Minutia, Template};
 
 pub const GALLERY_FORMAT: &str = "fingerprint-gallery";
-pub const GALLERY_VERSION: u32 = 1;
+pub const GALLERY_VERSION: u32 = 2;
 /// Fewest impressions an identity is enrolled from.
 pub const MIN_IMPRESSIONS: usize = 3;
 
@@ -37,20 +41,82 @@ pub enum GalleryError {
     BadName(String),
 }
 
+/// One enrolled scan of a finger, as each matcher keeps it.
 #[derive(Clone, Debug, Default, PartialEq)]
+pub struct Impression {
+    /// The network's template (L2-normalised); None when enrolled without a model.
+    pub embedding: Option<Vec<f32>>,
+    /// Its minutiae; None in galleries from before minutiae (version 1).
+    pub minutiae: Option<Template>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
 pub struct Gallery {
-    /// `sha256:...` data digest of the model whose embeddings these are.
-    pub model_digest: String,
-    /// Templates per identity (each L2-normalised).
-    pub identities: BTreeMap<String, Vec<Vec<f32>>>,
+    /// `sha256:...` data digest of the model whose embeddings these are (None: minutiae only).
+    pub model_digest: Option<String>,
+    /// Impressions per identity.
+    pub identities: BTreeMap<String, Vec<Impression>>,
+    /// The version of the file it was read from (1: network templates only).
+    pub version: u32,
+}
+
+impl Default for Gallery {
+    fn default() -> Self {
+        Self {
+            model_digest: None,
+            identities: BTreeMap::new(),
+            version: GALLERY_VERSION,
+        }
+    }
+}
+
+/// Just the header, to choose how to read the rest.
+#[derive(Deserialize)]
+struct FileHeader {
+    format: String,
+    version: u32,
+}
+
+#[derive(Serialize, Deserialize)]
+struct GalleryFileV1 {
+    format: String,
+    version: u32,
+    model_digest: String,
+    identities: BTreeMap<String, Vec<String>>,
 }
 
 #[derive(Serialize, Deserialize)]
 struct GalleryFile {
     format: String,
     version: u32,
-    model_digest: String,
-    identities: BTreeMap<String, Vec<String>>,
+    model_digest: Option<String>,
+    identities: BTreeMap<String, Vec<ImpressionFile>>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct ImpressionFile {
+    /// Base64 of little-endian f32.
+    embedding: Option<String>,
+    /// `[x, y, theta, quality]` each.
+    minutiae: Option<Vec<[i32; 4]>>,
+}
+
+fn encode_embedding(t: &[f32]) -> String {
+    let bytes: Vec<u8> = t.iter().flat_map(|x| x.to_le_bytes()).collect();
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+fn decode_embedding(text: &str) -> Result<Vec<f32>, String> {
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .map_err(|e| e.to_string())?;
+    if raw.len() % 4 != 0 {
+        return Err(format!("template of {} bytes", raw.len()));
+    }
+    Ok(raw
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect())
 }
 
 /// Scales `v` to unit length (a zero vector stays zero).
@@ -67,21 +133,19 @@ pub fn similarity(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
 
-/// How well each impression of an enrolment agrees with the others: its similarity to the
-/// closer half of them (the ceil((n-1)/2)-th best of its n-1 similarities; with 3 impressions,
-/// its best match). An impression scoring under the match threshold would not be granted
-/// against half of the others. This is the decision rule applied within the enrolment, so a
-/// finger the door would grant is not refused, while one impression of another finger (it
-/// matches none) or a 2 + 2 mix of two fingers (each matches only one of three) is.
-pub fn agreement(templates: &[Vec<f32>]) -> Vec<f32> {
-    let n = templates.len();
+/// How well each of `n` impressions of an enrolment agrees with the others, given the score
+/// of impression `i` against impression `j` (the door's matcher: cosine, BOZORTH3 or fused):
+/// its score against the closer half of them (the ceil((n-1)/2)-th best of its n-1 scores;
+/// with 3 impressions, its best match). An impression scoring under the match threshold would
+/// not be granted against half of the others. This is the decision rule applied within the
+/// enrolment, so a finger the door would grant is not refused, while one impression of
+/// another finger (it matches none) or a 2 + 2 mix of two fingers (each matches only one of
+/// three) is.
+pub fn agreement(n: usize, score: impl Fn(usize, usize) -> f32) -> Vec<f32> {
     let rank = n.saturating_sub(1).div_ceil(2).max(1);
     (0..n)
         .map(|i| {
-            let mut others: Vec<f32> = (0..n)
-                .filter(|&j| j != i)
-                .map(|j| similarity(&templates[i], &templates[j]))
-                .collect();
+            let mut others: Vec<f32> = (0..n).filter(|&j| j != i).map(|j| score(i, j)).collect();
             others.sort_by(|a, b| b.total_cmp(a));
             others.get(rank - 1).copied().unwrap_or(f32::NEG_INFINITY)
         })
@@ -103,10 +167,11 @@ pub fn check_name(name: &str) -> Result<(), GalleryError> {
 }
 
 impl Gallery {
-    pub fn new(model_digest: &str) -> Self {
+    /// An empty gallery for templates of the model with this digest (None: minutiae only).
+    pub fn new(model_digest: Option<&str>) -> Self {
         Self {
-            model_digest: model_digest.into(),
-            identities: BTreeMap::new(),
+            model_digest: model_digest.map(str::to_string),
+            ..Self::default()
         }
     }
 
@@ -114,25 +179,21 @@ impl Gallery {
         self.identities.is_empty()
     }
 
-    /// Score of every identity (or of `claim` only), best first.
-    pub fn rank(&self, probe: &[f32], claim: Option<&str>) -> Vec<Candidate> {
-        let mut scores: Vec<Candidate> = self
-            .identities
-            .iter()
-            .filter(|(name, _)| claim.is_none_or(|c| c == name.as_str()))
-            .map(|(name, templates)| Candidate {
-                identity: name.clone(),
-                score: templates
-                    .iter()
-                    .map(|t| similarity(probe, t))
-                    .fold(f32::NEG_INFINITY, f32::max),
-            })
-            .collect();
-        scores.sort_by(|a, b| b.score.total_cmp(&a.score));
-        scores
+    fn impressions(&self) -> impl Iterator<Item = &Impression> {
+        self.identities.values().flatten()
     }
 
-    /// Reads a gallery; `Ok(None)` when there is no file.
+    /// Every impression has the network's template.
+    pub fn has_network(&self) -> bool {
+        self.model_digest.is_some() && self.impressions().all(|i| i.embedding.is_some())
+    }
+
+    /// Every impression has its minutiae.
+    pub fn has_minutiae(&self) -> bool {
+        self.impressions().all(|i| i.minutiae.is_some())
+    }
+
+    /// Reads a gallery (version 1 or 2); `Ok(None)` when there is no file.
     pub fn load(path: &Path) -> Result<Option<Self>, GalleryError> {
         let bytes = match fs::read(path) {
             Ok(b) => b,
@@ -148,43 +209,75 @@ impl Gallery {
             path: path.into(),
             reason,
         };
-        let file: GalleryFile =
+        let header: FileHeader =
             serde_json::from_slice(&bytes).map_err(|e| malformed(e.to_string()))?;
-        if file.format != GALLERY_FORMAT || file.version != GALLERY_VERSION {
+        if header.format != GALLERY_FORMAT || !(1..=GALLERY_VERSION).contains(&header.version) {
             return Err(malformed(format!(
-                "format {} version {}, expected {GALLERY_FORMAT} {GALLERY_VERSION}",
-                file.format, file.version
+                "format {} version {}, expected {GALLERY_FORMAT} 1 to {GALLERY_VERSION}",
+                header.format, header.version
             )));
         }
         let mut identities = BTreeMap::new();
-        for (name, templates) in file.identities {
-            let decoded = templates
-                .iter()
-                .map(|t| {
-                    let raw = base64::engine::general_purpose::STANDARD
-                        .decode(t)
-                        .map_err(|e| malformed(format!("{name}: {e}")))?;
-                    if raw.len() % 4 != 0 {
-                        return Err(malformed(format!(
-                            "{name}: template of {} bytes",
-                            raw.len()
-                        )));
-                    }
-                    Ok(raw
-                        .chunks_exact(4)
-                        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                        .collect())
-                })
-                .collect::<Result<Vec<Vec<f32>>, _>>()?;
-            identities.insert(name, decoded);
-        }
+        let model_digest = if header.version == 1 {
+            let file: GalleryFileV1 =
+                serde_json::from_slice(&bytes).map_err(|e| malformed(e.to_string()))?;
+            for (name, templates) in file.identities {
+                let impressions = templates
+                    .iter()
+                    .map(|t| {
+                        Ok(Impression {
+                            embedding: Some(
+                                decode_embedding(t)
+                                    .map_err(|e| malformed(format!("{name}: {e}")))?,
+                            ),
+                            minutiae: None,
+                        })
+                    })
+                    .collect::<Result<Vec<_>, GalleryError>>()?;
+                identities.insert(name, impressions);
+            }
+            Some(file.model_digest)
+        } else {
+            let file: GalleryFile =
+                serde_json::from_slice(&bytes).map_err(|e| malformed(e.to_string()))?;
+            for (name, stored) in file.identities {
+                let impressions = stored
+                    .into_iter()
+                    .map(|i| {
+                        let embedding = i
+                            .embedding
+                            .map(|t| decode_embedding(&t))
+                            .transpose()
+                            .map_err(|e| malformed(format!("{name}: {e}")))?;
+                        let minutiae = i.minutiae.map(|m| Template {
+                            minutiae: m
+                                .into_iter()
+                                .map(|[x, y, theta, quality]| Minutia {
+                                    x,
+                                    y,
+                                    theta,
+                                    quality,
+                                })
+                                .collect(),
+                        });
+                        Ok(Impression {
+                            embedding,
+                            minutiae,
+                        })
+                    })
+                    .collect::<Result<Vec<_>, GalleryError>>()?;
+                identities.insert(name, impressions);
+            }
+            file.model_digest
+        };
         Ok(Some(Self {
-            model_digest: file.model_digest,
+            model_digest,
             identities,
+            version: header.version,
         }))
     }
 
-    /// Writes the gallery atomically.
+    /// Writes the gallery atomically, in the current version.
     pub fn save(&self, path: &Path) -> Result<(), GalleryError> {
         let file = GalleryFile {
             format: GALLERY_FORMAT.into(),
@@ -193,15 +286,20 @@ impl Gallery {
             identities: self
                 .identities
                 .iter()
-                .map(|(name, templates)| {
-                    let encoded = templates
+                .map(|(name, impressions)| {
+                    let stored = impressions
                         .iter()
-                        .map(|t| {
-                            let bytes: Vec<u8> = t.iter().flat_map(|x| x.to_le_bytes()).collect();
-                            base64::engine::general_purpose::STANDARD.encode(bytes)
+                        .map(|i| ImpressionFile {
+                            embedding: i.embedding.as_deref().map(encode_embedding),
+                            minutiae: i.minutiae.as_ref().map(|t| {
+                                t.minutiae
+                                    .iter()
+                                    .map(|m| [m.x, m.y, m.theta, m.quality])
+                                    .collect()
+                            }),
                         })
                         .collect();
-                    (name.clone(), encoded)
+                    (name.clone(), stored)
                 })
                 .collect(),
         };
@@ -266,21 +364,27 @@ mod tests {
         }
     }
 
+    fn cosine_agreement(templates: &[Vec<f32>]) -> Vec<f32> {
+        agreement(templates.len(), |i, j| {
+            similarity(&templates[i], &templates[j])
+        })
+    }
+
     #[test]
     fn agreement_is_the_match_with_the_closer_half_of_the_others() {
         // Three impressions: each one's best match (A-B 10 degrees, B-C 30, A-C 40).
-        let three = agreement(&at(&[0.0, 10.0, 40.0]));
+        let three = cosine_agreement(&at(&[0.0, 10.0, 40.0]));
         let cos = |d: f32| d.to_radians().cos();
         for (got, want) in three.iter().zip([cos(10.0), cos(10.0), cos(30.0)]) {
             assert!((got - want).abs() < 1e-6, "{three:?}");
         }
         // One impression of another finger among five: it alone scores low.
-        let five = agreement(&at(&[0.0, 5.0, 10.0, 15.0, 90.0]));
+        let five = cosine_agreement(&at(&[0.0, 5.0, 10.0, 15.0, 90.0]));
         assert!(five[..4].iter().all(|&a| a > cos(11.0)), "{five:?}");
         assert!(five[4] < cos(70.0), "{five:?}");
         // Two fingers mixed 2 + 2: every impression matches only one of the three others,
         // so each scores its second best match, a cross-finger one.
-        let mixed = agreement(&at(&[0.0, 3.0, 60.0, 63.0]));
+        let mixed = cosine_agreement(&at(&[0.0, 3.0, 60.0, 63.0]));
         assert!(mixed.iter().all(|&a| a < cos(50.0)), "{mixed:?}");
     }
 }

@@ -7,12 +7,16 @@ pub mod config;
 pub mod decision;
 pub mod durable;
 pub mod gallery;
+pub mod matcher;
+pub mod minutiae;
+pub mod openset;
 pub mod preprocess;
 pub mod scan;
 
 pub use config::{DaemonConfig, DEFAULT_CONFIG};
 pub use decision::{Candidate, Decision, MatchMode, ModelRef, ScanSource, SourceKind, Verdict};
 pub use gallery::Gallery;
+pub use matcher::MatcherMode;
 pub use preprocess::{Preprocessing, ResizePolicy};
 /// The model class of scans of fingers that are not to be recognised (`trainer train
 /// --background`): it teaches the network that other fingers exist, so a stranger lands

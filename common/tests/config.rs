@@ -6,8 +6,8 @@ use std::path::Path;
 use anyhow::Result;
 use fingerprint_common::config::{MqttConfig, TlsConfig};
 use fingerprint_common::{
-    Candidate, DaemonConfig, Decision, MatchMode, ModelRef, ScanSource, SourceKind, Verdict,
-    DEFAULT_CONFIG,
+    Candidate, DaemonConfig, Decision, MatchMode, MatcherMode, ModelRef, ScanSource, SourceKind,
+    Verdict, DEFAULT_CONFIG,
 };
 use serde_json::Value;
 
@@ -149,7 +149,10 @@ fn relative_paths_are_taken_from_the_config_file_directory() -> Result<()> {
     let path = dir.path().join("config.toml");
     std::fs::write(&path, text)?;
     let config = DaemonConfig::load(&path)?;
-    assert_eq!(config.model.path, dir.path().join("model.safetensors"));
+    assert_eq!(
+        config.model.path,
+        Some(dir.path().join("model.safetensors"))
+    );
     assert_eq!(config.state_dir, dir.path().join("state"));
     assert_eq!(
         config.output.decisions,
@@ -233,16 +236,25 @@ fn decisions_match_the_published_schema() -> Result<()> {
         mode: MatchMode::Identification,
         claimed_identity: None,
         identity: Some("alice-right-index".into()),
-        score: Some(0.97),
-        threshold: 0.9,
-        candidates: vec![Candidate {
-            identity: "alice-right-index".into(),
-            score: 0.97,
-        }],
-        model: ModelRef {
+        score: Some(4.2),
+        threshold: 1.5,
+        matcher: Some(MatcherMode::Fused),
+        network_score: Some(0.91),
+        minutiae_score: Some(63.0),
+        fused_score: Some(4.2),
+        candidates: vec![
+            Candidate {
+                identity: "alice-right-index".into(),
+                score: 4.2,
+                network_score: Some(0.91),
+                minutiae_score: Some(63.0),
+            },
+            Candidate::scored("bob-left-thumb".into(), -3.0),
+        ],
+        model: Some(ModelRef {
             name: "model.safetensors".into(),
             digest: "sha256:00".into(),
-        },
+        }),
         latency_ms: 31.5,
         error: None,
     };
@@ -251,6 +263,11 @@ fn decisions_match_the_published_schema() -> Result<()> {
         identity: None,
         score: None,
         candidates: vec![],
+        matcher: None,
+        network_score: None,
+        minutiae_score: None,
+        fused_score: None,
+        model: None,
         error: Some("empty scan (0 bytes)".into()),
         source: ScanSource {
             kind: SourceKind::Mqtt,

@@ -8,7 +8,13 @@
 //! - scans/s under a burst (all files at once, decided in batches),
 //! - resident memory (VmRSS after the burst, and the peak VmHWM).
 //!
-//! `cargo bench -p fingerprintd --bench service [-- --scans N --burst N --arch resnet18]`
+//! With `--prints DIR` (real scans, FVC/PolyU names `<finger>_<impression>.<ext>`) one more
+//! int8 row runs the fused matcher: every finger of DIR enrolled from its first 3 scans
+//! (fingerprintd's own enrolment), its other scans offered one at a time, so each decision
+//! extracts minutiae beside the network and matches them against the gallery.
+//!
+//! `cargo bench -p fingerprintd --bench service [-- --scans N --burst N --arch resnet18
+//!  --prints ../shared/datasets/fvc2002/DB1_B]`
 
 use std::io::Cursor;
 use std::os::unix::net::UnixDatagram;
@@ -21,9 +27,9 @@ use anyhow::{Context, Result};
 #[path = "../tests/support/mod.rs"]
 mod support;
 use fingerprint_common::config::{
-    LimitsConfig, ModelConfig, OutputConfig, QueueConfig, SensorConfig,
+    LimitsConfig, MatcherConfig, ModelConfig, OutputConfig, QueueConfig, SensorConfig,
 };
-use fingerprint_common::{DaemonConfig, Decision};
+use fingerprint_common::{DaemonConfig, Decision, MatcherMode, ScanLimits};
 use fingerprint_models::export::Quantization;
 use fingerprint_models::Arch;
 use image::{GrayImage, ImageFormat, Luma};
@@ -35,6 +41,7 @@ struct Args {
     burst: usize,
     arch: Arch,
     classes: usize,
+    prints: Option<std::path::PathBuf>,
 }
 
 fn args() -> Result<Args> {
@@ -43,6 +50,7 @@ fn args() -> Result<Args> {
         burst: 32,
         arch: Arch::ResNet50,
         classes: 148,
+        prints: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -52,6 +60,7 @@ fn args() -> Result<Args> {
             "--burst" => a.burst = value()?.parse()?,
             "--arch" => a.arch = value()?.parse().map_err(anyhow::Error::msg)?,
             "--classes" => a.classes = value()?.parse()?,
+            "--prints" => a.prints = Some(value()?.into()),
             _ => {} // cargo bench passes --bench
         }
     }
@@ -118,7 +127,34 @@ struct Row {
     peak_mb: f64,
 }
 
-fn run(args: &Args, q: Quantization) -> Result<Row> {
+/// Real scans by finger, in impression order.
+fn prints_by_finger(dir: &Path) -> Result<Vec<Vec<Vec<u8>>>> {
+    let mut by: std::collections::BTreeMap<String, Vec<(u32, Vec<u8>)>> = Default::default();
+    for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        let path = entry?.path();
+        let Some(stem) = path.file_stem().and_then(|s| s.to_str()) else {
+            continue;
+        };
+        if let Some((finger, imp)) = stem.rsplit_once('_') {
+            if let Ok(imp) = imp.parse() {
+                by.entry(finger.into())
+                    .or_default()
+                    .push((imp, std::fs::read(&path)?));
+            }
+        }
+    }
+    Ok(by
+        .into_values()
+        .map(|mut v| {
+            v.sort_by_key(|x| x.0);
+            v.into_iter().map(|x| x.1).collect()
+        })
+        .collect())
+}
+
+/// `prints`: run the fused matcher on these real scans (enrolled first) instead of patterns
+/// in classifier mode.
+fn run(args: &Args, q: Quantization, prints: Option<&Path>) -> Result<Row> {
     let dir = tempfile::tempdir()?;
     let root = dir.path();
     let model = root.join(format!("model-{q}.safetensors"));
@@ -130,11 +166,15 @@ fn run(args: &Args, q: Quantization) -> Result<Row> {
         door_id: "bench".into(),
         state_dir: root.join("state"),
         model: ModelConfig {
-            path: model.clone(),
+            path: Some(model.clone()),
             device: "cpu".into(),
             threshold: None,
             match_threshold: None,
             top_k: 3,
+        },
+        matcher: MatcherConfig {
+            mode: MatcherMode::Fused,
+            ..MatcherConfig::default()
         },
         limits: LimitsConfig::default(),
         queue: QueueConfig::default(),
@@ -150,6 +190,30 @@ fn run(args: &Args, q: Quantization) -> Result<Row> {
             outbox_capacity: 1000,
         },
     };
+    let mut offered: Vec<Vec<u8>> = Vec::new();
+    if let Some(dir) = prints {
+        let engine = fingerprintd::Engine::load(&model, "cpu", None)?;
+        let limits = ScanLimits::default();
+        for (i, scans) in prints_by_finger(dir)?.into_iter().enumerate() {
+            let (enrol, probes) = scans.split_at(scans.len().min(3));
+            let named: Vec<(String, Vec<u8>)> = enrol
+                .iter()
+                .enumerate()
+                .map(|(k, b)| (format!("{i}-{k}"), b.clone()))
+                .collect();
+            match fingerprintd::enroll::enroll(
+                Some(&engine),
+                &config,
+                &format!("finger-{i}"),
+                &named,
+                &limits,
+            ) {
+                Ok(_) => offered.extend(probes.iter().cloned()),
+                Err(e) => eprintln!("finger {i} not enrolled: {e}"),
+            }
+        }
+        anyhow::ensure!(!offered.is_empty(), "{}: nothing enrolled", dir.display());
+    }
     let config_path = root.join("config.toml");
     std::fs::write(&config_path, toml::to_string(&config)?)?;
     let socket_path = root.join("notify.sock");
@@ -178,9 +242,13 @@ fn run(args: &Args, q: Quantization) -> Result<Row> {
     }
     let ready_s = started.elapsed().as_secs_f64();
 
-    let pngs: Vec<Vec<u8>> = (0..args.scans.max(args.burst) as u32)
-        .map(scan_png)
-        .collect();
+    let pngs: Vec<Vec<u8>> = if offered.is_empty() {
+        (0..args.scans.max(args.burst) as u32)
+            .map(scan_png)
+            .collect()
+    } else {
+        offered
+    };
     // One at a time (after a warm-up scan).
     let mut wall = Vec::new();
     for i in 0..=args.scans {
@@ -222,7 +290,10 @@ fn run(args: &Args, q: Quantization) -> Result<Row> {
         .status();
     child.wait()?;
     Ok(Row {
-        format: q.to_string(),
+        format: match prints {
+            Some(dir) => format!("{q}, fused matcher ({})", dir.display()),
+            None => format!("{q}, classifier (network only)"),
+        },
         file_mb: size as f64 / 1e6,
         ready_s,
         p50: percentile(&wall, 0.5),
@@ -254,7 +325,14 @@ fn main() -> Result<()> {
     let mut rows = Vec::new();
     for q in [Quantization::F32, Quantization::Int8] {
         eprintln!("running {q} ...");
-        rows.push(run(&args, q)?);
+        rows.push(run(&args, q, None)?);
+    }
+    if let Some(dir) = &args.prints {
+        eprintln!(
+            "running int8 with the fused matcher on {} ...",
+            dir.display()
+        );
+        rows.push(run(&args, Quantization::Int8, Some(dir))?);
     }
     println!();
     println!("| model | file MB | start to READY s | latency p50 ms | p99 ms | service p50 ms | burst scans/s | RSS MB | peak RSS MB |");

@@ -1,10 +1,17 @@
 //! `fingerprintd bench`: how fast and how large the loaded model is on this machine, as the
-//! service runs it (the engine's preprocessed-input path, softmax included).
+//! service runs it (the engine's preprocessed-input path, softmax included), and what the
+//! minutiae and fused matchers add: extraction per scan, and 1:1 against 1:N matching over a
+//! generated gallery.
 
-use std::path::Path;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result};
+use fingerprint_common::gallery::{normalize, Impression};
+use fingerprint_common::matcher::{Index, MatcherMode, Probe, Rule, SHIPPED_FUSION};
+use fingerprint_common::minutiae::{self, Minutia, Template};
+use fingerprint_common::{Gallery, ScanLimits};
 use fingerprint_models::export::Backend;
 use fingerprint_models::formula;
 use serde::Serialize;
@@ -31,6 +38,153 @@ pub struct BenchReport {
     /// Logits of the first input (the formula input, `fingerprint_models::formula`), for
     /// comparing runtimes.
     pub logits: Vec<f32>,
+    /// What the minutiae or fused matcher adds, when asked for.
+    pub matching: Option<MatchReport>,
+}
+
+/// What to time besides the network.
+pub struct MatchBench {
+    pub mode: MatcherMode,
+    /// Real scans: their minutiae are extracted, and the gallery is made of them.
+    pub scans: PathBuf,
+    /// Identities in the generated gallery.
+    pub gallery: usize,
+}
+
+/// Matching times, in milliseconds (medians over the probes).
+#[derive(Debug, Serialize)]
+pub struct MatchReport {
+    pub mode: MatcherMode,
+    pub scans: usize,
+    pub minutiae_mean: f64,
+    pub extraction_ms_median: f64,
+    pub identities: usize,
+    pub one_to_one_ms_median: f64,
+    pub one_to_n_ms_median: f64,
+}
+
+/// A small deterministic generator (the gallery is the same on every run).
+struct Lcg(u64);
+
+impl Lcg {
+    fn next(&mut self) -> f64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (self.0 >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// `t` turned by up to 20 degrees and moved by up to 30 px, a tenth of its minutiae dropped:
+/// another impression, as far as the matcher's work goes.
+fn another_impression(t: &Template, rng: &mut Lcg) -> Template {
+    let angle = (rng.next() - 0.5) * 40f64.to_radians();
+    let (dx, dy) = ((rng.next() - 0.5) * 60.0, (rng.next() - 0.5) * 60.0);
+    let (c, s) = (angle.cos(), angle.sin());
+    let minutiae = t
+        .minutiae
+        .iter()
+        .filter(|_| rng.next() > 0.1)
+        .map(|m| {
+            let (x, y) = (f64::from(m.x), f64::from(m.y));
+            Minutia {
+                x: (c * x - s * y + dx).round() as i32,
+                y: (s * x + c * y + dy).round() as i32,
+                theta: (m.theta + angle.to_degrees().round() as i32).rem_euclid(360),
+                quality: m.quality,
+            }
+        })
+        .collect();
+    Template { minutiae }
+}
+
+/// Times extraction on every scan in the folder, then a probe matched against one identity
+/// (1:1, a claim) and against a generated gallery of `identities` (1:N), by `mode`.
+fn bench_matching(engine: &Engine, m: &MatchBench, runs: usize) -> Result<MatchReport> {
+    let limits = ScanLimits::default();
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&m.scans)
+        .with_context(|| format!("reading {}", m.scans.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_file())
+        .collect();
+    files.sort();
+    let mut templates = Vec::new();
+    let mut extraction = Vec::new();
+    for path in &files {
+        let Ok(image) = fingerprint_common::read_scan(path, &limits) else {
+            continue;
+        };
+        let t = Instant::now();
+        let extracted = minutiae::extract(&image, 500);
+        extraction.push(t.elapsed().as_secs_f64() * 1e3);
+        if let Ok(template) = extracted {
+            templates.push(template);
+        }
+    }
+    anyhow::ensure!(
+        templates.len() >= 2,
+        "{}: fewer than 2 scans with minutiae",
+        m.scans.display()
+    );
+    extraction.sort_by(f64::total_cmp);
+    let size = engine.preprocessing().size as usize;
+    let dim = engine.embeddings(&[vec![0.0; 3 * size * size]])?[0].len();
+    let mut rng = Lcg(7);
+    let random_unit =
+        |rng: &mut Lcg| normalize((0..dim).map(|_| (rng.next() - 0.5) as f32).collect());
+    let mut identities = BTreeMap::new();
+    for i in 0..m.gallery.max(1) {
+        let base = &templates[1 + i % (templates.len() - 1)];
+        let impressions = (0..3)
+            .map(|_| Impression {
+                embedding: Some(random_unit(&mut rng)),
+                minutiae: Some(another_impression(base, &mut rng)),
+            })
+            .collect();
+        identities.insert(format!("person-{i:05}"), impressions);
+    }
+    let claimed = identities.keys().next().cloned().unwrap_or_default();
+    let gallery = Gallery {
+        model_digest: Some(engine.model.digest.clone()),
+        identities,
+        version: fingerprint_common::gallery::GALLERY_VERSION,
+    };
+    let index = Index::new(&gallery);
+    let defaults = fingerprint_common::config::MatcherConfig::default();
+    let rule = Rule {
+        mode: m.mode,
+        fusion: SHIPPED_FUSION,
+        shortlist: defaults.shortlist,
+        exhaustive_below: defaults.exhaustive_below,
+    };
+    let (mut one, mut many) = (Vec::new(), Vec::new());
+    for r in 0..runs.max(3) {
+        let probe = Probe {
+            embedding: Some(random_unit(&mut rng)),
+            minutiae: Some(
+                another_impression(&templates[r % templates.len()], &mut rng).prepared(),
+            ),
+        };
+        let t = Instant::now();
+        std::hint::black_box(index.rank(&probe, Some(&claimed), &rule));
+        one.push(t.elapsed().as_secs_f64() * 1e3);
+        let t = Instant::now();
+        std::hint::black_box(index.rank(&probe, None, &rule));
+        many.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    one.sort_by(f64::total_cmp);
+    many.sort_by(f64::total_cmp);
+    Ok(MatchReport {
+        mode: m.mode,
+        scans: extraction.len(),
+        minutiae_mean: templates.iter().map(|t| t.len() as f64).sum::<f64>()
+            / templates.len() as f64,
+        extraction_ms_median: percentile(&extraction, 0.5),
+        identities: index.len(),
+        one_to_one_ms_median: percentile(&one, 0.5),
+        one_to_n_ms_median: percentile(&many, 0.5),
+    })
 }
 
 /// A `/proc/self/status` field in bytes (Linux; 0 elsewhere).
@@ -51,10 +205,16 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 }
 
 /// Loads `model` on the CPU with `backend`, then times `runs` batch-1 calls and `runs / 4`
-/// (at least 2) calls of `batch` inputs, after one warm-up each.
-pub fn bench(model: &Path, backend: Backend, batch: usize, runs: usize) -> Result<BenchReport> {
+/// (at least 2) calls of `batch` inputs, after one warm-up each; and the matcher, if asked.
+pub fn bench(
+    model: &Path,
+    backend: Backend,
+    batch: usize,
+    runs: usize,
+    matching: Option<&MatchBench>,
+) -> Result<BenchReport> {
     let started = Instant::now();
-    let engine = Engine::load_with(model, "cpu", None, None, backend)
+    let engine = Engine::load_with(model, "cpu", None, backend)
         .with_context(|| format!("loading {}", model.display()))?;
     let load_seconds = started.elapsed().as_secs_f64();
     let size = engine.preprocessing().size as usize;
@@ -82,6 +242,9 @@ pub fn bench(model: &Path, backend: Backend, batch: usize, runs: usize) -> Resul
         engine.probabilities(&inputs)?;
     }
     let images_per_second = (batch_runs * inputs.len()) as f64 / t.elapsed().as_secs_f64();
+    let matching = matching
+        .map(|m| bench_matching(&engine, m, runs))
+        .transpose()?;
 
     Ok(BenchReport {
         model: model.display().to_string(),
@@ -96,5 +259,6 @@ pub fn bench(model: &Path, backend: Backend, batch: usize, runs: usize) -> Resul
         rss_bytes: status_bytes("VmRSS:"),
         peak_rss_bytes: status_bytes("VmHWM:"),
         logits,
+        matching,
     })
 }

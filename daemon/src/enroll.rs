@@ -1,28 +1,35 @@
-//! Enrolment: templates of new identities into the gallery, removal, listing; and the gallery
-//! the running service matches against, reloaded when the file changes.
+//! Enrolment: templates of new identities into the gallery (each impression kept as the
+//! network's template and as its minutiae), removal, listing; and enrolment over MQTT.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, PoisonError, RwLock};
-use std::time::SystemTime;
 
 use fingerprint_common::gallery::{
-    agreement, check_name, GalleryError, GalleryLock, MIN_IMPRESSIONS,
+    agreement, check_name, GalleryError, GalleryLock, Impression, MIN_IMPRESSIONS,
 };
-use fingerprint_common::{Gallery, ScanLimits};
+use fingerprint_common::matcher::{MatcherMode, PairScores};
+use fingerprint_common::{decode_scan, minutiae, DaemonConfig, Gallery, ScanLimits};
 
 use crate::engine::Engine;
-use crate::input::encoded_scan_input;
+use crate::policy::{self, DoorCalibration, PolicyError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EnrollError {
     #[error(transparent)]
     Gallery(#[from] GalleryError),
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
     #[error("at least {MIN_IMPRESSIONS} impressions are needed to enrol, got {0}")]
     TooFew(usize),
     #[error("{name}: {reason}")]
     BadScan { name: String, reason: String },
-    #[error("impressions disagree, so they may not all be of one finger (similarity to the closer half of the others, needed {needed:.3}): {details}")]
-    Inconsistent { needed: f32, details: String },
+    #[error("impressions unusable for minutiae: {0}")]
+    NoMinutiae(String),
+    #[error("impressions disagree, so they may not all be of one finger ({matcher} score against the closer half of the others, needed {needed:.3}): {details}")]
+    Inconsistent {
+        matcher: MatcherMode,
+        needed: f32,
+        details: String,
+    },
     #[error("the gallery was enrolled with model {gallery}, this model is {model}: remove {path} and enrol again")]
     OtherModel {
         gallery: String,
@@ -38,32 +45,42 @@ pub enum EnrollError {
 pub struct Enrolled {
     pub identity: String,
     pub templates: usize,
-    /// Each impression's similarity to the closer half of the others (`gallery::agreement`),
+    /// The matcher the impressions were checked against each other with.
+    pub matcher: MatcherMode,
+    /// Each impression's score against the closer half of the others (`gallery::agreement`),
     /// in the order given.
     pub agreement: Vec<f32>,
+    /// The threshold they had to reach.
+    pub threshold: f32,
     /// True when the identity was enrolled before and its templates were replaced.
     pub replaced: bool,
 }
 
-fn gallery_for(engine: &Engine, path: &Path) -> Result<Gallery, EnrollError> {
+fn gallery_for(engine: Option<&Engine>, path: &Path) -> Result<Gallery, EnrollError> {
+    let digest = engine.map(|e| e.model.digest.as_str());
     match Gallery::load(path)? {
-        Some(g) if g.is_empty() => Ok(Gallery::new(&engine.model.digest)),
-        Some(g) if g.model_digest != engine.model.digest => Err(EnrollError::OtherModel {
-            gallery: g.model_digest,
-            model: engine.model.digest.clone(),
-            path: path.into(),
-        }),
-        Some(g) => Ok(g),
-        None => Ok(Gallery::new(&engine.model.digest)),
+        Some(g) if g.is_empty() => Ok(Gallery::new(digest)),
+        Some(g) => match (&g.model_digest, digest) {
+            (Some(had), Some(model)) if had != model => Err(EnrollError::OtherModel {
+                gallery: had.clone(),
+                model: model.into(),
+                path: path.into(),
+            }),
+            _ => Ok(g),
+        },
+        None => Ok(Gallery::new(digest)),
     }
 }
 
 /// Enrols (or re-enrols, replacing its templates) `identity` from encoded scans given with a
-/// name each. Every impression must match at least half of the others at the match threshold
-/// (`gallery::agreement`): a scan of another finger among them is refused, with the scores.
+/// name each. Each impression keeps the network's template (when a model is loaded) and its
+/// minutiae (required unless the matcher is the network alone: a scan with too few is
+/// refused, with the count). Every impression must match at least half of the others at the
+/// door's threshold, by the door's matcher (`gallery::agreement`): a scan of another finger
+/// among them is refused, with the scores.
 pub fn enroll(
-    engine: &Engine,
-    gallery_path: &Path,
+    engine: Option<&Engine>,
+    config: &DaemonConfig,
     identity: &str,
     scans: &[(String, Vec<u8>)],
     limits: &ScanLimits,
@@ -72,45 +89,103 @@ pub fn enroll(
     if scans.len() < MIN_IMPRESSIONS {
         return Err(EnrollError::TooFew(scans.len()));
     }
-    let inputs = scans
+    let images = scans
         .iter()
         .map(|(name, bytes)| {
-            encoded_scan_input(bytes, engine.preprocessing(), limits).map_err(|e| {
-                EnrollError::BadScan {
-                    name: name.clone(),
-                    reason: e.to_string(),
-                }
+            decode_scan(bytes, limits).map_err(|e| EnrollError::BadScan {
+                name: name.clone(),
+                reason: e.to_string(),
             })
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let templates = engine
-        .embeddings(&inputs)
-        .map_err(|e| EnrollError::Inference(e.to_string()))?;
-    let agreement = agreement(&templates);
-    let needed = engine.match_threshold;
+    let embeddings: Vec<Option<Vec<f32>>> = match engine {
+        Some(engine) => {
+            let inputs: Vec<Vec<f32>> = images
+                .iter()
+                .map(|i| engine.preprocessing().apply(i))
+                .collect();
+            engine
+                .embeddings(&inputs)
+                .map_err(|e| EnrollError::Inference(e.to_string()))?
+                .into_iter()
+                .map(Some)
+                .collect()
+        }
+        None => vec![None; images.len()],
+    };
+    let extracted: Vec<Result<minutiae::Template, minutiae::MinutiaeError>> = images
+        .iter()
+        .map(|i| minutiae::extract(i, config.matcher.sensor_dpi))
+        .collect();
+    if config.matcher.mode.needs_minutiae() {
+        let refused: Vec<String> = scans
+            .iter()
+            .zip(&extracted)
+            .filter_map(|((name, _), m)| m.as_ref().err().map(|e| format!("{name}: {e}")))
+            .collect();
+        if !refused.is_empty() {
+            return Err(EnrollError::NoMinutiae(refused.join("; ")));
+        }
+    }
+    let impressions: Vec<Impression> = embeddings
+        .into_iter()
+        .zip(extracted)
+        .map(|(embedding, m)| Impression {
+            embedding,
+            minutiae: m.ok(),
+        })
+        .collect();
+
+    let _lock = GalleryLock::acquire(&config.gallery_path())?;
+    let mut gallery = gallery_for(engine, &config.gallery_path())?;
+    let replaced = gallery
+        .identities
+        .insert(identity.into(), impressions.clone())
+        .is_some();
+    // The door's rule for the gallery as it will be, applied within the enrolment.
+    let door = DoorCalibration::load(&DoorCalibration::path(config))?;
+    let policy = policy::resolve(config, engine, &gallery, door.as_ref())?;
+    let prepared: Vec<Option<minutiae::Prepared>> = impressions
+        .iter()
+        .map(|i| i.minutiae.as_ref().map(|t| t.prepared()))
+        .collect();
+    let cosine = |i: usize, j: usize| match (&impressions[i].embedding, &impressions[j].embedding) {
+        (Some(a), Some(b)) => fingerprint_common::gallery::similarity(a, b),
+        _ => f32::NEG_INFINITY,
+    };
+    let bozorth = |i: usize, j: usize| match (&prepared[i], &prepared[j]) {
+        (Some(a), Some(b)) => a.score(b),
+        _ => 0,
+    };
+    let rule = policy.rule;
+    let agreement = agreement(impressions.len(), |i, j| match rule.mode {
+        MatcherMode::Network => cosine(i, j),
+        MatcherMode::Minutiae => bozorth(i, j) as f32,
+        MatcherMode::Fused => rule.fusion.score(PairScores {
+            network: cosine(i, j),
+            minutiae: bozorth(i, j),
+        }),
+    });
     let outliers: Vec<String> = scans
         .iter()
         .zip(&agreement)
-        .filter(|(_, a)| **a < needed)
+        .filter(|(_, a)| **a < policy.threshold)
         .map(|((name, _), a)| format!("{name}: {a:.3}"))
         .collect();
     if !outliers.is_empty() {
         return Err(EnrollError::Inconsistent {
-            needed,
+            matcher: rule.mode,
+            needed: policy.threshold,
             details: outliers.join(", "),
         });
     }
-    let _lock = GalleryLock::acquire(gallery_path)?;
-    let mut gallery = gallery_for(engine, gallery_path)?;
-    let replaced = gallery
-        .identities
-        .insert(identity.into(), templates)
-        .is_some();
-    gallery.save(gallery_path)?;
+    gallery.save(&config.gallery_path())?;
     Ok(Enrolled {
         identity: identity.into(),
         templates: scans.len(),
+        matcher: rule.mode,
         agreement,
+        threshold: policy.threshold,
         replaced,
     })
 }
@@ -138,52 +213,6 @@ pub fn list(gallery_path: &Path) -> Result<Vec<(String, usize)>, GalleryError> {
                 .collect()
         })
         .unwrap_or_default())
-}
-
-/// The file's modification time when read, and what it held (None: nothing enrolled).
-type LoadedGallery = (Option<SystemTime>, Option<Arc<Gallery>>);
-
-/// The gallery the service matches against, swapped whole when the file changes.
-#[derive(Clone)]
-pub struct GallerySlot {
-    path: PathBuf,
-    state: Arc<RwLock<LoadedGallery>>,
-}
-
-impl GallerySlot {
-    /// Loads the gallery if there is one.
-    pub fn open(path: &Path) -> Result<Self, GalleryError> {
-        let slot = Self {
-            path: path.into(),
-            state: Arc::default(),
-        };
-        slot.refresh()?;
-        Ok(slot)
-    }
-
-    /// The gallery in use (None: nothing enrolled).
-    pub fn current(&self) -> Option<Arc<Gallery>> {
-        self.state
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .1
-            .clone()
-    }
-
-    /// Reloads the file if it changed; true when it did. On error the gallery in use stays.
-    pub fn refresh(&self) -> Result<bool, GalleryError> {
-        let modified = std::fs::metadata(&self.path)
-            .and_then(|m| m.modified())
-            .ok();
-        let seen = self.state.read().unwrap_or_else(PoisonError::into_inner).0;
-        if modified == seen {
-            return Ok(false);
-        }
-        let gallery = Gallery::load(&self.path)?.filter(|g| !g.is_empty());
-        *self.state.write().unwrap_or_else(PoisonError::into_inner) =
-            (modified, gallery.map(Arc::new));
-        Ok(true)
-    }
 }
 
 #[derive(serde::Deserialize)]
@@ -258,12 +287,18 @@ pub fn handle_request(
             .collect();
         scans.and_then(|scans| {
             let engine = admin.engine.current();
-            crate::enroll::enroll(&engine, &admin.gallery, &request.identity, &scans, limits)
-                .map(|done| Some(done.templates))
-                .map_err(|e| e.to_string())
+            crate::enroll::enroll(
+                engine.as_deref(),
+                &admin.config,
+                &request.identity,
+                &scans,
+                limits,
+            )
+            .map(|done| Some(done.templates))
+            .map_err(|e| e.to_string())
         })
     } else {
-        remove(&admin.gallery, &request.identity)
+        remove(&admin.config.gallery_path(), &request.identity)
             .map_err(|e| e.to_string())
             .and_then(|removed| {
                 if removed {

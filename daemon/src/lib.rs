@@ -7,12 +7,16 @@
 //! [`outbox`] that [`mqtt`] publishes from) and only then settles the scan.
 
 pub mod bench;
+pub mod calibrate;
+pub mod decide;
 pub mod engine;
 pub mod enroll;
+pub mod gallery;
 pub mod input;
 pub mod mqtt;
 pub mod outbox;
 pub mod output;
+pub mod policy;
 pub mod publications;
 pub mod sensor;
 pub mod service;

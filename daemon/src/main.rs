@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use fingerprint_common::{DaemonConfig, ScanLimits, DEFAULT_CONFIG};
+use fingerprint_common::{DaemonConfig, MatcherMode, ScanLimits, DEFAULT_CONFIG};
 use fingerprintd::Service;
 use sd_notify::NotifyState;
 use tokio::signal::unix::{signal, SignalKind};
@@ -36,14 +36,33 @@ enum Command {
         file: PathBuf,
     },
     /// Enrol an identity from at least 3 scans of one finger (again: replaces its templates).
-    /// A running service picks the change up within a second.
+    /// Each scan is kept as the network's template and as its minutiae; scans with too few
+    /// minutiae, or that do not match each other, are refused with the reason. A running
+    /// service picks the change up within a second.
     Enroll {
         /// Name to grant scans of this finger as.
         #[arg(long)]
         identity: String,
+        /// The matcher that checks the impressions against each other (default: the
+        /// configuration's matcher.mode).
+        #[arg(long, value_enum)]
+        matcher: Option<MatcherArg>,
         /// Scans (image files) of the finger.
         #[arg(required = true)]
         scans: Vec<PathBuf>,
+    },
+    /// Set the door's threshold for a target false-accept rate from its gallery and a folder
+    /// of other people's scans taken on its sensor (never enrolled here); for the fused
+    /// matcher, fit the fusion too. Writes <state_dir>/calibration.json, which a running
+    /// service picks up within a second.
+    Calibrate {
+        /// Scans of fingers not enrolled at this door (image files directly in it).
+        #[arg(long)]
+        strangers: PathBuf,
+        /// Largest share of the strangers' scans that may be accepted (with fewer than
+        /// 1/target scans: none).
+        #[arg(long, default_value_t = 0.001)]
+        target_far: f64,
     },
     /// Remove an enrolled identity.
     Remove { identity: String },
@@ -66,7 +85,36 @@ enum Command {
         /// Print the figures as one JSON object (with the first input's logits).
         #[arg(long)]
         json: bool,
+        /// Also time what the matcher adds to the network: minutiae extraction of each scan
+        /// in --scans, and a probe matched 1:1 and 1:N against a gallery of --gallery
+        /// identities generated from those scans' minutiae (3 impressions each).
+        #[arg(long, value_enum, default_value = "network")]
+        matcher: MatcherArg,
+        /// Folder of scans (real fingerprints) for --matcher minutiae or fused.
+        #[arg(long)]
+        scans: Option<PathBuf>,
+        /// Identities of the generated gallery.
+        #[arg(long, default_value_t = 10_000)]
+        gallery: usize,
     },
+}
+
+/// The matchers, for the command line.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum MatcherArg {
+    Network,
+    Minutiae,
+    Fused,
+}
+
+impl From<MatcherArg> for MatcherMode {
+    fn from(m: MatcherArg) -> Self {
+        match m {
+            MatcherArg::Network => MatcherMode::Network,
+            MatcherArg::Minutiae => MatcherMode::Minutiae,
+            MatcherArg::Fused => MatcherMode::Fused,
+        }
+    }
 }
 
 fn main() -> Result<()> {
@@ -90,9 +138,15 @@ fn main() -> Result<()> {
     match cli.command.unwrap_or(Command::Run) {
         Command::Run => runtime.block_on(run(&cli.config)),
         Command::CheckConfig { file } => runtime.block_on(check_config(&file)),
-        Command::Enroll { identity, scans } => {
-            runtime.block_on(enroll(&cli.config, &identity, &scans))
-        }
+        Command::Enroll {
+            identity,
+            matcher,
+            scans,
+        } => runtime.block_on(enroll(&cli.config, &identity, matcher, &scans)),
+        Command::Calibrate {
+            strangers,
+            target_far,
+        } => runtime.block_on(calibrate(&cli.config, &strangers, target_far)),
         Command::Remove { identity } => {
             let config = DaemonConfig::load(&cli.config)?;
             if fingerprintd::enroll::remove(&config.gallery_path(), &identity)? {
@@ -108,12 +162,24 @@ fn main() -> Result<()> {
             batch,
             runs,
             json,
+            matcher,
+            scans,
+            gallery,
         } => {
             let backend = match backend.as_str() {
                 "candle" => fingerprint_models::export::Backend::Candle,
                 _ => fingerprint_models::export::Backend::Auto,
             };
-            let report = fingerprintd::bench::bench(&model, backend, batch, runs)?;
+            let matching = match MatcherMode::from(matcher) {
+                MatcherMode::Network => None,
+                mode => Some(fingerprintd::bench::MatchBench {
+                    mode,
+                    scans: scans.context("--scans DIR is needed to time minutiae")?,
+                    gallery,
+                }),
+            };
+            let report =
+                fingerprintd::bench::bench(&model, backend, batch, runs, matching.as_ref())?;
             if json {
                 println!("{}", serde_json::to_string(&report)?);
             } else {
@@ -131,6 +197,19 @@ fn main() -> Result<()> {
                     report.rss_bytes as f64 / 1e6,
                     report.peak_rss_bytes as f64 / 1e6
                 );
+                if let Some(m) = &report.matching {
+                    println!(
+                        "{} matcher: minutiae extraction median {:.1} ms ({} scans, {:.0} minutiae each); 1:1 median {:.2} ms; 1:N over {} identities median {:.2} ms (adds {:.2} ms)",
+                        m.mode,
+                        m.extraction_ms_median,
+                        m.scans,
+                        m.minutiae_mean,
+                        m.one_to_one_ms_median,
+                        m.identities,
+                        m.one_to_n_ms_median,
+                        m.one_to_n_ms_median - m.one_to_one_ms_median
+                    );
+                }
             }
             Ok(())
         }
@@ -146,8 +225,16 @@ fn main() -> Result<()> {
     }
 }
 
-async fn enroll(config_path: &Path, identity: &str, scans: &[PathBuf]) -> Result<()> {
-    let config = DaemonConfig::load(config_path)?;
+async fn enroll(
+    config_path: &Path,
+    identity: &str,
+    matcher: Option<MatcherArg>,
+    scans: &[PathBuf],
+) -> Result<()> {
+    let mut config = DaemonConfig::load(config_path)?;
+    if let Some(m) = matcher {
+        config.matcher.mode = m.into();
+    }
     let engine = fingerprintd::service::load_engine(&config).await?;
     let limits = ScanLimits::from(config.limits);
     let mut named = Vec::new();
@@ -155,11 +242,10 @@ async fn enroll(config_path: &Path, identity: &str, scans: &[PathBuf]) -> Result
         let bytes = fingerprint_common::read_limited(path, &limits)?;
         named.push((path.display().to_string(), bytes));
     }
-    let done =
-        fingerprintd::enroll::enroll(&engine, &config.gallery_path(), identity, &named, &limits)?;
+    let done = fingerprintd::enroll::enroll(engine.as_ref(), &config, identity, &named, &limits)?;
     let agreement: Vec<String> = done.agreement.iter().map(|a| format!("{a:.3}")).collect();
     println!(
-        "{} {} from {} impressions (agreement {}; threshold {:.3})",
+        "{} {} from {} impressions ({} agreement {}; threshold {:.3})",
         if done.replaced {
             "re-enrolled"
         } else {
@@ -167,8 +253,55 @@ async fn enroll(config_path: &Path, identity: &str, scans: &[PathBuf]) -> Result
         },
         done.identity,
         done.templates,
+        done.matcher,
         agreement.join(", "),
-        engine.match_threshold
+        done.threshold
+    );
+    Ok(())
+}
+
+async fn calibrate(config_path: &Path, strangers: &Path, target_far: f64) -> Result<()> {
+    let config = DaemonConfig::load(config_path)?;
+    let engine = fingerprintd::service::load_engine(&config).await?;
+    let limits = ScanLimits::from(config.limits);
+    let done = fingerprintd::calibrate::calibrate(
+        engine.as_ref(),
+        &config,
+        strangers,
+        target_far,
+        &limits,
+    )?;
+    for skipped in &done.skipped {
+        eprintln!("skipped {skipped}");
+    }
+    let c = &done.calibration;
+    println!(
+        "{} matcher: threshold {:.3} for a target FAR of {} ({} identities enrolled, {} genuine comparisons, {} stranger scans): {:.2}% of the strangers' scans accepted, {:.1}% of the enrolled impressions refused",
+        c.mode,
+        c.threshold,
+        c.target_far,
+        done.identities,
+        c.genuine_scores,
+        c.stranger_scans,
+        100.0 * c.far,
+        100.0 * c.frr
+    );
+    if let Some(f) = &c.fusion {
+        println!(
+            "fusion: log-odds = {:.3} + {:.3} x cosine + {:.3} x ln(1 + bozorth3){}",
+            f.bias,
+            f.network_weight,
+            f.minutiae_weight,
+            if f.network_weight == 0.0 {
+                " (the network did not help on these scans: no weight)"
+            } else {
+                ""
+            }
+        );
+    }
+    println!(
+        "written to {}",
+        fingerprintd::policy::DoorCalibration::path(&config).display()
     );
     Ok(())
 }
@@ -176,15 +309,44 @@ async fn enroll(config_path: &Path, identity: &str, scans: &[PathBuf]) -> Result
 async fn check_config(path: &Path) -> Result<()> {
     let config = DaemonConfig::load(path)?;
     let engine = fingerprintd::service::load_engine(&config).await?;
-    println!(
-        "{}: model {} ({} {}, {} identities, threshold {})",
-        path.display(),
-        config.model.path.display(),
-        engine.manifest.arch,
-        engine.manifest.quantization,
-        engine.manifest.num_classes,
-        engine.threshold
-    );
+    match &engine {
+        Some(engine) => println!(
+            "{}: model {} ({} {}, {} identities, threshold {})",
+            path.display(),
+            engine.path.display(),
+            engine.manifest.arch,
+            engine.manifest.quantization,
+            engine.manifest.num_classes,
+            engine.threshold
+        ),
+        None => println!(
+            "{}: no model: matcher.mode = \"minutiae\" works with enrolment alone, no training",
+            path.display()
+        ),
+    }
+    let calibration = fingerprintd::policy::DoorCalibration::path(&config);
+    let door = fingerprintd::policy::DoorCalibration::load(&calibration)?;
+    match fingerprint_common::Gallery::load(&config.gallery_path())? {
+        Some(gallery) if !gallery.is_empty() => {
+            let policy =
+                fingerprintd::policy::resolve(&config, engine.as_ref(), &gallery, door.as_ref())?;
+            println!(
+                "gallery: {} identities (version {}); matcher {}, threshold {:.3} from {}",
+                gallery.identities.len(),
+                gallery.version,
+                policy.rule.mode,
+                policy.threshold,
+                policy.source
+            );
+            if let Some(why) = &policy.downgrade {
+                println!("note: {why}");
+            }
+        }
+        _ => println!(
+            "gallery: nothing enrolled yet (matcher {} once people are enrolled)",
+            config.matcher.mode
+        ),
+    }
     if let Some(sensor) = &config.sensor {
         anyhow::ensure!(
             sensor.dir.is_dir(),

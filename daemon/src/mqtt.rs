@@ -12,13 +12,12 @@
 //! oversized scan gets an "error" decision); a larger one cuts the connection, which is why
 //! the broker must refuse such messages itself.
 
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use fingerprint_common::config::{MqttConfig, TlsConfig};
-use fingerprint_common::{ScanLimits, ScanSource, SourceKind};
+use fingerprint_common::{DaemonConfig, ScanLimits, ScanSource, SourceKind};
 use rumqttc::{
     AsyncClient, ConnectionError, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet, QoS,
     StateError, TlsConfiguration, Transport,
@@ -26,7 +25,8 @@ use rumqttc::{
 use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, oneshot, watch, Notify};
 
-use crate::engine::{EngineSlot, ScanRequest};
+use crate::decide::ScanRequest;
+use crate::engine::EngineSlot;
 use crate::input::parse_mqtt_scan;
 use crate::outbox::Outbox;
 use crate::output::Settler;
@@ -178,7 +178,7 @@ pub struct Shared {
 #[derive(Clone)]
 pub struct Admin {
     pub engine: EngineSlot,
-    pub gallery: PathBuf,
+    pub config: Arc<DaemonConfig>,
 }
 
 pub struct Connection {

@@ -261,11 +261,15 @@ mod tests {
             identity: None,
             score: Some(0.5),
             threshold: 0.9,
+            matcher: None,
+            network_score: None,
+            minutiae_score: None,
+            fused_score: None,
             candidates: Vec::new(),
-            model: ModelRef {
+            model: Some(ModelRef {
                 name: "m".into(),
                 digest: "sha256:0".into(),
-            },
+            }),
             latency_ms: 1.0,
             error: None,
         }

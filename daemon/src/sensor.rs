@@ -10,7 +10,7 @@ use notify::event::{AccessKind, AccessMode, ModifyKind, RenameMode};
 use notify::{EventKind, RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 
-use crate::engine::ScanRequest;
+use crate::decide::ScanRequest;
 use crate::output::Settler;
 use crate::worker::Job;
 

@@ -9,11 +9,13 @@ use anyhow::{Context, Result};
 use fingerprint_common::{DaemonConfig, Decision, ScanLimits, Verdict};
 use tokio::sync::{mpsc, watch, Notify};
 
+use crate::decide::Settings;
 use crate::engine::{Engine, EngineSlot};
-use crate::enroll::GallerySlot;
+use crate::gallery::GallerySlot;
 use crate::mqtt::{self, lock, Topics};
 use crate::outbox::{Entry, Outbox};
 use crate::output::{DecisionLog, Settle, Settler};
+use crate::policy::DoorCalibration;
 use crate::sensor::{self, SensorWatch};
 use crate::worker::{self, Origin, Outcome, Stats, WorkerConfig};
 
@@ -26,7 +28,7 @@ const STORE_RETRY_FIRST: Duration = Duration::from_secs(1);
 const STORE_RETRY_MAX: Duration = Duration::from_secs(8);
 
 pub struct Service {
-    config: DaemonConfig,
+    config: Arc<DaemonConfig>,
     engine: EngineSlot,
     shutdown: watch::Sender<bool>,
     worker: std::thread::JoinHandle<()>,
@@ -37,16 +39,28 @@ pub struct Service {
     gallery_watch: tokio::task::JoinHandle<()>,
 }
 
-/// Loads the model named by the configuration (on a blocking thread).
-pub async fn load_engine(config: &DaemonConfig) -> Result<Engine> {
+/// Loads the model named by the configuration (on a blocking thread); None when the
+/// configuration names none (minutiae alone).
+pub async fn load_engine(config: &DaemonConfig) -> Result<Option<Engine>> {
     let m = config.model.clone();
-    let engine = tokio::task::spawn_blocking(move || {
-        Engine::load(&m.path, &m.device, m.threshold, m.match_threshold)
-    })
-    .await
-    .context("model loading panicked")?
-    .with_context(|| format!("loading model {}", config.model.path.display()))?;
-    Ok(engine)
+    let Some(path) = m.path.clone() else {
+        return Ok(None);
+    };
+    let engine = tokio::task::spawn_blocking(move || Engine::load(&path, &m.device, m.threshold))
+        .await
+        .context("model loading panicked")?
+        .with_context(|| {
+            format!(
+                "loading model {}",
+                config
+                    .model
+                    .path
+                    .as_deref()
+                    .unwrap_or(Path::new(""))
+                    .display()
+            )
+        })?;
+    Ok(Some(engine))
 }
 
 /// What the router does with each decision.
@@ -64,20 +78,46 @@ impl Service {
     /// is ready (time to tell systemd).
     pub async fn start(config: DaemonConfig) -> Result<Self> {
         let engine = load_engine(&config).await?;
-        tracing::info!(
-            model = %config.model.path.display(),
-            arch = %engine.manifest.arch,
-            quantization = %engine.manifest.quantization,
-            identities = engine.manifest.num_classes,
-            threshold = engine.threshold,
-            "model loaded"
-        );
-        let engine = EngineSlot::new(engine);
-        let gallery = GallerySlot::open(&config.gallery_path())?;
+        match &engine {
+            Some(engine) => tracing::info!(
+                model = %engine.path.display(),
+                arch = %engine.manifest.arch,
+                quantization = %engine.manifest.quantization,
+                identities = engine.manifest.num_classes,
+                threshold = engine.threshold,
+                "model loaded"
+            ),
+            None => tracing::info!("no model: the door matches minutiae alone"),
+        }
+        let gallery = GallerySlot::open(&config.gallery_path(), &DoorCalibration::path(&config))?;
         match gallery.current() {
-            Some(g) => tracing::info!(identities = g.identities.len(), "gallery loaded"),
+            Some(g) => {
+                tracing::info!(
+                    identities = g.gallery.identities.len(),
+                    version = g.gallery.version,
+                    "gallery loaded"
+                );
+                // The matcher and threshold in force, and where the threshold came from; a
+                // gallery no decision can be made with stops the start.
+                let policy =
+                    crate::policy::resolve(&config, engine.as_ref(), &g.gallery, g.door.as_ref())?;
+                if let Some(why) = &policy.downgrade {
+                    tracing::warn!("{why}");
+                }
+                tracing::info!(
+                    matcher = %policy.rule.mode,
+                    threshold = policy.threshold,
+                    "threshold in force from {}",
+                    policy.source
+                );
+            }
+            None if engine.is_none() => {
+                tracing::warn!("no identities enrolled and no model: every scan is denied until someone is enrolled (fingerprintd enroll)")
+            }
             None => tracing::info!("no identities enrolled: deciding with the model's classes"),
         }
+        let engine = EngineSlot::new(engine);
+        let config = Arc::new(config);
         let limits: ScanLimits = config.limits.into();
         let (jobs_tx, jobs_rx) = mpsc::channel(config.queue.capacity);
         let (outcomes_tx, outcomes_rx) = mpsc::channel(config.queue.capacity);
@@ -123,7 +163,7 @@ impl Service {
                     settler: settler.clone(),
                     admin: mqtt_config.enrollment.then(|| mqtt::Admin {
                         engine: engine.clone(),
-                        gallery: config.gallery_path(),
+                        config: config.clone(),
                     }),
                 },
                 mqtt_config.subscribe_scans.then(|| jobs_tx.clone()),
@@ -150,9 +190,13 @@ impl Service {
             jobs_rx,
             outcomes_tx,
             WorkerConfig {
-                limits,
+                config: config.clone(),
                 max_batch: config.queue.max_batch,
-                top_k: config.model.top_k,
+                settings: Settings {
+                    limits,
+                    top_k: config.model.top_k,
+                    sensor_dpi: config.matcher.sensor_dpi,
+                },
             },
             stats.clone(),
         )
@@ -188,14 +232,15 @@ impl Service {
     /// Loads the configured model file again and swaps it in; on error the current model
     /// stays and the error is returned.
     pub async fn reload(&self) -> Result<()> {
-        let engine = load_engine(&self.config).await?;
-        tracing::info!(digest = %engine.model.digest, "model reloaded");
-        self.engine.replace(engine);
+        if let Some(engine) = load_engine(&self.config).await? {
+            tracing::info!(digest = %engine.model.digest, "model reloaded");
+            self.engine.replace(engine);
+        }
         Ok(())
     }
 
-    /// The model in use.
-    pub fn engine(&self) -> Arc<Engine> {
+    /// The model in use (None: minutiae alone).
+    pub fn engine(&self) -> Option<Arc<Engine>> {
         self.engine.current()
     }
 
@@ -243,8 +288,8 @@ async fn watch_gallery(gallery: GallerySlot) {
         let slot = gallery.clone();
         match tokio::task::spawn_blocking(move || slot.refresh()).await {
             Ok(Ok(true)) => {
-                let n = gallery.current().map_or(0, |g| g.identities.len());
-                tracing::info!(identities = n, "gallery reloaded");
+                let n = gallery.current().map_or(0, |g| g.gallery.identities.len());
+                tracing::info!(identities = n, "gallery or door calibration reloaded");
             }
             Ok(Ok(false)) => {}
             Ok(Err(e)) => tracing::error!("gallery not reloaded, the previous one stays: {e}"),

@@ -5,11 +5,13 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use fingerprint_common::{Decision, ScanLimits};
+use fingerprint_common::{DaemonConfig, Decision};
 use tokio::sync::mpsc;
 
-use crate::engine::{decide_batch, EngineSlot, Matcher, ScanRequest};
-use crate::enroll::GallerySlot;
+use crate::decide::{decide_batch, Matcher, ScanRequest, Settings};
+use crate::engine::EngineSlot;
+use crate::gallery::GallerySlot;
+use crate::policy;
 
 /// Where a scan came from, to settle it once its decision is out.
 pub enum Origin {
@@ -46,9 +48,9 @@ impl Stats {
 }
 
 pub struct WorkerConfig {
-    pub limits: ScanLimits,
+    pub config: Arc<DaemonConfig>,
     pub max_batch: usize,
-    pub top_k: usize,
+    pub settings: Settings,
 }
 
 /// Runs until the job queue is closed and drained, or nobody takes outcomes any more.
@@ -63,6 +65,7 @@ pub fn spawn(
     std::thread::Builder::new()
         .name("inference".into())
         .spawn(move || {
+            let mut announced = None;
             while let Some(first) = jobs.blocking_recv() {
                 let mut batch = vec![first];
                 while batch.len() < config.max_batch {
@@ -72,27 +75,27 @@ pub fn spawn(
                     }
                 }
                 let engine = engine.current();
-                let (mut scans, origins): (Vec<ScanRequest>, Vec<Origin>) =
+                let (scans, origins): (Vec<ScanRequest>, Vec<Origin>) =
                     batch.into_iter().map(|j| (j.scan, j.origin)).unzip();
                 let gallery = gallery.current();
-                let matcher = match &gallery {
-                    None => Matcher::Classifier,
-                    Some(g) => {
-                        if g.model_digest != engine.model.digest {
-                            // Templates of another model mean nothing: refuse every scan.
-                            let reason = format!(
-                                "the gallery was enrolled with model {}, not the loaded {}: enrol again",
-                                g.model_digest, engine.model.digest
-                            );
-                            for scan in &mut scans {
-                                scan.payload = Err(reason.clone());
-                            }
-                        }
-                        Matcher::Gallery(g)
-                    }
+                let policy = gallery.as_ref().map(|g| {
+                    policy::resolve(
+                        &config.config,
+                        engine.as_deref(),
+                        &g.gallery,
+                        g.door.as_ref(),
+                    )
+                });
+                announce(&mut announced, policy.as_ref());
+                let matcher = match (&gallery, &policy) {
+                    (Some(g), Some(Ok(policy))) => Matcher::Gallery {
+                        index: &g.index,
+                        policy,
+                    },
+                    (_, Some(Err(e))) => Matcher::Refuse(e.to_string()),
+                    _ => Matcher::Classifier,
                 };
-                let decisions =
-                    decide_batch(&engine, &matcher, &scans, &config.limits, config.top_k);
+                let decisions = decide_batch(engine.as_deref(), &matcher, &scans, &config.settings);
                 tracing::debug!(batch = scans.len(), "batch decided");
                 stats.scans.fetch_add(scans.len() as u64, Ordering::Relaxed);
                 stats.batches.fetch_add(1, Ordering::Relaxed);
@@ -106,4 +109,33 @@ pub fn spawn(
                 }
             }
         })
+}
+
+/// Logs the matcher and threshold in force whenever they change (an enrolment, a
+/// calibration, a model reload).
+fn announce(
+    announced: &mut Option<String>,
+    policy: Option<&Result<crate::policy::MatchPolicy, crate::policy::PolicyError>>,
+) {
+    let line = match policy {
+        None => "no identities enrolled: deciding with the model's classes".to_string(),
+        Some(Ok(p)) => format!(
+            "matcher {}, threshold {:.3} from {}{}",
+            p.rule.mode,
+            p.threshold,
+            p.source,
+            p.downgrade
+                .as_ref()
+                .map(|d| format!("; {d}"))
+                .unwrap_or_default()
+        ),
+        Some(Err(e)) => format!("no gallery decision possible, every scan is refused: {e}"),
+    };
+    if announced.as_ref() != Some(&line) {
+        match policy {
+            Some(Err(_)) => tracing::error!("{line}"),
+            _ => tracing::info!("{line}"),
+        }
+        *announced = Some(line);
+    }
 }

@@ -14,11 +14,11 @@ use std::time::Duration;
 
 use anyhow::Result;
 use base64::Engine as _;
-use fingerprint_common::gallery::{agreement, similarity};
+use fingerprint_common::gallery::{agreement, similarity, Impression};
 use fingerprint_common::{DaemonConfig, Gallery, MatchMode, Verdict};
 use fingerprint_models::export::Quantization;
 use fingerprintd::engine::Engine;
-use fingerprintd::enroll::GallerySlot;
+use fingerprintd::gallery::GallerySlot;
 use fingerprintd::input::encoded_scan_input;
 use fingerprintd::Service;
 use rumqttc::QoS;
@@ -66,7 +66,7 @@ fn cast(model: &Path) -> Result<Cast> {
     .map(|&(a, p, ph)| stripes(a, p, ph))
     .collect();
     let outlier = flat_scan(128);
-    let engine = Engine::load(model, "cpu", None, None)?;
+    let engine = Engine::load(model, "cpu", None)?;
     let e = |s: &[Vec<u8>]| embed(&engine, s);
     let (ea, eb, es) = (e(&alice)?, e(&bob)?, e(&strangers)?);
     let ep = e(std::slice::from_ref(&alice_probe))?.remove(0);
@@ -76,7 +76,11 @@ fn cast(model: &Path) -> Result<Cast> {
             .fold(f32::MIN, f32::max)
     };
     // Genuine: each impression's agreement with its own set, and the probe with alice.
-    let agreement = |set: &[Vec<f32>]| agreement(set).into_iter().fold(f32::MAX, f32::min);
+    let agreement = |set: &[Vec<f32>]| {
+        agreement(set.len(), |i, j| similarity(&set[i], &set[j]))
+            .into_iter()
+            .fold(f32::MAX, f32::min)
+    };
     let genuine = agreement(&ea).min(agreement(&eb)).min(best(&ep, &ea));
     let impostor = es
         .iter()
@@ -360,19 +364,27 @@ async fn enrolment_over_mqtt_is_off_by_default() -> Result<()> {
 fn a_gallery_cut_short_mid_write_leaves_the_previous_one() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let path = dir.path().join("gallery.json");
-    let mut gallery = Gallery::new("sha256:abc");
+    let mut gallery = Gallery::new(Some("sha256:abc"));
+    let impression = |v: Vec<f32>| Impression {
+        embedding: Some(v),
+        minutiae: None,
+    };
     gallery.identities.insert(
         "alice".into(),
-        vec![vec![0.6, 0.8], vec![1.0, 0.0], vec![0.0, 1.0]],
+        vec![
+            impression(vec![0.6, 0.8]),
+            impression(vec![1.0, 0.0]),
+            impression(vec![0.0, 1.0]),
+        ],
     );
     gallery.save(&path)?;
-    let slot = GallerySlot::open(&path)?;
+    let slot = GallerySlot::open(&path, &dir.path().join("calibration.json"))?;
 
     // A crash during the next save leaves its temporary file half written: ignored.
     let mut changed = gallery.clone();
     changed
         .identities
-        .insert("bob".into(), vec![vec![1.0, 0.0]; 3]);
+        .insert("bob".into(), vec![impression(vec![1.0, 0.0]); 3]);
     let full = std::fs::read(&path)?;
     std::fs::write(dir.path().join("gallery.json.tmp"), &full[..full.len() / 2])?;
     assert_eq!(Gallery::load(&path)?, Some(gallery.clone()));
@@ -388,6 +400,6 @@ fn a_gallery_cut_short_mid_write_leaves_the_previous_one() -> Result<()> {
     let bytes = std::fs::read(&path)?;
     std::fs::write(&path, &bytes[..bytes.len() / 3])?;
     assert!(slot.refresh().is_err());
-    assert_eq!(slot.current().as_deref(), Some(&changed));
+    assert_eq!(slot.current().map(|g| g.gallery.clone()), Some(changed));
     Ok(())
 }

@@ -21,11 +21,15 @@ fn entry(id: &str) -> Entry {
             identity: None,
             score: Some(0.1),
             threshold: 0.9,
+            matcher: None,
+            network_score: None,
+            minutiae_score: None,
+            fused_score: None,
             candidates: vec![],
-            model: ModelRef {
+            model: Some(ModelRef {
                 name: "m".into(),
                 digest: "sha256:0".into(),
-            },
+            }),
             latency_ms: 1.0,
             error: None,
         },

@@ -99,6 +99,10 @@ pub struct Calibration {
     pub frr: f64,
     pub genuine_scores: usize,
     pub impostor_scores: usize,
+    /// What the calibration scans were: a threshold from synthetic prints does not hold on
+    /// real ones. None in models exported before this was recorded (unknown).
+    #[serde(default)]
+    pub prints: Option<fingerprint_common::matcher::Prints>,
 }
 
 /// What a daemon needs to know about a model besides its weights.

@@ -70,8 +70,12 @@ pub fn calibrate(
     target_far: f64,
     device: &Device,
 ) -> Result<Option<(Calibration, crate::openset::OpenSetReport)>> {
-    use crate::openset::{calibration, enrol_first, first_per_identity, Probe, Scores};
+    use crate::openset::{
+        calibration, embedding_only, enrol_first, first_per_identity, prints_of, rule, templates,
+        Comparisons, LabelledProbe,
+    };
     use fingerprint_common::gallery::MIN_IMPRESSIONS;
+    use fingerprint_common::matcher::{Index, MatcherMode, Probe};
     if split.impostors.is_empty() {
         return Ok(None);
     }
@@ -85,20 +89,24 @@ pub fn calibrate(
         samples
             .iter()
             .zip(e)
-            .map(|(s, e)| (names[s.identity].clone(), e))
+            .map(|(s, e)| (names[s.identity].clone(), embedding_only(e)))
             .collect::<Vec<_>>()
+    };
+    let network_probe = |embedding: Option<Vec<f32>>, identity: Option<String>| LabelledProbe {
+        probe: Probe {
+            embedding,
+            minutiae: None,
+        },
+        identity,
     };
     let enrolled = first_per_identity(&split.enrollable_train(), MIN_IMPRESSIONS);
     let (trained_gallery, _) = enrol_first(
         named(&enrolled, &split.identities, embed(&enrolled)?),
         MIN_IMPRESSIONS,
     );
-    let val_probes: Vec<Probe> = named(&split.val, &split.identities, embed(&split.val)?)
+    let val_probes: Vec<LabelledProbe> = named(&split.val, &split.identities, embed(&split.val)?)
         .into_iter()
-        .map(|(name, embedding)| Probe {
-            embedding,
-            identity: Some(name),
-        })
+        .map(|(name, impression)| network_probe(impression.embedding, Some(name)))
         .collect();
     // Held-out scans by identity, in split order (so the first ones are enrolled).
     let held_out = named(
@@ -130,8 +138,8 @@ pub fn calibrate(
     } else {
         vec![Vec::new()]
     };
-    let mut scores = Scores::default();
-    let mut gallery = trained_gallery.clone();
+    let network = rule(MatcherMode::Network, Default::default());
+    let mut comparisons = Comparisons::default();
     for (fold, enrolled_here) in folds.iter().enumerate() {
         let (extra, mut probes) = enrol_first(
             held_out
@@ -141,24 +149,23 @@ pub fn calibrate(
                 .collect(),
             MIN_IMPRESSIONS,
         );
-        gallery = trained_gallery.clone();
+        let mut gallery = trained_gallery.clone();
         gallery.identities.extend(extra.identities);
         probes.extend(
             held_out
                 .iter()
                 .filter(|(name, _)| !enrolled_here.contains(&name))
-                .map(|(_, embedding)| Probe {
-                    embedding: embedding.clone(),
-                    identity: None,
-                }),
+                .map(|(_, impression)| network_probe(impression.embedding.clone(), None)),
         );
+        let index = Index::new(&gallery);
         if fold == 0 {
-            scores.add(&gallery, &val_probes);
+            comparisons.add(&index, templates(&gallery), &network, &val_probes);
         }
-        scores.add(&gallery, &probes);
+        comparisons.add(&index, templates(&gallery), &network, &probes);
     }
-    let report = scores.report(&gallery, None, target_far);
-    Ok(Some((calibration(&report, target_far), report)))
+    let report = comparisons.scores(&network).report(None, target_far);
+    let prints = prints_of(split.train.iter().chain(&split.impostors));
+    Ok(Some((calibration(&report, target_far, prints), report)))
 }
 
 /// Exports the run's best model as `quantization` to `out`, measuring f32, f16 and int8 on

@@ -341,8 +341,15 @@ pub fn generate(config: &SynthConfig) -> Vec<Vec<GrayImage>> {
 
 /// Writes a dataset as `<finger>_<impression>.png` (fingers from 1, impressions from 1, as
 /// FVC numbers them) and returns the paths written.
+/// Written beside the scans of `trainer synth`: says they are synthetic (a threshold
+/// calibrated on them is marked so, and does not pass for one of real prints) and how they
+/// were made.
+pub const SYNTH_MARKER: &str = "synthetic-prints.json";
+
 pub fn write_dataset(config: &SynthConfig, dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     std::fs::create_dir_all(dir)?;
+    let marker = serde_json::to_vec_pretty(config).map_err(std::io::Error::other)?;
+    std::fs::write(dir.join(SYNTH_MARKER), marker)?;
     let prints = generate(config);
     let mut paths = Vec::new();
     for (f, impressions) in prints.iter().enumerate() {

@@ -13,8 +13,9 @@ use anyhow::{Context, Result};
 use candle_core::{DType, Device};
 use candle_nn::{VarBuilder, VarMap};
 use fingerprint_common::config::{
-    LimitsConfig, ModelConfig, MqttConfig, OutputConfig, QueueConfig, SensorConfig,
+    LimitsConfig, MatcherConfig, ModelConfig, MqttConfig, OutputConfig, QueueConfig, SensorConfig,
 };
+use fingerprint_common::MatcherMode;
 use fingerprint_common::{DaemonConfig, Decision, Preprocessing};
 use fingerprint_models::export::{fold_batch_norm, write_exported, Manifest, Quantization};
 use fingerprint_models::{formula, Arch, ResNet};
@@ -119,11 +120,16 @@ pub fn config(root: &Path, model: &Path) -> DaemonConfig {
         door_id: "test-door".into(),
         state_dir: root.join("state"),
         model: ModelConfig {
-            path: model.to_path_buf(),
+            path: Some(model.to_path_buf()),
             device: "cpu".into(),
             threshold: Some(0.0),
             match_threshold: None,
             top_k: 2,
+        },
+        // These tests' scans are patterns, not prints: the network's templates alone.
+        matcher: MatcherConfig {
+            mode: MatcherMode::Network,
+            ..MatcherConfig::default()
         },
         limits: LimitsConfig {
             max_scan_bytes: MAX_SCAN_BYTES,

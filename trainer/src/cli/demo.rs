@@ -724,11 +724,15 @@ mod tests {
             identity: identity.map(Into::into),
             score: Some(0.5),
             threshold: 0.9,
+            matcher: None,
+            network_score: None,
+            minutiae_score: None,
+            fused_score: None,
             candidates: Vec::new(),
-            model: ModelRef {
+            model: Some(ModelRef {
                 name: "m".into(),
                 digest: "d".into(),
-            },
+            }),
             latency_ms,
             error: None,
         }

@@ -2,11 +2,20 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
+use fingerprint_common::gallery::Impression;
+use fingerprint_common::matcher::{
+    shipped_fused_threshold, Fusion, MatcherMode, Probe, SHIPPED_FUSION, SHIPPED_MINUTIAE_THRESHOLD,
+};
+use fingerprint_common::minutiae;
 use fingerprint_common::ScanLimits;
 use fingerprint_models::device_from_name;
+use rayon::prelude::*;
 use trainer::dataset::{Dataset, Layout, Sample};
 use trainer::loader::ImageCache;
-use trainer::openset::{draw_det, enrol_first, evaluate, first_per_identity, Probe};
+use trainer::openset::{
+    draw_det, enrol_first, evaluate, first_per_identity, fit_door, probe_of, rule, LabelledProbe,
+    OpenSetReport,
+};
 use trainer::train::{
     evaluate_probabilities, predict_embeddings, predict_probabilities, LoadedModel, RunDir,
 };
@@ -16,7 +25,7 @@ use super::DataArgs;
 #[derive(Args, Debug)]
 pub struct EvalArgs {
     /// Run folder: its best model, and its test split unless --data is given.
-    #[arg(long, required_unless_present = "model")]
+    #[arg(long)]
     run: Option<PathBuf>,
     /// An exported model file to evaluate instead of the run's checkpoint.
     #[arg(long)]
@@ -51,8 +60,23 @@ pub struct EvalArgs {
     /// Scans per finger enrolled (the first ones by file name).
     #[arg(long, default_value_t = 3)]
     enroll_impressions: usize,
-    /// Decision threshold (cosine similarity); default: the model's calibration, else the
-    /// one reaching --target-far on these strangers.
+    /// Which matcher scores the open set, as fingerprintd's [matcher] mode: the network's
+    /// templates (cosine), minutiae (NIST's MINDTCT + BOZORTH3; no model needed), or both
+    /// fused (a logistic regression: the shipped one, or fitted with --calibrate-strangers).
+    #[arg(long, value_enum, default_value = "network", requires = "open_set")]
+    matcher: MatcherArg,
+    /// Resolution of the scans, for minutiae (found at 500 dpi; others are resampled).
+    #[arg(long, default_value_t = 500)]
+    sensor_dpi: u32,
+    /// Calibrate as `fingerprintd calibrate` would before evaluating: the threshold (and for
+    /// the fused matcher the fusion) fitted on the enrolled gallery and these scans of other
+    /// never-enrolled fingers (a dataset root; keep them apart from --strangers).
+    #[arg(long, requires = "open_set")]
+    calibrate_strangers: Option<PathBuf>,
+    /// Decision threshold in the matcher's score (cosine, BOZORTH3 score or fused log-odds);
+    /// default: --calibrate-strangers' if given, else the network's calibration (network) or
+    /// the shipped threshold (minutiae, fused), else the one reaching --target-far on these
+    /// strangers.
     #[arg(long)]
     threshold: Option<f32>,
     #[arg(long, default_value_t = 0.001)]
@@ -62,9 +86,34 @@ pub struct EvalArgs {
     det: Option<PathBuf>,
 }
 
+/// The matchers, for the command line.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum MatcherArg {
+    Network,
+    Minutiae,
+    Fused,
+}
+
+impl From<MatcherArg> for MatcherMode {
+    fn from(m: MatcherArg) -> Self {
+        match m {
+            MatcherArg::Network => MatcherMode::Network,
+            MatcherArg::Minutiae => MatcherMode::Minutiae,
+            MatcherArg::Fused => MatcherMode::Fused,
+        }
+    }
+}
+
 pub fn run(args: EvalArgs) -> Result<()> {
     let device = device_from_name(&args.device)?;
     let run = args.run.clone().map(RunDir);
+    if args.open_set
+        && MatcherMode::from(args.matcher) == MatcherMode::Minutiae
+        && args.model.is_none()
+        && run.is_none()
+    {
+        return open_set(&args, None, None, &device);
+    }
     let loaded = LoadedModel::choose(
         args.model.as_deref(),
         run.as_ref(),
@@ -72,7 +121,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
         &format!("{}.safetensors", args.checkpoint),
     )?;
     if args.open_set {
-        return open_set(&args, &loaded, run.as_ref(), &device);
+        return open_set(&args, Some(&loaded), run.as_ref(), &device);
     }
     let (classifier, identities, pre, arch) = (
         loaded.classifier(),
@@ -139,32 +188,66 @@ pub fn run(args: EvalArgs) -> Result<()> {
     Ok(())
 }
 
-/// Embeddings of `samples`, named by identity.
-fn embed_named(
-    loaded: &LoadedModel,
+/// Impressions of `samples` as the matcher needs them, named by identity: the network's
+/// templates (with a model), minutiae (a scan with too few gets none: as a probe it cannot be
+/// matched, as an enrolment it is skipped, and the count is printed).
+fn impressions(
+    loaded: Option<&LoadedModel>,
+    mode: MatcherMode,
     samples: &[Sample],
     names: &[String],
+    args: &EvalArgs,
     device: &candle_core::Device,
-    batch_size: usize,
-) -> Result<Vec<(String, Vec<f32>)>> {
-    let cache = ImageCache::load(
-        samples,
-        &loaded.preprocessing,
-        &ScanLimits::default(),
-        || {},
-    )
-    .context("reading scans")?;
-    let e = predict_embeddings(
-        &loaded.classifier(),
-        &cache,
-        &loaded.preprocessing,
-        device,
-        batch_size,
-    )?;
+) -> Result<Vec<(String, Impression)>> {
+    let limits = ScanLimits::default();
+    let embeddings: Vec<Option<Vec<f32>>> = match (loaded, mode.needs_network()) {
+        (Some(loaded), true) => {
+            let cache = ImageCache::load(samples, &loaded.preprocessing, &limits, || {})
+                .context("reading scans")?;
+            predict_embeddings(
+                &loaded.classifier(),
+                &cache,
+                &loaded.preprocessing,
+                device,
+                args.batch_size,
+            )?
+            .into_iter()
+            .map(Some)
+            .collect()
+        }
+        (None, true) => bail!("the {mode} matcher needs --model or --run"),
+        (_, false) => vec![None; samples.len()],
+    };
+    let minutiae: Vec<Option<minutiae::Template>> = if mode.needs_minutiae() {
+        samples
+            .par_iter()
+            .map(|s| {
+                let image = fingerprint_common::read_scan(&s.path, &limits)?;
+                Ok(minutiae::extract(&image, args.sensor_dpi).ok())
+            })
+            .collect::<Result<Vec<_>>>()?
+    } else {
+        vec![None; samples.len()]
+    };
+    let missing = minutiae.iter().filter(|m| m.is_none()).count();
+    if mode.needs_minutiae() && missing > 0 {
+        eprintln!(
+            "{missing} of {} scans have too few minutiae to be matched by minutiae",
+            samples.len()
+        );
+    }
     Ok(samples
         .iter()
-        .zip(e)
-        .map(|(s, e)| (names[s.identity].clone(), e))
+        .zip(embeddings.into_iter().zip(minutiae))
+        .map(|(s, (embedding, minutiae))| {
+            (
+                names[s.identity].clone(),
+                Impression {
+                    embedding,
+                    minutiae,
+                },
+            )
+        })
         .collect())
 }
 
@@ -173,21 +256,35 @@ fn load_root(root: &std::path::Path) -> Result<Dataset> {
         .with_context(|| format!("reading {}", root.display()))
 }
 
+/// The open-set figures with what they were measured with.
+#[derive(serde::Serialize)]
+struct OpenSetOutput {
+    matcher: MatcherMode,
+    fusion: Option<Fusion>,
+    threshold_source: String,
+    #[serde(flatten)]
+    report: OpenSetReport,
+}
+
 fn open_set(
     args: &EvalArgs,
-    loaded: &LoadedModel,
+    loaded: Option<&LoadedModel>,
     run: Option<&RunDir>,
     device: &candle_core::Device,
 ) -> Result<()> {
-    let b = args.batch_size;
+    let mode = MatcherMode::from(args.matcher);
+    let described = loaded.map_or("minutiae (no model)".to_string(), |l| l.description.clone());
+    let of = |samples: &[Sample], names: &[String]| {
+        impressions(loaded, mode, samples, names, args, device)
+    };
     let (enrol, strangers, source) = match (&args.enroll_data, run) {
         (Some(root), _) => {
             let d = load_root(root)?;
-            let enrol = embed_named(loaded, &d.samples, &d.identities, device, b)?;
+            let enrol = of(&d.samples, &d.identities)?;
             let strangers = match &args.strangers {
                 Some(root) => {
                     let s = load_root(root)?;
-                    embed_named(loaded, &s.samples, &s.identities, device, b)?
+                    of(&s.samples, &s.identities)?
                 }
                 None => Vec::new(),
             };
@@ -197,16 +294,9 @@ fn open_set(
             let split = run.split()?;
             // Enrol from training scans, probe with test scans: templates first.
             let templates = first_per_identity(&split.enrollable_train(), args.enroll_impressions);
-            let mut enrol = embed_named(loaded, &templates, &split.identities, device, b)?;
-            enrol.extend(embed_named(
-                loaded,
-                &split.test,
-                &split.identities,
-                device,
-                b,
-            )?);
-            let strangers =
-                embed_named(loaded, &split.impostors, &split.impostor_names, device, b)?;
+            let mut enrol = of(&templates, &split.identities)?;
+            enrol.extend(of(&split.test, &split.identities)?);
+            let strangers = of(&split.impostors, &split.impostor_names)?;
             (
                 enrol,
                 strangers,
@@ -215,28 +305,98 @@ fn open_set(
         }
         (None, None) => bail!("--open-set needs --enroll-data DIR, or --run RUN"),
     };
+    // A scan without minutiae is not enrolled (the daemon refuses it); as a probe it stays,
+    // and can match nothing.
+    let enrol: Vec<(String, Impression)> = {
+        let mut taken = std::collections::BTreeMap::<String, usize>::new();
+        enrol
+            .into_iter()
+            .filter(|(name, i)| {
+                let n = taken.entry(name.clone()).or_default();
+                if *n >= args.enroll_impressions {
+                    return true;
+                }
+                let usable = !mode.needs_minutiae() || i.minutiae.is_some();
+                *n += usize::from(usable);
+                usable
+            })
+            .collect()
+    };
     let (gallery, mut probes) = enrol_first(enrol, args.enroll_impressions);
-    probes.extend(strangers.into_iter().map(|(_, embedding)| Probe {
-        embedding,
+    probes.extend(strangers.iter().map(|(_, i)| LabelledProbe {
+        probe: probe_of(i),
         identity: None,
     }));
-    let threshold = args.threshold.or(loaded.similarity_threshold);
-    let report = evaluate(&gallery, &probes, threshold, args.target_far);
+    let door = match &args.calibrate_strangers {
+        Some(root) => {
+            let d = load_root(root)?;
+            let calibration: Vec<Probe> = of(&d.samples, &d.identities)?
+                .iter()
+                .filter(|(_, i)| !mode.needs_minutiae() || i.minutiae.is_some())
+                .map(|(_, i)| probe_of(i))
+                .collect();
+            let fit = fit_door(&gallery, mode, &calibration, args.target_far)
+                .context("nothing to calibrate on")?;
+            Some((fit, root.display().to_string()))
+        }
+        None => None,
+    };
+    let fusion = door
+        .as_ref()
+        .and_then(|(f, _)| f.fusion)
+        .unwrap_or(SHIPPED_FUSION);
+    let (threshold, threshold_source) = match (args.threshold, &door, mode) {
+        (Some(t), _, _) => (Some(t), "given".to_string()),
+        (None, Some((fit, root)), _) => (
+            Some(fit.threshold),
+            format!("calibrated on {} scans of {root}", fit.stranger_scans),
+        ),
+        (None, None, MatcherMode::Network) => match loaded.and_then(|l| l.similarity_threshold) {
+            Some(t) => (Some(t), "the model's calibration".to_string()),
+            None => (None, "for the target FAR on these strangers".to_string()),
+        },
+        (None, None, MatcherMode::Minutiae) => (
+            Some(SHIPPED_MINUTIAE_THRESHOLD as f32),
+            "shipped (real impostor pairs)".to_string(),
+        ),
+        (None, None, MatcherMode::Fused) => (
+            Some(shipped_fused_threshold()),
+            "shipped (real impostor pairs; the network gets no weight)".to_string(),
+        ),
+    };
+    let report = evaluate(
+        &gallery,
+        &probes,
+        &rule(mode, fusion),
+        threshold,
+        args.target_far,
+    );
     if let Some(path) = &args.det {
-        draw_det(&report, &loaded.description, path)?;
+        draw_det(&report, &format!("{described}, {mode}"), path)?;
     }
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        let output = OpenSetOutput {
+            matcher: mode,
+            fusion: (mode == MatcherMode::Fused).then_some(fusion),
+            threshold_source,
+            report,
+        };
+        println!("{}", serde_json::to_string_pretty(&output)?);
         return Ok(());
     }
     println!(
-        "{} on {source}: {} fingers enrolled from {} scans each; {} genuine and {} stranger probes",
-        loaded.description,
+        "{described}, {mode} matcher, on {source}: {} fingers enrolled from {} scans each; {} genuine and {} stranger probes",
         report.enrolled_identities,
         args.enroll_impressions,
         report.genuine_probes,
         report.impostor_probes
     );
+    if mode == MatcherMode::Fused {
+        println!(
+            "fusion: log-odds = {:.3} + {:.3} x cosine + {:.3} x ln(1 + bozorth3)",
+            fusion.bias, fusion.network_weight, fusion.minutiae_weight
+        );
+    }
     println!(
         "identification: rank-1 {:.2}%\nverification: EER {:.2}% (at {:.4}), FNMR {:.2}% at FMR 1%, {:.2}% at FMR 0.1% ({} mated, {} non-mated scores)",
         100.0 * report.rank1,
@@ -248,15 +408,8 @@ fn open_set(
         report.non_mated_scores
     );
     println!(
-        "open set at threshold {:.4} ({}): true accepts {:.2}%, misidentified {:.2}%, false accepts {} of {} strangers ({:.2}%)",
+        "open set at threshold {:.4} ({threshold_source}): true accepts {:.2}%, misidentified {:.2}%, false accepts {} of {} strangers ({:.2}%)",
         report.threshold,
-        if args.threshold.is_some() {
-            "given"
-        } else if loaded.similarity_threshold.is_some() {
-            "the model's calibration"
-        } else {
-            "for the target FAR on these strangers"
-        },
         100.0 * report.true_accept_rate,
         100.0 * report.misidentification_rate,
         report.false_accepts,

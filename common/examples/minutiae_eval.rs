@@ -1,0 +1,141 @@
+//! Where the shipped minutiae threshold and fusion come from: BOZORTH3 scores of real prints,
+//! as a door sees them. For each folder (FVC/PolyU names `<finger>_<impression>.<ext>`, given
+//! as `DIR:DPI`), every finger is enrolled from its first 3 impressions; its other
+//! impressions are genuine probes; every scan of the folder's other fingers is an impostor
+//! probe against it (same sensor). A probe's score for an identity is its best over the 3
+//! templates, as in `fingerprint_common::matcher`.
+//!
+//! Prints, per folder: the highest impostor score, and the share of genuine probes accepted
+//! at the zero-false-accept threshold; then the pooled threshold (one above the highest
+//! impostor score of all folders), each folder's result at the threshold its *other* folders
+//! give (leave one out: how it carries to a sensor it was not fitted on), and the logistic
+//! fusion fitted on all pairs (minutiae alone). Scans are read, never copied.
+//!
+//! `cargo run --release -p fingerprint-common --example minutiae_eval -- \
+//!     ../shared/datasets/fvc2002/DB1_B:500 ../shared/datasets/fvc2002/DB2_B:569 ...`
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use fingerprint_common::matcher::{Fusion, PairScores};
+use fingerprint_common::minutiae::{self, Prepared};
+
+struct Folder {
+    name: String,
+    genuine: Vec<u32>,
+    impostor: Vec<u32>,
+}
+
+fn scores(dir: &Path, dpi: u32) -> anyhow::Result<Folder> {
+    let limits = fingerprint_common::ScanLimits::default();
+    let mut by: BTreeMap<String, Vec<(u32, Option<Prepared>)>> = BTreeMap::new();
+    let mut files: Vec<_> = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
+    files.sort();
+    for f in &files {
+        let Some(stem) = f.file_stem().and_then(|s| s.to_str()) else {
+            continue;
+        };
+        let Some((finger, imp)) = stem.rsplit_once('_') else {
+            continue;
+        };
+        let (Ok(imp), Ok(image)) = (imp.parse(), fingerprint_common::read_scan(f, &limits)) else {
+            continue;
+        };
+        let template = minutiae::extract(&image, dpi).ok().map(|t| t.prepared());
+        by.entry(finger.into()).or_default().push((imp, template));
+    }
+    let (mut genuine, mut impostor) = (Vec::new(), Vec::new());
+    for v in by.values_mut() {
+        v.sort_by_key(|x| x.0);
+    }
+    for (enrolled, scans) in &by {
+        let gallery: Vec<&Prepared> = scans.iter().take(3).filter_map(|x| x.1.as_ref()).collect();
+        for (finger, probes) in &by {
+            let own = finger == enrolled;
+            for (_, probe) in probes.iter().skip(if own { 3 } else { 0 }) {
+                let s = probe
+                    .as_ref()
+                    .map_or(0, |p| gallery.iter().map(|g| p.score(g)).max().unwrap_or(0));
+                if own {
+                    genuine.push(s);
+                } else {
+                    impostor.push(s);
+                }
+            }
+        }
+    }
+    Ok(Folder {
+        name: dir.display().to_string(),
+        genuine,
+        impostor,
+    })
+}
+
+fn accepted(v: &[u32], t: u32) -> usize {
+    v.iter().filter(|&&s| s >= t).count()
+}
+
+fn main() -> anyhow::Result<()> {
+    let mut folders = Vec::new();
+    for spec in std::env::args().skip(1) {
+        let (dir, dpi) = spec
+            .rsplit_once(':')
+            .ok_or_else(|| anyhow::anyhow!("{spec}: give DIR:DPI"))?;
+        let folder = scores(Path::new(dir), dpi.parse()?)?;
+        let top = folder.impostor.iter().copied().max().unwrap_or(0);
+        println!(
+            "{}: {} genuine, {} impostor comparisons; highest impostor score {top}; at {}: {:.1}% of genuine probes accepted",
+            folder.name,
+            folder.genuine.len(),
+            folder.impostor.len(),
+            top + 1,
+            100.0 * accepted(&folder.genuine, top + 1) as f64 / folder.genuine.len().max(1) as f64
+        );
+        folders.push(folder);
+    }
+    let top = |skip: Option<usize>| {
+        folders
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| Some(*i) != skip)
+            .flat_map(|(_, f)| f.impostor.iter().copied())
+            .max()
+            .unwrap_or(0)
+    };
+    let pooled = top(None) + 1;
+    println!("pooled: threshold {pooled} (no impostor comparison of any folder reaches it)");
+    for (i, f) in folders.iter().enumerate() {
+        let t = top(Some(i)) + 1;
+        println!(
+            "  {}: at {t} (from the other folders): {} of {} impostor comparisons accepted, {:.1}% of genuine probes; at {pooled}: {:.1}%",
+            f.name,
+            accepted(&f.impostor, t),
+            f.impostor.len(),
+            100.0 * accepted(&f.genuine, t) as f64 / f.genuine.len().max(1) as f64,
+            100.0 * accepted(&f.genuine, pooled) as f64 / f.genuine.len().max(1) as f64
+        );
+    }
+    let pairs = |pick: fn(&Folder) -> &Vec<u32>| -> Vec<PairScores> {
+        folders
+            .iter()
+            .flat_map(|f| pick(f).iter())
+            .map(|&minutiae| PairScores {
+                network: 0.0,
+                minutiae,
+            })
+            .collect()
+    };
+    let fusion = Fusion::fit(&pairs(|f| &f.genuine), &pairs(|f| &f.impostor));
+    println!(
+        "fusion fitted on all pairs (minutiae alone): bias {:.4}, minutiae_weight {:.4}; the pooled threshold as fused log-odds: {:.4}",
+        fusion.bias,
+        fusion.minutiae_weight,
+        fusion.score(PairScores {
+            network: 0.0,
+            minutiae: pooled
+        })
+    );
+    Ok(())
+}

@@ -1,0 +1,475 @@
+//! How a scan is compared with the enrolled fingers: by the network's templates (cosine
+//! similarity), by minutiae (BOZORTH3), or by both, fused. Shared by the daemon's decisions,
+//! its enrolment and calibration, and the trainer's open-set evaluation, so that what is
+//! measured is what the door does.
+//!
+//! **The fused score** of a scan and an identity is the log-odds, under a logistic regression
+//! fitted on genuine and impostor comparisons, that they are one finger:
+//! `bias + network_weight * cosine + minutiae_weight * ln(1 + bozorth3)`, each matcher's score
+//! being its best over the identity's templates. The parameters are fitted at calibration
+//! ([`Fusion::fit`]), on scores of the door's own sensor where possible; the fit keeps the
+//! network only where it improves held-out comparisons, so a network that is weak on these
+//! prints gets no weight rather than a hand-set one.
+//!
+//! **1:N** (identification): with fewer than `exhaustive_below` identities every one is
+//! compared by both matchers. Above that, the network shortlists the `shortlist` identities
+//! whose mean template is closest to the scan and minutiae re-rank those only (a BOZORTH3
+//! comparison costs about a millisecond, a cosine a microsecond). **1:1** (a claim): both
+//! matchers against the claimed identity only.
+
+use serde::{Deserialize, Serialize};
+
+use crate::gallery::similarity;
+use crate::minutiae::Prepared;
+use crate::{Candidate, Gallery};
+
+/// Which scores a decision rests on.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MatcherMode {
+    /// Cosine similarity of the network's templates.
+    Network,
+    /// BOZORTH3 score of minutiae; needs no model.
+    Minutiae,
+    /// Both, fused by a fitted logistic regression.
+    #[default]
+    Fused,
+}
+
+impl MatcherMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Network => "network",
+            Self::Minutiae => "minutiae",
+            Self::Fused => "fused",
+        }
+    }
+
+    pub fn needs_network(self) -> bool {
+        self != Self::Minutiae
+    }
+
+    pub fn needs_minutiae(self) -> bool {
+        self != Self::Network
+    }
+}
+
+impl std::fmt::Display for MatcherMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// What a calibration's scans were.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Prints {
+    /// All from `trainer synth`.
+    Synthetic,
+    /// None from `trainer synth`.
+    Real,
+    /// Some of each.
+    Mixed,
+}
+
+/// The BOZORTH3 score shipped as the minutiae threshold, calibrated on real impostor pairs:
+/// one above the highest of 57,760 same-sensor impostor comparisons (a scan against a finger
+/// enrolled from 3 scans) of six real sets, FVC2002 DB1-3_B, Neurotechnology's CrossMatch and
+/// U.are.U samples and toy16 (`common/examples/minutiae_eval.rs`; README, "Thresholds that
+/// hold on real strangers").
+pub const SHIPPED_MINUTIAE_THRESHOLD: u32 = 46;
+
+/// The fusion shipped: fitted on the same real genuine and impostor comparisons, minutiae
+/// alone (`common/examples/minutiae_eval.rs`).
+/// No network has been measured on real prints before a door's calibration, so it gives the
+/// network no weight; `fingerprintd calibrate` fits both on the door's own scans.
+pub const SHIPPED_FUSION: Fusion = Fusion {
+    bias: -15.8571,
+    network_weight: 0.0,
+    minutiae_weight: 4.8418,
+};
+
+/// The fused threshold shipped: the shipped minutiae threshold under the shipped fusion.
+pub fn shipped_fused_threshold() -> f32 {
+    SHIPPED_FUSION.score(PairScores {
+        network: 0.0,
+        minutiae: SHIPPED_MINUTIAE_THRESHOLD,
+    })
+}
+
+/// The fused score's parameters: log-odds = bias + network_weight * cosine
+/// + minutiae_weight * ln(1 + bozorth3 score).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Fusion {
+    pub bias: f64,
+    pub network_weight: f64,
+    pub minutiae_weight: f64,
+}
+
+/// The two scores of one comparison (best over an identity's templates).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct PairScores {
+    pub network: f32,
+    pub minutiae: u32,
+}
+
+impl PairScores {
+    fn features(self) -> [f64; 3] {
+        [
+            1.0,
+            f64::from(self.network),
+            f64::from(self.minutiae).ln_1p(),
+        ]
+    }
+}
+
+impl Fusion {
+    /// The fused score (log-odds of one finger).
+    pub fn score(&self, s: PairScores) -> f32 {
+        let [_, n, m] = s.features();
+        (self.bias + self.network_weight * n + self.minutiae_weight * m) as f32
+    }
+
+    /// Fits the regression on genuine and impostor comparisons (the two classes weighted
+    /// equally), twice: on both scores, and on minutiae alone (network weight 0). The network
+    /// is kept only if it lowers the held-out log-loss, over 4 folds, by at least 1%.
+    pub fn fit(genuine: &[PairScores], impostor: &[PairScores]) -> Fusion {
+        let with_network = cross_validated_loss(genuine, impostor, true);
+        let without = cross_validated_loss(genuine, impostor, false);
+        let use_network = with_network < without * 0.99;
+        fit_logistic(genuine, impostor, use_network)
+    }
+}
+
+/// Ridge on the weights (not the bias): keeps them finite when the classes separate.
+const RIDGE: f64 = 1e-3;
+
+/// Logistic regression by Newton's method, classes weighted equally.
+fn fit_logistic(genuine: &[PairScores], impostor: &[PairScores], use_network: bool) -> Fusion {
+    let mut theta = [0.0f64; 3];
+    let (wg, wi) = (
+        0.5 / genuine.len().max(1) as f64,
+        0.5 / impostor.len().max(1) as f64,
+    );
+    let used = |k: usize| k != 1 || use_network;
+    for _ in 0..100 {
+        let mut grad = [0.0f64; 3];
+        let mut hess = [[0.0f64; 3]; 3];
+        let samples = genuine
+            .iter()
+            .map(|s| (s, 1.0, wg))
+            .chain(impostor.iter().map(|s| (s, 0.0, wi)));
+        for (s, y, w) in samples {
+            let x = s.features();
+            let z: f64 = (0..3).filter(|&k| used(k)).map(|k| theta[k] * x[k]).sum();
+            let p = 1.0 / (1.0 + (-z).exp());
+            for a in 0..3 {
+                grad[a] += w * (p - y) * x[a];
+                for b in 0..3 {
+                    hess[a][b] += w * p * (1.0 - p) * x[a] * x[b];
+                }
+            }
+        }
+        for k in 1..3 {
+            grad[k] += RIDGE * theta[k];
+            hess[k][k] += RIDGE;
+        }
+        // Unused coefficients stay 0: their row and column become the identity.
+        for k in 0..3 {
+            if !used(k) {
+                grad[k] = 0.0;
+                for j in 0..3 {
+                    hess[k][j] = 0.0;
+                    hess[j][k] = 0.0;
+                }
+                hess[k][k] = 1.0;
+            }
+        }
+        let Some(step) = solve3(hess, grad) else {
+            break;
+        };
+        for k in 0..3 {
+            theta[k] -= step[k];
+        }
+        if step.iter().map(|s| s.abs()).fold(0.0, f64::max) < 1e-9 {
+            break;
+        }
+    }
+    Fusion {
+        bias: theta[0],
+        network_weight: theta[1],
+        minutiae_weight: theta[2],
+    }
+}
+
+/// Mean held-out log-loss (classes weighted equally) over 4 folds.
+fn cross_validated_loss(genuine: &[PairScores], impostor: &[PairScores], use_network: bool) -> f64 {
+    const FOLDS: usize = 4;
+    let split = |v: &[PairScores], f: usize| -> (Vec<PairScores>, Vec<PairScores>) {
+        let (mut train, mut test) = (Vec::new(), Vec::new());
+        for (i, s) in v.iter().enumerate() {
+            if i % FOLDS == f {
+                test.push(*s);
+            } else {
+                train.push(*s);
+            }
+        }
+        (train, test)
+    };
+    let mut total = 0.0;
+    for f in 0..FOLDS {
+        let (gt, gv) = split(genuine, f);
+        let (it, iv) = split(impostor, f);
+        let fusion = fit_logistic(&gt, &it, use_network);
+        let loss = |v: &[PairScores], y: f64| -> f64 {
+            let n = v.len().max(1) as f64;
+            v.iter()
+                .map(|s| {
+                    let z = f64::from(fusion.score(*s));
+                    // -log(sigmoid(z)) for y = 1, -log(1 - sigmoid(z)) for y = 0, stably.
+                    let signed = if y > 0.5 { -z } else { z };
+                    signed.max(0.0) + (-signed.abs()).exp().ln_1p()
+                })
+                .sum::<f64>()
+                / n
+        };
+        total += 0.5 * (loss(&gv, 1.0) + loss(&iv, 0.0));
+    }
+    total / FOLDS as f64
+}
+
+/// Solves the 3x3 system `a x = b` (Gaussian elimination with pivoting).
+fn solve3(mut a: [[f64; 3]; 3], mut b: [f64; 3]) -> Option<[f64; 3]> {
+    for col in 0..3 {
+        let pivot = (col..3).max_by(|&i, &j| a[i][col].abs().total_cmp(&a[j][col].abs()))?;
+        if a[pivot][col].abs() < 1e-300 {
+            return None;
+        }
+        a.swap(col, pivot);
+        b.swap(col, pivot);
+        for row in col + 1..3 {
+            let f = a[row][col] / a[col][col];
+            for k in col..3 {
+                a[row][k] -= f * a[col][k];
+            }
+            b[row] -= f * b[col];
+        }
+    }
+    let mut x = [0.0; 3];
+    for row in (0..3).rev() {
+        let s: f64 = (row + 1..3).map(|k| a[row][k] * x[k]).sum();
+        x[row] = (b[row] - s) / a[row][row];
+    }
+    x.iter().all(|v| v.is_finite()).then_some(x)
+}
+
+/// How scores become a ranking.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Rule {
+    pub mode: MatcherMode,
+    pub fusion: Fusion,
+    /// 1:N above `exhaustive_below` identities: how many the network shortlists.
+    pub shortlist: usize,
+    /// Galleries smaller than this are compared in full by both matchers.
+    pub exhaustive_below: usize,
+}
+
+/// A scan as the matchers see it: the network's template (L2-normalised) and its minutiae.
+#[derive(Clone, Debug, Default)]
+pub struct Probe {
+    pub embedding: Option<Vec<f32>>,
+    pub minutiae: Option<Prepared>,
+}
+
+/// One enrolled identity, ready to compare with.
+struct Entry {
+    name: String,
+    embeddings: Vec<Vec<f32>>,
+    /// Mean of the templates, L2-normalised: the shortlist compares with this alone.
+    centroid: Option<Vec<f32>>,
+    minutiae: Vec<Prepared>,
+}
+
+/// A gallery prepared for matching: minutiae converted once, a centroid per identity.
+pub struct Index {
+    entries: Vec<Entry>,
+}
+
+impl Index {
+    pub fn new(gallery: &Gallery) -> Self {
+        let entries = gallery
+            .identities
+            .iter()
+            .map(|(name, impressions)| {
+                let embeddings: Vec<Vec<f32>> = impressions
+                    .iter()
+                    .filter_map(|i| i.embedding.clone())
+                    .collect();
+                let centroid = embeddings.first().map(|first| {
+                    let mut sum = vec![0.0f32; first.len()];
+                    for e in &embeddings {
+                        sum.iter_mut().zip(e).for_each(|(s, x)| *s += x);
+                    }
+                    crate::gallery::normalize(sum)
+                });
+                Entry {
+                    name: name.clone(),
+                    embeddings,
+                    centroid,
+                    minutiae: impressions
+                        .iter()
+                        .filter_map(|i| i.minutiae.as_ref().map(|t| t.prepared()))
+                        .collect(),
+                }
+            })
+            .collect();
+        Self { entries }
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Candidates, best first: every identity (or the claimed one only) in network and
+    /// minutiae modes and in small galleries; the network's shortlist in large ones (fused).
+    /// A matcher the probe or the gallery lacks scores nothing (the caller checks first).
+    pub fn rank(&self, probe: &Probe, claim: Option<&str>, rule: &Rule) -> Vec<Candidate> {
+        let mut pool: Vec<&Entry> = self
+            .entries
+            .iter()
+            .filter(|e| claim.is_none_or(|c| c == e.name))
+            .collect();
+        if rule.mode == MatcherMode::Fused && pool.len() >= rule.exhaustive_below.max(1) {
+            if let Some(embedding) = &probe.embedding {
+                let mut by_centroid: Vec<(f32, &Entry)> = pool
+                    .iter()
+                    .map(|e| {
+                        let s = e
+                            .centroid
+                            .as_ref()
+                            .map_or(f32::NEG_INFINITY, |c| similarity(embedding, c));
+                        (s, *e)
+                    })
+                    .collect();
+                let k = rule.shortlist.max(1).min(by_centroid.len());
+                by_centroid.select_nth_unstable_by(k - 1, |a, b| b.0.total_cmp(&a.0));
+                pool = by_centroid[..k].iter().map(|(_, e)| *e).collect();
+            }
+        }
+        let network = |e: &Entry| -> Option<f32> {
+            let p = probe.embedding.as_ref()?;
+            e.embeddings
+                .iter()
+                .map(|t| similarity(p, t))
+                .reduce(f32::max)
+        };
+        let minutiae = |e: &Entry| -> Option<u32> {
+            let p = probe.minutiae.as_ref()?;
+            e.minutiae.iter().map(|t| p.score(t)).max()
+        };
+        let mut ranked: Vec<Candidate> = pool
+            .into_iter()
+            .filter_map(|e| {
+                let (n, m) = match rule.mode {
+                    MatcherMode::Network => (network(e), None),
+                    MatcherMode::Minutiae => (None, minutiae(e)),
+                    MatcherMode::Fused => (network(e), minutiae(e)),
+                };
+                let score = match rule.mode {
+                    MatcherMode::Network => n?,
+                    MatcherMode::Minutiae => m? as f32,
+                    MatcherMode::Fused => rule.fusion.score(PairScores {
+                        network: n?,
+                        minutiae: m?,
+                    }),
+                };
+                Some(Candidate {
+                    identity: e.name.clone(),
+                    score,
+                    network_score: n,
+                    minutiae_score: m.map(|m| m as f32),
+                })
+            })
+            .collect();
+        ranked.sort_by(|a, b| b.score.total_cmp(&a.score));
+        ranked
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pairs(v: &[(f32, u32)]) -> Vec<PairScores> {
+        v.iter()
+            .map(|&(network, minutiae)| PairScores { network, minutiae })
+            .collect()
+    }
+
+    #[test]
+    fn the_fit_weighs_the_network_only_where_it_tells_fingers_apart() {
+        // Minutiae separate the classes; the network is noise: the fit drops it.
+        let mut genuine = Vec::new();
+        let mut impostor = Vec::new();
+        for i in 0..200u32 {
+            let noise = ((i * 37) % 100) as f32 / 100.0;
+            genuine.push((noise, 40 + i % 60));
+            impostor.push((((i * 53) % 100) as f32 / 100.0, 5 + i % 25));
+        }
+        let fusion = Fusion::fit(&pairs(&genuine), &pairs(&impostor));
+        assert_eq!(fusion.network_weight, 0.0, "{fusion:?}");
+        assert!(fusion.minutiae_weight > 0.0, "{fusion:?}");
+        // Both informative, overlapping: both get weight, and the fused score separates the
+        // classes better than either alone (each at its best threshold).
+        let (mut genuine, mut impostor) = (Vec::new(), Vec::new());
+        for i in 0..400u32 {
+            let a = ((i * 37) % 100) as f32 / 100.0;
+            let c = ((i * 71 + 13) % 100) as f32 / 100.0;
+            let b = (i * 53) % 30;
+            let d = (i * 29 + 7) % 30;
+            genuine.push((0.3 + 0.5 * a, 10 + b));
+            impostor.push((0.5 * c, d));
+        }
+        let fusion = Fusion::fit(&pairs(&genuine), &pairs(&impostor));
+        assert!(
+            fusion.network_weight > 0.0 && fusion.minutiae_weight > 0.0,
+            "{fusion:?}"
+        );
+        let fewest_errors = |f: &dyn Fn(PairScores) -> f32| {
+            let (g, i) = (pairs(&genuine), pairs(&impostor));
+            g.iter()
+                .chain(&i)
+                .map(|t| {
+                    let t = f(*t);
+                    g.iter().filter(|s| f(**s) < t).count()
+                        + i.iter().filter(|s| f(**s) >= t).count()
+                })
+                .min()
+                .unwrap_or(usize::MAX)
+        };
+        let fused = fewest_errors(&|s| fusion.score(s));
+        let network_alone = fewest_errors(&|s| s.network);
+        let minutiae_alone = fewest_errors(&|s| s.minutiae as f32);
+        assert!(
+            fused < network_alone && fused < minutiae_alone,
+            "{fused} {network_alone} {minutiae_alone}"
+        );
+    }
+
+    #[test]
+    fn the_fused_score_grows_with_either_score() {
+        let f = Fusion {
+            bias: -3.0,
+            network_weight: 2.0,
+            minutiae_weight: 1.0,
+        };
+        let s = |network, minutiae| f.score(PairScores { network, minutiae });
+        assert!(s(0.9, 40) > s(0.5, 40));
+        assert!(s(0.5, 60) > s(0.5, 40));
+        assert!((s(0.0, 0) + 3.0).abs() < 1e-6);
+    }
+}

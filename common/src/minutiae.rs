@@ -1,0 +1,210 @@
+//! Minutiae: the field's classic matcher beside the network. Extraction is NIST's MINDTCT and
+//! comparison NIST's BOZORTH3, both as the pure-Rust ports of `fprint-pipeline` (no C, no
+//! unsafe code); this module is the small wrapper the project needs around them:
+//!
+//! - **Resolution.** MINDTCT and BOZORTH3 are tuned for 500 dpi (BOZORTH3's distances are in
+//!   pixels), so a scan of another resolution is resampled to 500 dpi first: a template is then
+//!   comparable whichever sensor made it.
+//! - **Quality before the cap.** BOZORTH3 uses at most 150 minutiae per print. NIST's tool keeps
+//!   the 150 of highest quality; `fprint-bozorth3` keeps the first 150 it is given (its docs say
+//!   so), and `fprint-pipeline` drops MINDTCT's quality on the way. Noisy scans give hundreds of
+//!   spurious minutiae, so [`Template::from_detected`] sorts by quality and keeps the best 150
+//!   itself, as NIST does.
+//! - **Limits.** Extraction runs under a panic guard and refuses scans too small to hold a
+//!   print; a scan with too few minutiae to compare (blank, smudged, partial) is reported as
+//!   such ([`MinutiaeError::TooFew`]), never scored as a confident non-match.
+
+use fprint_pipeline::fprint_bozorth3::{self, DEFAULT_BOZORTH_MINUTIAE};
+use fprint_pipeline::fprint_mindtct;
+use image::GrayImage;
+use serde::{Deserialize, Serialize};
+
+/// The resolution MINDTCT and BOZORTH3 are tuned for.
+pub const NATIVE_DPI: u32 = 500;
+
+/// Fewest minutiae a scan must show to be compared or enrolled: BOZORTH3 itself gives up
+/// below 10, and a print with barely 10 matches strangers by chance.
+pub const MIN_MINUTIAE: usize = 12;
+
+/// Smallest side, in pixels at 500 dpi, of a scan minutiae are looked for in (about 4 mm).
+pub const MIN_SIDE: u32 = 80;
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum MinutiaeError {
+    #[error("scan of {width}x{height} px at 500 dpi is too small for minutiae (at least {MIN_SIDE} px a side)")]
+    TooSmall { width: u32, height: u32 },
+    #[error(
+        "{found} minutiae found, at least {MIN_MINUTIAE} needed: a blank, smudged or partial scan"
+    )]
+    TooFew { found: usize },
+    #[error("minutiae extraction failed on this scan")]
+    Failed,
+}
+
+/// One minutia in NIST xyt form (origin bottom-left, angle in degrees 0..360) with MINDTCT's
+/// quality (0..100).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Minutia {
+    pub x: i32,
+    pub y: i32,
+    pub theta: i32,
+    pub quality: i32,
+}
+
+/// A print's minutiae, the best [`DEFAULT_BOZORTH_MINUTIAE`] by quality, best first.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Template {
+    pub minutiae: Vec<Minutia>,
+}
+
+impl Template {
+    /// Keeps the best minutiae by quality, as NIST's BOZORTH3 does before matching (ties keep
+    /// MINDTCT's order).
+    pub fn from_detected(mut minutiae: Vec<Minutia>) -> Self {
+        minutiae.sort_by(|a, b| b.quality.cmp(&a.quality));
+        minutiae.truncate(DEFAULT_BOZORTH_MINUTIAE);
+        Self { minutiae }
+    }
+
+    pub fn len(&self) -> usize {
+        self.minutiae.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.minutiae.is_empty()
+    }
+
+    /// The form BOZORTH3 compares.
+    pub fn prepared(&self) -> Prepared {
+        Prepared(
+            self.minutiae
+                .iter()
+                .map(|m| fprint_bozorth3::Minutia::from_xyt(m.x, m.y, m.theta))
+                .collect(),
+        )
+    }
+
+    /// BOZORTH3's score of `self` as probe against `gallery` (0 when either has too few).
+    pub fn score(&self, gallery: &Template) -> u32 {
+        self.prepared().score(&gallery.prepared())
+    }
+}
+
+/// A template converted once for BOZORTH3, to compare with many others.
+#[derive(Clone, Debug)]
+pub struct Prepared(Vec<fprint_bozorth3::Minutia>);
+
+impl Prepared {
+    /// BOZORTH3's match score, `self` as the probe. Higher means more corresponding ridge
+    /// structure; 20-40 is where NIST puts the threshold between strangers and one finger.
+    pub fn score(&self, gallery: &Prepared) -> u32 {
+        // The crate documents that it does not panic on any input; a guard all the same, since
+        // a panic here would take a door's decision with it.
+        std::panic::catch_unwind(|| fprint_bozorth3::match_score(&self.0, &gallery.0)).unwrap_or(0)
+    }
+}
+
+/// Resamples a scan of `dpi` to 500 dpi (a triangle filter; no change at 500).
+pub fn to_native_resolution(image: &GrayImage, dpi: u32) -> GrayImage {
+    if dpi == NATIVE_DPI || dpi == 0 {
+        return image.clone();
+    }
+    let scale = f64::from(NATIVE_DPI) / f64::from(dpi);
+    let w = ((f64::from(image.width()) * scale).round() as u32).max(1);
+    let h = ((f64::from(image.height()) * scale).round() as u32).max(1);
+    image::imageops::resize(image, w, h, image::imageops::FilterType::Triangle)
+}
+
+/// Extracts the minutiae of a decoded scan taken at `dpi` (MINDTCT on the scan at 500 dpi).
+/// Errors when the scan is too small, or shows fewer than [`MIN_MINUTIAE`] minutiae.
+pub fn extract(image: &GrayImage, dpi: u32) -> Result<Template, MinutiaeError> {
+    let native = to_native_resolution(image, dpi);
+    let (width, height) = native.dimensions();
+    if width < MIN_SIDE || height < MIN_SIDE {
+        return Err(MinutiaeError::TooSmall { width, height });
+    }
+    let detected = std::panic::catch_unwind(|| {
+        let view = fprint_mindtct::GrayImage::new(
+            native.as_raw(),
+            width as usize,
+            height as usize,
+            NATIVE_DPI as u16,
+        )
+        .map_err(|_| MinutiaeError::Failed)?;
+        Ok(fprint_mindtct::detect_minutiae(view))
+    })
+    .map_err(|_| MinutiaeError::Failed)??;
+    let template = Template::from_detected(
+        detected
+            .iter()
+            .map(|m| Minutia {
+                x: m.x,
+                y: m.y,
+                theta: m.theta,
+                quality: m.quality,
+            })
+            .collect(),
+    );
+    if template.len() < MIN_MINUTIAE {
+        return Err(MinutiaeError::TooFew {
+            found: template.len(),
+        });
+    }
+    Ok(template)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn minutia(x: i32, quality: i32) -> Minutia {
+        Minutia {
+            x,
+            y: 0,
+            theta: 0,
+            quality,
+        }
+    }
+
+    #[test]
+    fn the_cap_keeps_the_best_minutiae_by_quality() {
+        // 200 minutiae, quality rising with x: the 150 kept are those of x 50..200.
+        let detected: Vec<Minutia> = (0..200).map(|i| minutia(i, i)).collect();
+        let t = Template::from_detected(detected);
+        assert_eq!(t.len(), DEFAULT_BOZORTH_MINUTIAE);
+        assert!(
+            t.minutiae.iter().all(|m| m.x >= 50),
+            "{:?}",
+            &t.minutiae[..3]
+        );
+        assert_eq!(t.minutiae[0].quality, 199);
+    }
+
+    #[test]
+    fn blank_and_tiny_scans_are_refused_with_the_reason() {
+        let blank = GrayImage::from_pixel(300, 300, image::Luma([200]));
+        assert_eq!(
+            extract(&blank, 500),
+            Err(MinutiaeError::TooFew { found: 0 })
+        );
+        let tiny = GrayImage::from_pixel(60, 300, image::Luma([200]));
+        assert!(matches!(
+            extract(&tiny, 500),
+            Err(MinutiaeError::TooSmall { width: 60, .. })
+        ));
+        // At 1000 dpi a 150 px scan is 75 px at 500 dpi: too small.
+        let fine = GrayImage::from_pixel(150, 150, image::Luma([200]));
+        assert!(matches!(
+            extract(&fine, 1000),
+            Err(MinutiaeError::TooSmall { width: 75, .. })
+        ));
+    }
+
+    #[test]
+    fn resampling_to_500_dpi_scales_the_scan() {
+        let scan = GrayImage::from_pixel(569, 296, image::Luma([128]));
+        let native = to_native_resolution(&scan, 569);
+        assert_eq!(native.dimensions(), (500, 260));
+        assert_eq!(to_native_resolution(&scan, 500).dimensions(), (569, 296));
+    }
+}

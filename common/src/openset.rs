@@ -1,0 +1,440 @@
+//! Open-set figures, as a door sees them: scans of enrolled fingers and of fingers never
+//! enrolled, matched against a gallery by the door's own rule (`crate::matcher`). Shared by
+//! the trainer's evaluation and the daemon's calibration.
+//!
+//! - Identification (1:N): rank-1 of enrolled probes; at the threshold, true accepts (granted
+//!   the right identity) and false accepts (a never-enrolled probe granted anybody).
+//! - Verification (1:1): mated scores (probe vs its own identity) against non-mated ones
+//!   (every probe vs every other enrolled identity): EER, FNMR at FMR 1% and 0.1%, DET curve.
+
+use serde::{Deserialize, Serialize};
+
+use crate::gallery::similarity;
+use crate::matcher::{Fusion, Index, MatcherMode, PairScores, Probe, Rule};
+use crate::minutiae::Prepared;
+use crate::{Candidate, Gallery};
+
+/// A scan to match and, for an enrolled finger, its identity.
+pub struct LabelledProbe {
+    pub probe: Probe,
+    /// None: a finger that is not enrolled.
+    pub identity: Option<String>,
+}
+
+/// What the open-set evaluation measured.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct OpenSetReport {
+    pub enrolled_identities: usize,
+    pub templates: usize,
+    pub genuine_probes: usize,
+    pub impostor_probes: usize,
+    /// Enrolled probes whose best identity is their own.
+    pub rank1: f64,
+    /// Verification equal error rate, and the threshold where it is reached.
+    pub eer: f64,
+    pub eer_threshold: f32,
+    pub fnmr_at_fmr_1pct: f64,
+    pub fnmr_at_fmr_0_1pct: f64,
+    pub mated_scores: usize,
+    pub non_mated_scores: usize,
+    /// The decision threshold the open-set rates below are for.
+    pub threshold: f32,
+    /// Enrolled probes granted their own identity.
+    pub true_accept_rate: f64,
+    /// Enrolled probes granted somebody else.
+    pub misidentification_rate: f64,
+    /// Never-enrolled probes granted anybody.
+    pub false_accept_rate: f64,
+    pub false_accepts: usize,
+    /// (FMR, FNMR) pairs, for a DET curve.
+    pub det: Vec<(f64, f64)>,
+}
+
+/// Share of `scores` at or above `t`.
+fn share_at_least(sorted: &[f32], t: f32) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let below = sorted.partition_point(|&s| s < t);
+    (sorted.len() - below) as f64 / sorted.len() as f64
+}
+
+/// The lowest threshold at which at most `target` of the impostor best scores would be
+/// accepted (just above the highest impostor score allowed to pass).
+pub fn threshold_for_far(impostor_best: &[f32], target: f64) -> f32 {
+    let mut sorted: Vec<f32> = impostor_best.to_vec();
+    sorted.sort_by(|a, b| b.total_cmp(a));
+    let allowed = (target * sorted.len() as f64).floor() as usize;
+    match sorted.get(allowed) {
+        // Accept only what is strictly above the first impostor that must be refused.
+        Some(&s) => next_up(s),
+        None => f32::MIN,
+    }
+}
+
+fn next_up(x: f32) -> f32 {
+    if x.is_nan() || x == f32::INFINITY {
+        return x;
+    }
+    let bits = x.to_bits();
+    let next = if x == 0.0 {
+        1
+    } else if x > 0.0 {
+        bits + 1
+    } else {
+        bits - 1
+    };
+    f32::from_bits(next)
+}
+
+/// Every probe's candidates with their raw scores, before any threshold: gathered once over
+/// one or more galleries, then scored by any rule (fusions are fitted on them).
+#[derive(Clone, Debug, Default)]
+pub struct Comparisons {
+    probes: Vec<(Option<String>, Vec<Candidate>)>,
+    enrolled_identities: usize,
+    templates: usize,
+}
+
+impl Comparisons {
+    /// Ranks `probes` against `index` (built from a gallery of `templates` impressions).
+    pub fn add(&mut self, index: &Index, templates: usize, rule: &Rule, probes: &[LabelledProbe]) {
+        for p in probes {
+            let ranked = index.rank(&p.probe, None, rule);
+            self.probes.push((p.identity.clone(), ranked));
+        }
+        self.enrolled_identities = index.len();
+        self.templates = templates;
+    }
+
+    /// Mated and non-mated comparisons with both scores (gathered in fused mode), to fit a
+    /// fusion on.
+    pub fn pairs(&self) -> (Vec<PairScores>, Vec<PairScores>) {
+        let (mut mated, mut non_mated) = (Vec::new(), Vec::new());
+        for (own, ranked) in &self.probes {
+            for c in ranked {
+                let (Some(network), Some(minutiae)) = (c.network_score, c.minutiae_score) else {
+                    continue;
+                };
+                let s = PairScores {
+                    network,
+                    minutiae: minutiae as u32,
+                };
+                if own.as_deref() == Some(c.identity.as_str()) {
+                    mated.push(s);
+                } else {
+                    non_mated.push(s);
+                }
+            }
+        }
+        (mated, non_mated)
+    }
+
+    /// The comparisons scored by `rule`'s mode (fused scores by its fusion), ranked again.
+    pub fn scores(&self, rule: &Rule) -> Scores {
+        let mut scores = Scores {
+            enrolled_identities: self.enrolled_identities,
+            templates: self.templates,
+            ..Scores::default()
+        };
+        for (own, ranked) in &self.probes {
+            let mut rescored: Vec<(&str, f32)> = ranked
+                .iter()
+                .filter_map(|c| {
+                    let s = match rule.mode {
+                        MatcherMode::Network => c.network_score?,
+                        MatcherMode::Minutiae => c.minutiae_score?,
+                        MatcherMode::Fused => rule.fusion.score(PairScores {
+                            network: c.network_score?,
+                            minutiae: c.minutiae_score? as u32,
+                        }),
+                    };
+                    Some((c.identity.as_str(), s))
+                })
+                .collect();
+            rescored.sort_by(|a, b| b.1.total_cmp(&a.1));
+            scores.add(own.as_deref(), &rescored);
+        }
+        scores
+    }
+}
+
+/// The scores of probes against galleries, from which the figures are computed.
+#[derive(Clone, Debug, Default)]
+pub struct Scores {
+    mated: Vec<f32>,
+    non_mated: Vec<f32>,
+    /// Best score of each never-enrolled probe.
+    impostor_best: Vec<f32>,
+    /// (own identity, best identity, best score) of enrolled probes.
+    identified: Vec<(String, Option<String>, f32)>,
+    enrolled_identities: usize,
+    templates: usize,
+}
+
+impl Scores {
+    /// One probe's ranking (best first) by identity and score.
+    fn add(&mut self, own: Option<&str>, ranked: &[(&str, f32)]) {
+        for &(identity, score) in ranked {
+            if Some(identity) == own {
+                self.mated.push(score);
+            } else {
+                self.non_mated.push(score);
+            }
+        }
+        let best = ranked.first();
+        match own {
+            Some(own) => self.identified.push((
+                own.to_string(),
+                best.map(|c| c.0.to_string()),
+                best.map_or(f32::MIN, |c| c.1),
+            )),
+            None => self.impostor_best.push(best.map_or(f32::MIN, |c| c.1)),
+        }
+    }
+
+    /// Best score of each never-enrolled probe.
+    pub fn impostor_best(&self) -> &[f32] {
+        &self.impostor_best
+    }
+
+    /// The figures of every score added; the last gallery gives the enrolment counts. With no
+    /// `threshold`, the one for `target_far` on the impostor probes.
+    pub fn report(mut self, threshold: Option<f32>, target_far: f64) -> OpenSetReport {
+        self.mated.sort_by(f32::total_cmp);
+        self.non_mated.sort_by(f32::total_cmp);
+        let Scores {
+            mated,
+            non_mated,
+            impostor_best,
+            identified,
+            enrolled_identities,
+            templates,
+        } = self;
+        let fnmr = |t: f32| 1.0 - share_at_least(&mated, t);
+        let fmr = |t: f32| share_at_least(&non_mated, t);
+        // Every score is a candidate threshold.
+        let mut candidates: Vec<f32> = mated.iter().chain(&non_mated).copied().collect();
+        candidates.sort_by(f32::total_cmp);
+        candidates.dedup();
+        let mut det = Vec::new();
+        let (mut eer, mut eer_threshold, mut best_gap) = (1.0, 0.0, f64::MAX);
+        for &t in &candidates {
+            let (a, b) = (fmr(t), fnmr(t));
+            det.push((a, b));
+            if (a - b).abs() < best_gap {
+                best_gap = (a - b).abs();
+                eer = (a + b) / 2.0;
+                eer_threshold = t;
+            }
+        }
+        let fnmr_at = |target: f64| {
+            let t = threshold_for_far(&non_mated, target);
+            fnmr(t)
+        };
+        let threshold = threshold.unwrap_or_else(|| threshold_for_far(&impostor_best, target_far));
+        let n_genuine = identified.len().max(1) as f64;
+        let rank1 = identified
+            .iter()
+            .filter(|(own, best, _)| best.as_ref() == Some(own))
+            .count() as f64
+            / n_genuine;
+        let true_accepts = identified
+            .iter()
+            .filter(|(own, best, s)| best.as_ref() == Some(own) && *s >= threshold)
+            .count();
+        let misidentified = identified
+            .iter()
+            .filter(|(own, best, s)| best.as_ref() != Some(own) && *s >= threshold)
+            .count();
+        let false_accepts = impostor_best.iter().filter(|&&s| s >= threshold).count();
+        OpenSetReport {
+            enrolled_identities,
+            templates,
+            genuine_probes: identified.len(),
+            impostor_probes: impostor_best.len(),
+            rank1,
+            eer,
+            eer_threshold,
+            fnmr_at_fmr_1pct: fnmr_at(0.01),
+            fnmr_at_fmr_0_1pct: fnmr_at(0.001),
+            mated_scores: mated.len(),
+            non_mated_scores: non_mated.len(),
+            threshold,
+            true_accept_rate: true_accepts as f64 / n_genuine,
+            misidentification_rate: misidentified as f64 / n_genuine,
+            false_accept_rate: false_accepts as f64 / impostor_best.len().max(1) as f64,
+            false_accepts,
+            det,
+        }
+    }
+}
+
+/// A door's calibration, as fitted from its gallery and scans of strangers.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DoorFit {
+    pub mode: MatcherMode,
+    /// Fitted in fused mode.
+    pub fusion: Option<Fusion>,
+    pub threshold: f32,
+    /// Share of the strangers' scans accepted at the threshold.
+    pub far: f64,
+    /// Share of the enrolled impressions refused at the threshold (each against the rest of
+    /// its identity).
+    pub frr: f64,
+    pub genuine_scores: usize,
+    pub stranger_scans: usize,
+}
+
+/// Fits a door's matcher on its own data: genuine comparisons are each enrolled impression
+/// against the other impressions of its identity; impostor comparisons every stranger scan
+/// against every enrolled identity. In fused mode the fusion is fitted on both
+/// ([`Fusion::fit`]); the threshold is set just above the best score of the strangers' scans
+/// so that at most `target_far` of them would be let in (with fewer than 1/target scans,
+/// none is). None when there is nothing to fit on.
+pub fn fit_door(
+    gallery: &Gallery,
+    mode: MatcherMode,
+    strangers: &[Probe],
+    target_far: f64,
+) -> Option<DoorFit> {
+    let mut genuine: Vec<(Option<f32>, Option<u32>)> = Vec::new();
+    for impressions in gallery.identities.values() {
+        let prepared: Vec<Option<Prepared>> = impressions
+            .iter()
+            .map(|i| i.minutiae.as_ref().map(|t| t.prepared()))
+            .collect();
+        for (i, probe) in impressions.iter().enumerate() {
+            let others = || impressions.iter().enumerate().filter(move |(j, _)| *j != i);
+            let network = probe.embedding.as_ref().and_then(|p| {
+                others()
+                    .filter_map(|(_, o)| o.embedding.as_ref().map(|e| similarity(p, e)))
+                    .reduce(f32::max)
+            });
+            let minutiae = prepared[i].as_ref().and_then(|p| {
+                others()
+                    .filter_map(|(j, _)| prepared[j].as_ref().map(|g| p.score(g)))
+                    .max()
+            });
+            genuine.push((network, minutiae));
+        }
+    }
+    let index = Index::new(gallery);
+    let all = Rule {
+        mode,
+        fusion: Fusion::default(),
+        shortlist: usize::MAX,
+        exhaustive_below: usize::MAX,
+    };
+    let impostor: Vec<Vec<(Option<f32>, Option<u32>)>> = strangers
+        .iter()
+        .map(|p| {
+            index
+                .rank(p, None, &all)
+                .into_iter()
+                .map(|c| (c.network_score, c.minutiae_score.map(|m| m as u32)))
+                .collect()
+        })
+        .collect();
+    let pair = |(n, m): (Option<f32>, Option<u32>)| {
+        Some(PairScores {
+            network: n?,
+            minutiae: m?,
+        })
+    };
+    let fusion = (mode == MatcherMode::Fused).then(|| {
+        let g: Vec<PairScores> = genuine.iter().filter_map(|&s| pair(s)).collect();
+        let i: Vec<PairScores> = impostor.iter().flatten().filter_map(|&s| pair(s)).collect();
+        Fusion::fit(&g, &i)
+    });
+    let score = |s: (Option<f32>, Option<u32>)| -> Option<f32> {
+        match mode {
+            MatcherMode::Network => s.0,
+            MatcherMode::Minutiae => s.1.map(|m| m as f32),
+            MatcherMode::Fused => fusion.and_then(|f| pair(s).map(|p| f.score(p))),
+        }
+    };
+    let genuine_scores: Vec<f32> = genuine.iter().filter_map(|&s| score(s)).collect();
+    if genuine_scores.is_empty() || strangers.is_empty() {
+        return None;
+    }
+    let impostor_best: Vec<f32> = impostor
+        .iter()
+        .map(|ranked| {
+            ranked
+                .iter()
+                .filter_map(|&s| score(s))
+                .fold(f32::MIN, f32::max)
+        })
+        .collect();
+    let threshold = threshold_for_far(&impostor_best, target_far);
+    Some(DoorFit {
+        mode,
+        fusion,
+        threshold,
+        far: impostor_best.iter().filter(|&&s| s >= threshold).count() as f64
+            / impostor_best.len() as f64,
+        frr: genuine_scores.iter().filter(|&&s| s < threshold).count() as f64
+            / genuine_scores.len() as f64,
+        genuine_scores: genuine_scores.len(),
+        stranger_scans: impostor_best.len(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gallery::Impression;
+
+    #[test]
+    fn threshold_for_far_admits_at_most_the_target_share() {
+        let impostors: Vec<f32> = (0..1000).map(|i| i as f32 / 1000.0).collect();
+        let t = threshold_for_far(&impostors, 0.01);
+        let passed = impostors.iter().filter(|&&s| s >= t).count();
+        assert_eq!(passed, 10);
+        let t = threshold_for_far(&impostors, 0.0);
+        assert!(impostors.iter().all(|&s| s < t));
+    }
+
+    #[test]
+    fn separable_scores_give_zero_eer_and_full_rank1() {
+        let unit = |a: f32| vec![a.cos(), a.sin()];
+        let mut gallery = Gallery::new(Some("sha256:0"));
+        for (name, angle) in [("a", 0.0), ("b", 1.5)] {
+            gallery.identities.insert(
+                name.into(),
+                vec![Impression {
+                    embedding: Some(unit(angle)),
+                    minutiae: None,
+                }],
+            );
+        }
+        let probe = |angle: f32, identity: Option<&str>| LabelledProbe {
+            probe: Probe {
+                embedding: Some(unit(angle)),
+                minutiae: None,
+            },
+            identity: identity.map(str::to_string),
+        };
+        let probes = vec![
+            probe(0.05, Some("a")),
+            probe(1.45, Some("b")),
+            probe(3.0, None),
+        ];
+        let rule = Rule {
+            mode: MatcherMode::Network,
+            fusion: Fusion::default(),
+            shortlist: 5,
+            exhaustive_below: 100,
+        };
+        let mut comparisons = Comparisons::default();
+        comparisons.add(&Index::new(&gallery), 2, &rule, &probes);
+        let r = comparisons.scores(&rule).report(None, 0.0);
+        assert_eq!(r.rank1, 1.0);
+        assert_eq!(r.eer, 0.0);
+        assert_eq!(r.false_accepts, 0);
+        assert_eq!(r.true_accept_rate, 1.0);
+        assert_eq!((r.mated_scores, r.non_mated_scores), (2, 4));
+        assert_eq!((r.enrolled_identities, r.templates), (2, 2));
+    }
+}

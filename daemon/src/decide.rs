@@ -1,0 +1,328 @@
+//! How a batch of scans becomes decisions: each scan is decoded once; the network (class
+//! probabilities, or templates) and the minutiae extraction run side by side; the gallery's
+//! matcher ranks the identities; the policy's threshold grants or denies. Never panics on
+//! input: a scan that cannot be judged gets an "error" decision that says why.
+
+use std::time::{Instant, SystemTime};
+
+use fingerprint_common::matcher::{Index, MatcherMode, Probe};
+use fingerprint_common::minutiae::{self, Prepared};
+use fingerprint_common::{
+    decode_scan, Candidate, Decision, MatchMode, ScanLimits, ScanSource, Verdict,
+};
+use image::GrayImage;
+
+use crate::engine::Engine;
+use crate::policy::MatchPolicy;
+
+/// A scan waiting for its decision.
+pub struct ScanRequest {
+    pub scan_id: String,
+    pub source: ScanSource,
+    /// The encoded image, or why there is none to decode (too large, bad message).
+    pub payload: Result<Vec<u8>, String>,
+    /// Identity to verify against (1:1) instead of identifying (1:N).
+    pub claim: Option<String>,
+    pub received: Instant,
+}
+
+/// What scans are compared with.
+pub enum Matcher<'a> {
+    /// The model's own classes (nothing enrolled).
+    Classifier,
+    /// Enrolled identities, by the policy in force.
+    Gallery {
+        index: &'a Index,
+        policy: &'a MatchPolicy,
+    },
+    /// Nothing can be decided: every scan gets this error (a gallery of another model).
+    Refuse(String),
+}
+
+/// What every decision of a service shares.
+#[derive(Clone, Copy, Debug)]
+pub struct Settings {
+    pub limits: ScanLimits,
+    pub top_k: usize,
+    /// The sensor's resolution (minutiae are found at 500 dpi).
+    pub sensor_dpi: u32,
+}
+
+/// The network's output for one scan: class probabilities or its template.
+type NetworkRow = Result<Vec<f32>, String>;
+
+/// Runs the network on the decoded scans, in one batch; one row (or the reason) per scan.
+fn run_network(
+    engine: Option<&Engine>,
+    images: &[Option<&GrayImage>],
+    classify: bool,
+) -> Vec<NetworkRow> {
+    let Some(engine) = engine else {
+        return images
+            .iter()
+            .map(|_| Err("no model is loaded (model.path)".to_string()))
+            .collect();
+    };
+    let inputs: Vec<Vec<f32>> = images
+        .iter()
+        .flatten()
+        .map(|img| engine.preprocessing().apply(img))
+        .collect();
+    let run = || {
+        if classify {
+            engine.probabilities(&inputs)
+        } else {
+            engine.embeddings(&inputs)
+        }
+    };
+    let mut rows = if inputs.is_empty() {
+        Ok(Vec::new())
+    } else {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(run))
+            .unwrap_or_else(|_| Err(candle_core::Error::Msg("inference panicked".into())))
+            .map_err(|e| format!("inference failed: {e}"))
+    }
+    .map(|r| r.into_iter());
+    images
+        .iter()
+        .map(|img| match (img, &mut rows) {
+            (None, _) => Err(String::new()),
+            (Some(_), Ok(rows)) => rows
+                .next()
+                .ok_or_else(|| "inference returned too few rows".to_string()),
+            (Some(_), Err(e)) => Err(e.clone()),
+        })
+        .collect()
+}
+
+/// Minutiae of each decoded scan (or why there are none to compare).
+fn extract_minutiae(images: &[Option<&GrayImage>], dpi: u32) -> Vec<Result<Prepared, String>> {
+    images
+        .iter()
+        .map(|img| match img {
+            Some(img) => minutiae::extract(img, dpi)
+                .map(|t| t.prepared())
+                .map_err(|e| format!("minutiae: {e}")),
+            None => Err(String::new()),
+        })
+        .collect()
+}
+
+/// Decides a batch. Scans that decode run through the network together, while their
+/// minutiae are extracted on another thread; the others get an "error" decision.
+pub fn decide_batch(
+    engine: Option<&Engine>,
+    matcher: &Matcher,
+    scans: &[ScanRequest],
+    settings: &Settings,
+) -> Vec<Decision> {
+    let decoded: Vec<Result<GrayImage, String>> = scans
+        .iter()
+        .map(|s| match &s.payload {
+            Err(reason) => Err(reason.clone()),
+            Ok(bytes) => decode_scan(bytes, &settings.limits).map_err(|e| e.to_string()),
+        })
+        .collect();
+    let (mode, refuse) = match matcher {
+        Matcher::Classifier => (None, None),
+        Matcher::Gallery { policy, .. } => (Some(policy.rule.mode), None),
+        Matcher::Refuse(reason) => (None, Some(reason.clone())),
+    };
+    let images: Vec<Option<&GrayImage>> = decoded
+        .iter()
+        .map(|d| d.as_ref().ok().filter(|_| refuse.is_none()))
+        .collect();
+    let needs_network = mode.is_none_or(MatcherMode::needs_network);
+    let needs_minutiae = mode.is_some_and(MatcherMode::needs_minutiae);
+    fn none<T>(n: usize) -> Vec<Result<T, String>> {
+        (0..n).map(|_| Err(String::new())).collect()
+    }
+    let (network, minutiae) = std::thread::scope(|s| {
+        let extraction =
+            needs_minutiae.then(|| s.spawn(|| extract_minutiae(&images, settings.sensor_dpi)));
+        let network = if needs_network {
+            run_network(engine, &images, mode.is_none())
+        } else {
+            none(images.len())
+        };
+        let minutiae = match extraction {
+            Some(handle) => handle.join().unwrap_or_else(|_| {
+                images
+                    .iter()
+                    .map(|_| Err("minutiae extraction failed".into()))
+                    .collect()
+            }),
+            None => none(images.len()),
+        };
+        (network, minutiae)
+    });
+    scans
+        .iter()
+        .zip(decoded)
+        .zip(network.into_iter().zip(minutiae))
+        .map(|((scan, decoded), (network, minutiae))| {
+            let claim = scan.claim.as_deref();
+            let ranked = match (&refuse, decoded) {
+                (Some(reason), _) => Err(reason.clone()),
+                (None, Err(reason)) => Err(reason),
+                (None, Ok(_)) => match matcher {
+                    Matcher::Classifier => {
+                        network.map(|p| rank_classes(engine, p.as_slice(), claim))
+                    }
+                    Matcher::Gallery { index, policy } => {
+                        let mode = policy.rule.mode;
+                        (|| {
+                            let probe = Probe {
+                                embedding: if mode.needs_network() {
+                                    Some(network?)
+                                } else {
+                                    None
+                                },
+                                minutiae: if mode.needs_minutiae() {
+                                    Some(minutiae?)
+                                } else {
+                                    None
+                                },
+                            };
+                            Ok(index.rank(&probe, claim, &policy.rule))
+                        })()
+                    }
+                    Matcher::Refuse(reason) => Err(reason.clone()),
+                },
+            };
+            decision_for(engine, matcher, scan, ranked, settings.top_k)
+        })
+        .collect()
+}
+
+/// The model's classes by probability (only the claimed one when there is a claim).
+fn rank_classes(engine: Option<&Engine>, p: &[f32], claim: Option<&str>) -> Vec<Candidate> {
+    let labels = engine
+        .map(|e| e.manifest.labels.as_slice())
+        .unwrap_or_default();
+    let mut ranked: Vec<Candidate> = p
+        .iter()
+        .enumerate()
+        .map(|(i, &score)| {
+            Candidate::scored(
+                labels
+                    .get(i)
+                    .cloned()
+                    .unwrap_or_else(|| format!("class-{i}")),
+                score,
+            )
+        })
+        .filter(|c| claim.is_none_or(|claimed| claimed == c.identity))
+        .collect();
+    ranked.sort_by(|a, b| b.score.total_cmp(&a.score));
+    ranked
+}
+
+/// The candidate granted: the best one, if it clears the threshold and is not the background
+/// class (which stands for fingers nobody enrolled).
+fn granted(ranked: &[Candidate], threshold: f32) -> Option<&Candidate> {
+    ranked
+        .first()
+        .filter(|c| c.score >= threshold && c.identity != fingerprint_common::BACKGROUND_LABEL)
+}
+
+fn decision_for(
+    engine: Option<&Engine>,
+    matcher: &Matcher,
+    scan: &ScanRequest,
+    ranked: Result<Vec<Candidate>, String>,
+    top_k: usize,
+) -> Decision {
+    let verification = scan.claim.is_some();
+    let (mode, threshold, matcher_mode) = match matcher {
+        Matcher::Classifier => (
+            MatchMode::Classifier,
+            engine.map_or(fingerprint_common::config::FALLBACK_THRESHOLD, |e| {
+                e.threshold
+            }),
+            None,
+        ),
+        Matcher::Gallery { policy, .. } => (
+            if verification {
+                MatchMode::Verification
+            } else {
+                MatchMode::Identification
+            },
+            policy.threshold,
+            Some(policy.rule.mode),
+        ),
+        Matcher::Refuse(_) => (
+            if verification {
+                MatchMode::Verification
+            } else {
+                MatchMode::Identification
+            },
+            f32::INFINITY,
+            None,
+        ),
+    };
+    let (verdict, identity, candidates, error) = match ranked {
+        Ok(mut candidates) => {
+            candidates.truncate(top_k);
+            let identity = granted(&candidates, threshold).map(|c| c.identity.clone());
+            let verdict = if identity.is_some() {
+                Verdict::Grant
+            } else {
+                Verdict::Deny
+            };
+            (verdict, identity, candidates, None)
+        }
+        Err(reason) => (Verdict::Error, None, Vec::new(), Some(reason)),
+    };
+    let best = candidates.first();
+    Decision {
+        scan_id: scan.scan_id.clone(),
+        source: scan.source.clone(),
+        timestamp: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+        decision: verdict,
+        mode,
+        claimed_identity: scan.claim.clone(),
+        identity,
+        score: best.map(|c| c.score),
+        threshold: if threshold.is_finite() {
+            threshold
+        } else {
+            0.0
+        },
+        matcher: matcher_mode,
+        network_score: best.and_then(|c| c.network_score),
+        minutiae_score: best.and_then(|c| c.minutiae_score),
+        fused_score: best
+            .filter(|_| matcher_mode == Some(MatcherMode::Fused))
+            .map(|c| c.score),
+        candidates,
+        model: engine.map(|e| e.model.clone()),
+        latency_ms: scan.received.elapsed().as_secs_f64() * 1e3,
+        error,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ranked(scores: &[(&str, f32)]) -> Vec<Candidate> {
+        scores
+            .iter()
+            .map(|&(identity, score)| Candidate::scored(identity.into(), score))
+            .collect()
+    }
+
+    #[test]
+    fn the_best_candidate_is_granted_over_the_threshold_unless_it_is_the_background() {
+        let alice = ranked(&[("alice", 0.9), ("bob", 0.1)]);
+        assert_eq!(
+            granted(&alice, 0.8).map(|c| c.identity.as_str()),
+            Some("alice")
+        );
+        assert!(granted(&alice, 0.95).is_none());
+        let background = ranked(&[(fingerprint_common::BACKGROUND_LABEL, 0.9), ("alice", 0.1)]);
+        assert!(granted(&background, 0.05).is_none());
+        assert!(granted(&[], 0.0).is_none());
+    }
+}

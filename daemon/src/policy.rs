@@ -1,0 +1,240 @@
+//! Which matcher decides, at which threshold, and where that threshold came from: the
+//! configuration, the door's own calibration (`fingerprintd calibrate`), the model's
+//! calibration (network only), or the values shipped with the project.
+//!
+//! A threshold is only as good as the impostors it was calibrated on. So a network threshold
+//! calibrated on synthetic prints is never applied to a door's scans without the installer
+//! saying so, and the start-up log names the source of the threshold in force.
+
+use std::path::Path;
+
+use fingerprint_common::config::{DaemonConfig, FALLBACK_MATCH_THRESHOLD};
+use fingerprint_common::matcher::{
+    shipped_fused_threshold, Fusion, MatcherMode, Prints, Rule, SHIPPED_FUSION,
+    SHIPPED_MINUTIAE_THRESHOLD,
+};
+use fingerprint_common::Gallery;
+use serde::{Deserialize, Serialize};
+
+use crate::engine::Engine;
+
+/// Where `fingerprintd calibrate` writes the door's calibration, in the state directory.
+pub const CALIBRATION_FILE: &str = "calibration.json";
+
+/// A door's own calibration, from its gallery and other people's scans on its sensor.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DoorCalibration {
+    pub mode: MatcherMode,
+    /// The model whose templates it was fitted with (None for minutiae alone): another model
+    /// makes it void.
+    pub model_digest: Option<String>,
+    /// The fitted fusion (fused mode).
+    pub fusion: Option<Fusion>,
+    pub threshold: f32,
+    pub target_far: f64,
+    /// Share of the strangers' scans accepted at the threshold.
+    pub far: f64,
+    /// Share of the enrolled impressions refused at the threshold (each against the rest of
+    /// its identity).
+    pub frr: f64,
+    pub genuine_scores: usize,
+    pub stranger_scans: usize,
+    /// The folder of other people's scans it was calibrated with.
+    pub strangers: String,
+    /// RFC 3339 time it was made.
+    pub created: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    #[error("{path}: {reason}")]
+    Calibration { path: String, reason: String },
+    #[error(
+        "the model's gallery threshold ({threshold:.3}) was calibrated on synthetic prints and does not hold on real scans: run `fingerprintd calibrate --strangers DIR` with other people's scans from this sensor, set model.match_threshold, or set matcher.accept_synthetic_threshold = true"
+    )]
+    SyntheticThreshold { threshold: f32 },
+    #[error("matcher.mode = \"{0}\" needs a model (model.path)")]
+    NoModel(MatcherMode),
+    #[error("{0}")]
+    Unusable(String),
+}
+
+impl DoorCalibration {
+    pub fn path(config: &DaemonConfig) -> std::path::PathBuf {
+        config.state_dir.join(CALIBRATION_FILE)
+    }
+
+    /// Reads the door's calibration; `Ok(None)` when there is none.
+    pub fn load(path: &Path) -> Result<Option<Self>, PolicyError> {
+        let error = |reason: String| PolicyError::Calibration {
+            path: path.display().to_string(),
+            reason,
+        };
+        match std::fs::read(path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| error(e.to_string())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(error(e.to_string())),
+        }
+    }
+
+    /// Writes it atomically.
+    pub fn save(&self, path: &Path) -> Result<(), PolicyError> {
+        let error = |reason: String| PolicyError::Calibration {
+            path: path.display().to_string(),
+            reason,
+        };
+        let json = serde_json::to_vec_pretty(self).map_err(|e| error(e.to_string()))?;
+        fingerprint_common::durable::write_atomically(path, &json).map_err(|e| error(e.to_string()))
+    }
+
+    /// Whether it was made for this matcher and model.
+    fn applies(&self, mode: MatcherMode, model_digest: Option<&str>) -> bool {
+        self.mode == mode
+            && (mode == MatcherMode::Minutiae || self.model_digest.as_deref() == model_digest)
+    }
+}
+
+/// What decides a gallery match, and why.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MatchPolicy {
+    pub rule: Rule,
+    /// Score the best identity needs (cosine, BOZORTH3 score or fused log-odds, by mode).
+    pub threshold: f32,
+    /// Where the threshold came from, for the log.
+    pub source: String,
+    /// Why the mode in force differs from the configured one, if it does.
+    pub downgrade: Option<String>,
+}
+
+/// The matcher this gallery allows with the model loaded (its digest; None: no model). A
+/// version-1 gallery has no minutiae (network only); one enrolled without a model, or with
+/// another model, has no usable network templates (minutiae only). None with a reason when
+/// nothing is usable.
+pub fn mode_for(
+    configured: MatcherMode,
+    gallery: &Gallery,
+    model_digest: Option<&str>,
+) -> Result<(MatcherMode, Option<String>), String> {
+    let network = gallery.has_network()
+        && model_digest.is_some()
+        && gallery.model_digest.as_deref() == model_digest;
+    let minutiae = gallery.has_minutiae();
+    let other_model = match (&gallery.model_digest, model_digest) {
+        (Some(g), Some(m)) if g != m => Some(format!(
+            "the gallery was enrolled with model {g}, not the loaded {m}"
+        )),
+        _ => None,
+    };
+    match (configured, network, minutiae) {
+        (MatcherMode::Network, true, _) | (MatcherMode::Minutiae, _, true) => Ok((configured, None)),
+        (MatcherMode::Fused, true, true) => Ok((configured, None)),
+        (MatcherMode::Fused | MatcherMode::Minutiae, true, false) => Ok((
+            MatcherMode::Network,
+            Some(format!(
+                "the gallery (version {}) holds no minutiae for some identities: decisions are network-only; enrol each identity again (fingerprintd enroll) to use minutiae",
+                gallery.version
+            )),
+        )),
+        (MatcherMode::Fused | MatcherMode::Network, false, true) => Ok((
+            MatcherMode::Minutiae,
+            Some(match other_model {
+                Some(why) => format!("{why}: its network templates are void, decisions are minutiae-only; enrol again to use the network"),
+                None => "the gallery has no network templates of the loaded model: decisions are minutiae-only".into(),
+            }),
+        )),
+        _ => Err(match other_model {
+            Some(why) => format!("{why}: enrol again"),
+            None => format!("the gallery holds no templates the {configured} matcher can use: enrol again"),
+        }),
+    }
+}
+
+/// The policy for `gallery` under `config`, with the model `engine` (None: minutiae only)
+/// and the door's calibration, if any.
+pub fn resolve(
+    config: &DaemonConfig,
+    engine: Option<&Engine>,
+    gallery: &Gallery,
+    door: Option<&DoorCalibration>,
+) -> Result<MatchPolicy, PolicyError> {
+    let digest = engine.map(|e| e.model.digest.as_str());
+    let (mode, downgrade) =
+        mode_for(config.matcher.mode, gallery, digest).map_err(PolicyError::Unusable)?;
+    if mode.needs_network() && engine.is_none() {
+        return Err(PolicyError::NoModel(mode));
+    }
+    let door = door.filter(|d| d.applies(mode, digest));
+    let door_source = |d: &DoorCalibration| {
+        format!(
+            "the door's calibration ({}, {} on {} stranger scans from {}, target FAR {})",
+            CALIBRATION_FILE, d.created, d.stranger_scans, d.strangers, d.target_far
+        )
+    };
+    let shipped_source = "shipped, calibrated on real impostor pairs (README: \"Thresholds that hold on real strangers\")";
+    let configured = "the configuration (matcher.threshold)";
+    let (fusion, threshold, source) = match mode {
+        MatcherMode::Network => {
+            let model_calibration = engine.and_then(|e| e.manifest.calibration.as_ref());
+            if let Some(t) = config.model.match_threshold {
+                (
+                    SHIPPED_FUSION,
+                    t,
+                    "the configuration (model.match_threshold)".to_string(),
+                )
+            } else if let Some(d) = door {
+                (SHIPPED_FUSION, d.threshold, door_source(d))
+            } else if let Some(c) = model_calibration {
+                let t = c.similarity_threshold;
+                let source = match c.prints {
+                    Some(Prints::Real) => "the model's calibration (real prints)".to_string(),
+                    Some(_) if !config.matcher.accept_synthetic_threshold => {
+                        return Err(PolicyError::SyntheticThreshold { threshold: t });
+                    }
+                    Some(_) => "the model's calibration, on synthetic prints (allowed by matcher.accept_synthetic_threshold)".to_string(),
+                    None => "the model's calibration (prints of unknown origin: check it with fingerprintd calibrate)".to_string(),
+                };
+                (SHIPPED_FUSION, t, source)
+            } else {
+                (
+                    SHIPPED_FUSION,
+                    FALLBACK_MATCH_THRESHOLD,
+                    "the strict fallback (no calibration anywhere)".to_string(),
+                )
+            }
+        }
+        MatcherMode::Minutiae => match (config.matcher.threshold, door) {
+            (Some(t), _) => (SHIPPED_FUSION, t, configured.to_string()),
+            (None, Some(d)) => (SHIPPED_FUSION, d.threshold, door_source(d)),
+            (None, None) => (
+                SHIPPED_FUSION,
+                SHIPPED_MINUTIAE_THRESHOLD as f32,
+                shipped_source.to_string(),
+            ),
+        },
+        MatcherMode::Fused => {
+            let fusion = door.and_then(|d| d.fusion).unwrap_or(SHIPPED_FUSION);
+            match (config.matcher.threshold, door) {
+                (Some(t), _) => (fusion, t, configured.to_string()),
+                (None, Some(d)) => (fusion, d.threshold, door_source(d)),
+                (None, None) => (
+                    SHIPPED_FUSION,
+                    shipped_fused_threshold(),
+                    format!("{shipped_source}; the network only shortlists until the door is calibrated"),
+                ),
+            }
+        }
+    };
+    Ok(MatchPolicy {
+        rule: Rule {
+            mode,
+            fusion,
+            shortlist: config.matcher.shortlist,
+            exhaustive_below: config.matcher.exhaustive_below,
+        },
+        threshold,
+        source,
+        downgrade,
+    })
+}
