@@ -13,6 +13,7 @@ its own, for --target-far on other fingers: --calibrate-enroll's fingers enrolle
 
 Usage: minutiae_baseline.py --enroll DB3_B --strangers DB4_B \
            --calibrate-enroll DB1_B --calibrate-impostors DB2_B
+       minutiae_baseline.py --enroll DB3_B --strangers DB4_B --threshold 46
 """
 
 import argparse
@@ -77,17 +78,24 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--enroll", required=True)
     ap.add_argument("--strangers", required=True)
-    ap.add_argument("--calibrate-enroll", required=True)
-    ap.add_argument("--calibrate-impostors", required=True)
+    ap.add_argument("--calibrate-enroll")
+    ap.add_argument("--calibrate-impostors")
+    ap.add_argument("--threshold", type=float,
+                    help="a fixed bozorth3 threshold instead of calibrating one")
     ap.add_argument("--enroll-impressions", type=int, default=3)
     ap.add_argument("--target-far", type=float, default=0.001)
     args = ap.parse_args()
     matcher = Matcher()
 
-    cal_gallery, _ = gallery_of(args.calibrate_enroll, args.enroll_impressions)
-    cal_impostors = [p for paths in fingers(args.calibrate_impostors).values() for p in paths]
-    threshold = threshold_for_far(
-        [rank(matcher, cal_gallery, p)[0][0] for p in cal_impostors], args.target_far)
+    if args.threshold is not None:
+        threshold = args.threshold
+    elif args.calibrate_enroll and args.calibrate_impostors:
+        cal_gallery, _ = gallery_of(args.calibrate_enroll, args.enroll_impressions)
+        cal_impostors = [p for paths in fingers(args.calibrate_impostors).values() for p in paths]
+        threshold = threshold_for_far(
+            [rank(matcher, cal_gallery, p)[0][0] for p in cal_impostors], args.target_far)
+    else:
+        ap.error("give --threshold, or --calibrate-enroll and --calibrate-impostors")
 
     gallery, genuine = gallery_of(args.enroll, args.enroll_impressions)
     strangers = [p for paths in fingers(args.strangers).values() for p in paths]

@@ -22,6 +22,7 @@ use fingerprint_common::minutiae::{self, Prepared};
 
 struct Folder {
     name: String,
+    minutiae_mean: f64,
     genuine: Vec<u32>,
     impostor: Vec<u32>,
 }
@@ -29,6 +30,7 @@ struct Folder {
 fn scores(dir: &Path, dpi: u32) -> anyhow::Result<Folder> {
     let limits = fingerprint_common::ScanLimits::default();
     let mut by: BTreeMap<String, Vec<(u32, Option<Prepared>)>> = BTreeMap::new();
+    let mut counts = Vec::new();
     let mut files: Vec<_> = std::fs::read_dir(dir)?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .collect();
@@ -43,10 +45,13 @@ fn scores(dir: &Path, dpi: u32) -> anyhow::Result<Folder> {
         let (Ok(imp), Ok(image)) = (imp.parse(), fingerprint_common::read_scan(f, &limits)) else {
             continue;
         };
-        let template = minutiae::extract(&image, dpi).ok().map(|t| t.prepared());
+        let template = minutiae::extract(&image, dpi).ok();
+        counts.push(template.as_ref().map_or(0, |t| t.len()) as f64);
+        let template = template.map(|t| t.prepared());
         by.entry(finger.into()).or_default().push((imp, template));
     }
     let (mut genuine, mut impostor) = (Vec::new(), Vec::new());
+    let (mut genuine_time, mut impostor_time) = (0.0, 0.0);
     for v in by.values_mut() {
         v.sort_by_key(|x| x.0);
     }
@@ -55,19 +60,30 @@ fn scores(dir: &Path, dpi: u32) -> anyhow::Result<Folder> {
         for (finger, probes) in &by {
             let own = finger == enrolled;
             for (_, probe) in probes.iter().skip(if own { 3 } else { 0 }) {
+                let t = std::time::Instant::now();
                 let s = probe
                     .as_ref()
                     .map_or(0, |p| gallery.iter().map(|g| p.score(g)).max().unwrap_or(0));
+                let ms = t.elapsed().as_secs_f64() * 1e3 / gallery.len().max(1) as f64;
                 if own {
                     genuine.push(s);
+                    genuine_time += ms;
                 } else {
                     impostor.push(s);
+                    impostor_time += ms;
                 }
             }
         }
     }
+    eprintln!(
+        "{}: a BOZORTH3 comparison takes {:.2} ms (genuine) and {:.2} ms (impostor) on average",
+        dir.display(),
+        genuine_time / genuine.len().max(1) as f64,
+        impostor_time / impostor.len().max(1) as f64
+    );
     Ok(Folder {
         name: dir.display().to_string(),
+        minutiae_mean: counts.iter().sum::<f64>() / counts.len().max(1) as f64,
         genuine,
         impostor,
     })
@@ -86,8 +102,9 @@ fn main() -> anyhow::Result<()> {
         let folder = scores(Path::new(dir), dpi.parse()?)?;
         let top = folder.impostor.iter().copied().max().unwrap_or(0);
         println!(
-            "{}: {} genuine, {} impostor comparisons; highest impostor score {top}; at {}: {:.1}% of genuine probes accepted",
+            "{}: {:.0} minutiae a scan; {} genuine, {} impostor comparisons; highest impostor score {top}; at {}: {:.1}% of genuine probes accepted",
             folder.name,
+            folder.minutiae_mean,
             folder.genuine.len(),
             folder.impostor.len(),
             top + 1,

@@ -17,6 +17,7 @@
 //! comparison costs about a millisecond, a cosine a microsecond). **1:1** (a claim): both
 //! matchers against the claimed identity only.
 
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::gallery::similarity;
@@ -178,9 +179,9 @@ fn fit_logistic(genuine: &[PairScores], impostor: &[PairScores], use_network: bo
         for k in 0..3 {
             if !used(k) {
                 grad[k] = 0.0;
-                for j in 0..3 {
-                    hess[k][j] = 0.0;
-                    hess[j][k] = 0.0;
+                hess[k] = [0.0; 3];
+                for row in hess.iter_mut() {
+                    row[k] = 0.0;
                 }
                 hess[k][k] = 1.0;
             }
@@ -247,10 +248,11 @@ fn solve3(mut a: [[f64; 3]; 3], mut b: [f64; 3]) -> Option<[f64; 3]> {
         }
         a.swap(col, pivot);
         b.swap(col, pivot);
+        let pivot_row = a[col];
         for row in col + 1..3 {
-            let f = a[row][col] / a[col][col];
-            for k in col..3 {
-                a[row][k] -= f * a[col][k];
+            let f = a[row][col] / pivot_row[col];
+            for (v, p) in a[row].iter_mut().zip(pivot_row).skip(col) {
+                *v -= f * p;
             }
             b[row] -= f * b[col];
         }
@@ -367,17 +369,33 @@ impl Index {
                 .map(|t| similarity(p, t))
                 .reduce(f32::max)
         };
-        let minutiae = |e: &Entry| -> Option<u32> {
-            let p = probe.minutiae.as_ref()?;
-            e.minutiae.iter().map(|t| p.score(t)).max()
+        // BOZORTH3 comparisons cost a millisecond (ten, for two impressions of one finger):
+        // all of them at once, on every core.
+        let minutiae: Vec<Option<u32>> = match (&probe.minutiae, rule.mode.needs_minutiae()) {
+            (Some(p), true) => {
+                let pairs: Vec<(usize, &Prepared)> = pool
+                    .iter()
+                    .enumerate()
+                    .flat_map(|(i, e)| e.minutiae.iter().map(move |t| (i, t)))
+                    .collect();
+                let scores: Vec<(usize, u32)> =
+                    pairs.par_iter().map(|&(i, t)| (i, p.score(t))).collect();
+                let mut best = vec![None; pool.len()];
+                for (i, s) in scores {
+                    best[i] = Some(best[i].map_or(s, |b: u32| b.max(s)));
+                }
+                best
+            }
+            _ => vec![None; pool.len()],
         };
         let mut ranked: Vec<Candidate> = pool
             .into_iter()
-            .filter_map(|e| {
+            .zip(minutiae)
+            .filter_map(|(e, m)| {
                 let (n, m) = match rule.mode {
                     MatcherMode::Network => (network(e), None),
-                    MatcherMode::Minutiae => (None, minutiae(e)),
-                    MatcherMode::Fused => (network(e), minutiae(e)),
+                    MatcherMode::Minutiae => (None, m),
+                    MatcherMode::Fused => (network(e), m),
                 };
                 let score = match rule.mode {
                     MatcherMode::Network => n?,

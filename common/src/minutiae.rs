@@ -61,7 +61,7 @@ impl Template {
     /// Keeps the best minutiae by quality, as NIST's BOZORTH3 does before matching (ties keep
     /// MINDTCT's order).
     pub fn from_detected(mut minutiae: Vec<Minutia>) -> Self {
-        minutiae.sort_by(|a, b| b.quality.cmp(&a.quality));
+        minutiae.sort_by_key(|m| std::cmp::Reverse(m.quality));
         minutiae.truncate(DEFAULT_BOZORTH_MINUTIAE);
         Self { minutiae }
     }

@@ -270,6 +270,10 @@ impl Scores {
     }
 }
 
+/// Share of the enrolled impressions' own scores a door calibration may leave below its
+/// threshold when it moves the threshold into the gap above the strangers.
+pub const GENUINE_MISS: f64 = 0.01;
+
 /// A door's calibration, as fitted from its gallery and scans of strangers.
 #[derive(Clone, Debug, PartialEq)]
 pub struct DoorFit {
@@ -286,12 +290,84 @@ pub struct DoorFit {
     pub stranger_scans: usize,
 }
 
+/// The threshold for `target` false accepts, from few impostor scans: the empirical one
+/// ([`threshold_for_far`]), or, when higher, the mean of the impostor scores plus as many
+/// standard deviations as a normal tail needs for `target`. A few hundred strangers' scans
+/// cannot show where the rarest impostor lies (the empirical rule then sits just above the
+/// highest one seen, and the next stranger may pass it); the fitted tail stands in for the
+/// scans not seen, and only ever raises the threshold.
+pub fn threshold_for_far_guarded(impostor_best: &[f32], target: f64) -> f32 {
+    let empirical = threshold_for_far(impostor_best, target);
+    let n = impostor_best.len() as f64;
+    if n < 2.0 {
+        return empirical;
+    }
+    let mean = impostor_best.iter().map(|&s| f64::from(s)).sum::<f64>() / n;
+    let var = impostor_best
+        .iter()
+        .map(|&s| (f64::from(s) - mean).powi(2))
+        .sum::<f64>()
+        / (n - 1.0);
+    let tail = mean + normal_quantile(1.0 - target.clamp(1e-12, 0.5)) * var.sqrt();
+    empirical.max(tail as f32)
+}
+
+/// The standard normal quantile (Acklam's rational approximation, relative error < 1.2e-9).
+fn normal_quantile(p: f64) -> f64 {
+    const A: [f64; 6] = [
+        -3.969683028665376e+01,
+        2.209460984245205e+02,
+        -2.759285104469687e+02,
+        1.383_577_518_672_69e2,
+        -3.066479806614716e+01,
+        2.506628277459239e+00,
+    ];
+    const B: [f64; 5] = [
+        -5.447609879822406e+01,
+        1.615858368580409e+02,
+        -1.556989798598866e+02,
+        6.680131188771972e+01,
+        -1.328068155288572e+01,
+    ];
+    const C: [f64; 6] = [
+        -7.784894002430293e-03,
+        -3.223964580411365e-01,
+        -2.400758277161838e+00,
+        -2.549732539343734e+00,
+        4.374664141464968e+00,
+        2.938163982698783e+00,
+    ];
+    const D: [f64; 4] = [
+        7.784695709041462e-03,
+        3.224671290700398e-01,
+        2.445134137142996e+00,
+        3.754408661907416e+00,
+    ];
+    let tail = |q: f64| {
+        (((((C[0] * q + C[1]) * q + C[2]) * q + C[3]) * q + C[4]) * q + C[5])
+            / ((((D[0] * q + D[1]) * q + D[2]) * q + D[3]) * q + 1.0)
+    };
+    if p < 0.02425 {
+        tail((-2.0 * p.ln()).sqrt())
+    } else if p > 1.0 - 0.02425 {
+        -tail((-2.0 * (1.0 - p).ln()).sqrt())
+    } else {
+        let q = p - 0.5;
+        let r = q * q;
+        (((((A[0] * r + A[1]) * r + A[2]) * r + A[3]) * r + A[4]) * r + A[5]) * q
+            / (((((B[0] * r + B[1]) * r + B[2]) * r + B[3]) * r + B[4]) * r + 1.0)
+    }
+}
+
 /// Fits a door's matcher on its own data: genuine comparisons are each enrolled impression
 /// against the other impressions of its identity; impostor comparisons every stranger scan
 /// against every enrolled identity. In fused mode the fusion is fitted on both
-/// ([`Fusion::fit`]); the threshold is set just above the best score of the strangers' scans
-/// so that at most `target_far` of them would be let in (with fewer than 1/target scans,
-/// none is). None when there is nothing to fit on.
+/// ([`Fusion::fit`]). The threshold lets in at most `target_far` of the strangers' best
+/// scores, and is no lower than a normal tail fitted to them puts that share
+/// ([`threshold_for_far_guarded`]). Where that leaves a gap below the enrolled impressions'
+/// own scores (all but [`GENUINE_MISS`] of them above it), the threshold goes to the middle of
+/// the gap: neither the strangers' unseen tail nor the enrolled fingers' comes first. None
+/// when there is nothing to fit on.
 pub fn fit_door(
     gallery: &Gallery,
     mode: MatcherMode,
@@ -367,7 +443,15 @@ pub fn fit_door(
                 .fold(f32::MIN, f32::max)
         })
         .collect();
-    let threshold = threshold_for_far(&impostor_best, target_far);
+    let strangers_side = threshold_for_far_guarded(&impostor_best, target_far);
+    let mut sorted = genuine_scores.clone();
+    sorted.sort_by(f32::total_cmp);
+    let genuine_side = sorted[(GENUINE_MISS * sorted.len() as f64).floor() as usize];
+    let threshold = if strangers_side < genuine_side {
+        strangers_side + (genuine_side - strangers_side) / 2.0
+    } else {
+        strangers_side
+    };
     Some(DoorFit {
         mode,
         fusion,
@@ -394,6 +478,76 @@ mod tests {
         assert_eq!(passed, 10);
         let t = threshold_for_far(&impostors, 0.0);
         assert!(impostors.iter().all(|&s| s < t));
+    }
+
+    #[test]
+    fn few_impostor_scans_get_a_threshold_from_their_fitted_tail() {
+        assert!((normal_quantile(0.999) - 3.0902).abs() < 1e-3);
+        assert!((normal_quantile(0.5)).abs() < 1e-9);
+        assert!((normal_quantile(0.025) + 1.95996).abs() < 1e-4);
+        // 100 scores, mean 0, spread 1: the empirical rule stops just above the highest
+        // (about 2.3); the normal tail for 0.1% is about 3.1.
+        let scores: Vec<f32> = (0..100)
+            .map(|i| normal_quantile((f64::from(i) + 0.5) / 100.0) as f32)
+            .collect();
+        let t = threshold_for_far_guarded(&scores, 0.001);
+        assert!((3.0..3.3).contains(&t), "{t}");
+        assert!(t > threshold_for_far(&scores, 0.001));
+        // Never below the empirical threshold.
+        let many: Vec<f32> = (0..100_000).map(|i| (i % 1000) as f32).collect();
+        let e = threshold_for_far(&many, 0.01);
+        assert!(threshold_for_far_guarded(&many, 0.01) >= e);
+    }
+
+    #[test]
+    fn a_door_calibration_puts_the_threshold_in_the_gap_above_the_strangers() {
+        let unit = |a: f32| vec![a.cos(), a.sin()];
+        let mut gallery = Gallery::new(Some("sha256:0"));
+        // Two fingers, three impressions each, 2 degrees apart: cosine about 0.9994.
+        for (name, base) in [("a", 0.0f32), ("b", 1.5)] {
+            gallery.identities.insert(
+                name.into(),
+                (0..3)
+                    .map(|i| Impression {
+                        embedding: Some(unit(base + (i as f32 * 2.0).to_radians())),
+                        minutiae: None,
+                    })
+                    .collect(),
+            );
+        }
+        // Strangers well away from both: best cosine about 0.7.
+        let strangers: Vec<Probe> = [0.75f32, 0.78, 0.8, 0.77]
+            .iter()
+            .map(|&a| Probe {
+                embedding: Some(unit(a)),
+                minutiae: None,
+            })
+            .collect();
+        let fit = fit_door(&gallery, MatcherMode::Network, &strangers, 0.001)
+            .expect("something to fit on");
+        let stranger_side = threshold_for_far_guarded(
+            &strangers
+                .iter()
+                .map(|p| {
+                    let e = p.embedding.as_deref().unwrap_or_default();
+                    gallery
+                        .identities
+                        .values()
+                        .flatten()
+                        .filter_map(|i| i.embedding.as_deref().map(|t| similarity(e, t)))
+                        .fold(f32::MIN, f32::max)
+                })
+                .collect::<Vec<_>>(),
+            0.001,
+        );
+        let genuine_min = (2.0f32).to_radians().cos();
+        assert!(
+            fit.threshold > stranger_side && fit.threshold < genuine_min,
+            "{fit:?}"
+        );
+        assert!((fit.threshold - (stranger_side + genuine_min) / 2.0).abs() < 1e-3);
+        assert_eq!((fit.far, fit.frr), (0.0, 0.0));
+        assert_eq!((fit.genuine_scores, fit.stranger_scans), (6, 4));
     }
 
     #[test]

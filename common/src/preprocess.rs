@@ -1,6 +1,7 @@
 //! The one preprocessing of a scan, used by training and by serving alike.
 //!
-//! A decoded grey scan is (1) resized to `size`x`size` by the [`ResizePolicy`], with a
+//! A decoded grey scan is (1) made square by the [`ResizePolicy`] (stretched, padded, or a
+//! window of fixed physical size cut around the print) and resized to `size`x`size`, with a
 //! triangle (bilinear, area-aware when shrinking) filter, then (2) replicated to three
 //! channels and normalised per channel: `(v / 255 - mean[c]) / std[c]`, laid out CHW.
 //! Training augments between (1) and (2); serving does not. Nothing else differs.
@@ -19,6 +20,11 @@ pub enum ResizePolicy {
     /// Keep the aspect ratio: centre the scan on a square canvas filled with its background
     /// (the median of its border pixels), then resize.
     Pad,
+    /// A `side`x`side` pixel window of the scan at its own resolution, centred on the print
+    /// (the centroid of its ridged blocks), padded with the background where it overhangs,
+    /// then resized: ridges reach the network at the scale it learned whatever the scan's
+    /// size (a whole 500 dpi scan squeezed to 64 px leaves ridges 1-2 px apart).
+    Window { side: u32 },
 }
 
 /// ImageNet statistics, the ones ResNet checkpoints were trained with.
@@ -68,6 +74,7 @@ impl Preprocessing {
         let square = match self.resize {
             ResizePolicy::Stretch => None,
             ResizePolicy::Pad => pad_to_square(scan),
+            ResizePolicy::Window { side } => Some(window_on_print(scan, side.max(1))),
         };
         let source = square.as_ref().unwrap_or(scan);
         if source.width() == self.size && source.height() == self.size {
@@ -111,6 +118,64 @@ fn pad_to_square(scan: &GrayImage) -> Option<GrayImage> {
     Some(canvas)
 }
 
+/// Side of the blocks whose grey-level spread tells ridges from background.
+const BLOCK: u32 = 16;
+
+/// The centre of the print: the mean centre of the blocks whose grey-level variance is at
+/// least half the largest block variance (ridges alternate dark and light; background and
+/// smudges are flat). The image centre when no block stands out.
+pub fn print_centre(scan: &GrayImage) -> (u32, u32) {
+    let (w, h) = scan.dimensions();
+    let mut blocks = Vec::new();
+    for by in (0..h).step_by(BLOCK as usize) {
+        for bx in (0..w).step_by(BLOCK as usize) {
+            let (bw, bh) = (BLOCK.min(w - bx), BLOCK.min(h - by));
+            let n = f64::from(bw * bh);
+            let (mut sum, mut sq) = (0.0, 0.0);
+            for y in by..by + bh {
+                for x in bx..bx + bw {
+                    let v = f64::from(scan.get_pixel(x, y).0[0]);
+                    sum += v;
+                    sq += v * v;
+                }
+            }
+            let variance = sq / n - (sum / n).powi(2);
+            blocks.push((bx + bw / 2, by + bh / 2, variance));
+        }
+    }
+    let top = blocks.iter().map(|b| b.2).fold(0.0, f64::max);
+    let ridged: Vec<&(u32, u32, f64)> = blocks
+        .iter()
+        .filter(|b| top > 0.0 && b.2 >= 0.5 * top)
+        .collect();
+    if ridged.is_empty() {
+        return (w / 2, h / 2);
+    }
+    let n = ridged.len() as f64;
+    let cx = ridged.iter().map(|b| f64::from(b.0)).sum::<f64>() / n;
+    let cy = ridged.iter().map(|b| f64::from(b.1)).sum::<f64>() / n;
+    (cx.round() as u32, cy.round() as u32)
+}
+
+/// A `side`x`side` window of `scan` centred on its print, background where it overhangs.
+fn window_on_print(scan: &GrayImage, side: u32) -> GrayImage {
+    let (w, h) = scan.dimensions();
+    let (cx, cy) = print_centre(scan);
+    // Keep the window inside the scan where the scan is large enough.
+    let origin = |c: u32, extent: u32| -> i64 {
+        let start = i64::from(c) - i64::from(side / 2);
+        if extent >= side {
+            start.clamp(0, i64::from(extent - side))
+        } else {
+            -i64::from((side - extent) / 2)
+        }
+    };
+    let (x0, y0) = (origin(cx, w), origin(cy, h));
+    let mut window = GrayImage::from_pixel(side, side, Luma([border_median(scan)]));
+    imageops::replace(&mut window, scan, -x0, -y0);
+    window
+}
+
 /// Median of the outermost rows and columns: the background a sensor shows around a finger.
 fn border_median(scan: &GrayImage) -> u8 {
     let (w, h) = scan.dimensions();
@@ -148,6 +213,43 @@ mod tests {
             assert!((at(1) - (1.0 - IMAGENET_MEAN[c]) / IMAGENET_STD[c]).abs() < 1e-6);
             assert!((at(3) - (64.0 / 255.0 - IMAGENET_MEAN[c]) / IMAGENET_STD[c]).abs() < 1e-6);
         }
+    }
+
+    #[test]
+    fn a_window_is_cut_around_the_print_at_the_scan_resolution() {
+        // A 300x200 light scan with "ridges" (stripes) in a 80x80 patch off centre.
+        let mut scan = GrayImage::from_pixel(300, 200, Luma([230]));
+        for y in 100..180 {
+            for x in 190..270 {
+                scan.put_pixel(x, y, Luma([if (x / 4) % 2 == 0 { 30 } else { 220 }]));
+            }
+        }
+        let (cx, cy) = print_centre(&scan);
+        assert!(
+            (220..=240).contains(&cx) && (130..=150).contains(&cy),
+            "{cx},{cy}"
+        );
+        let p = Preprocessing {
+            resize: ResizePolicy::Window { side: 100 },
+            ..Preprocessing::imagenet(50)
+        };
+        let out = p.resize(&scan);
+        assert_eq!(out.dimensions(), (50, 50));
+        // Most of the window is the patch, at half scale: stripes 2 px wide.
+        let dark = out.pixels().filter(|p| p.0[0] < 100).count();
+        assert!(dark > 50 * 50 / 4, "{dark}");
+        // A scan smaller than the window is padded with its background.
+        let small = GrayImage::from_pixel(40, 40, Luma([200]));
+        let w = window_on_print(&small, 100);
+        assert_eq!(w.dimensions(), (100, 100));
+        assert_eq!(w.get_pixel(0, 0).0[0], 200);
+        // Old manifests name the policy as a word; the window carries its side.
+        assert_eq!(
+            serde_json::from_str::<ResizePolicy>("\"pad\"").ok(),
+            Some(ResizePolicy::Pad)
+        );
+        let json = serde_json::to_string(&ResizePolicy::Window { side: 128 }).unwrap_or_default();
+        assert_eq!(json, r#"{"window":{"side":128}}"#);
     }
 
     #[test]

@@ -238,3 +238,104 @@ pub fn resolve(
         downgrade,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fingerprint_common::gallery::Impression;
+    use fingerprint_common::minutiae::{Minutia, Template};
+
+    fn gallery(embedding: bool, minutiae: bool, version: u32) -> Gallery {
+        let impression = Impression {
+            embedding: embedding.then(|| vec![1.0, 0.0]),
+            minutiae: minutiae.then(|| Template {
+                minutiae: vec![
+                    Minutia {
+                        x: 1,
+                        y: 2,
+                        theta: 3,
+                        quality: 50
+                    };
+                    20
+                ],
+            }),
+        };
+        let mut g = Gallery::new(embedding.then_some("sha256:a"));
+        g.version = version;
+        g.identities.insert("alice".into(), vec![impression; 3]);
+        g
+    }
+
+    #[test]
+    fn the_gallery_decides_which_matchers_can_run() {
+        let fused = MatcherMode::Fused;
+        // Both templates: as configured.
+        assert_eq!(
+            mode_for(fused, &gallery(true, true, 2), Some("sha256:a")),
+            Ok((fused, None))
+        );
+        // Version 1 (no minutiae): network only, said so.
+        let (mode, why) =
+            mode_for(fused, &gallery(true, false, 1), Some("sha256:a")).unwrap_or((fused, None));
+        assert_eq!(mode, MatcherMode::Network);
+        assert!(why.is_some_and(|w| w.contains("version 1") && w.contains("enrol")));
+        // Templates of another model: minutiae only; with no minutiae either, nothing.
+        let (mode, why) =
+            mode_for(fused, &gallery(true, true, 2), Some("sha256:b")).unwrap_or((fused, None));
+        assert_eq!(mode, MatcherMode::Minutiae);
+        assert!(why.is_some_and(|w| w.contains("sha256:b")));
+        let err = mode_for(fused, &gallery(true, false, 1), Some("sha256:b"));
+        assert!(err.is_err_and(|e| e.contains("enrol again")));
+        // No model at all: minutiae.
+        assert_eq!(
+            mode_for(MatcherMode::Minutiae, &gallery(false, true, 2), None),
+            Ok((MatcherMode::Minutiae, None))
+        );
+    }
+
+    #[test]
+    fn the_threshold_comes_from_the_config_then_the_door_then_the_shipped_one() {
+        let mut config =
+            DaemonConfig::parse(fingerprint_common::DEFAULT_CONFIG, Path::new("config.toml"))
+                .expect("the default configuration parses");
+        config.matcher.mode = MatcherMode::Minutiae;
+        config.model.path = None;
+        let g = gallery(false, true, 2);
+        let shipped = resolve(&config, None, &g, None).expect("policy");
+        assert_eq!(shipped.threshold, SHIPPED_MINUTIAE_THRESHOLD as f32);
+        assert!(shipped.source.starts_with("shipped"));
+        let door = DoorCalibration {
+            mode: MatcherMode::Minutiae,
+            model_digest: None,
+            fusion: None,
+            threshold: 61.0,
+            target_far: 0.001,
+            far: 0.0,
+            frr: 0.05,
+            genuine_scores: 30,
+            stranger_scans: 200,
+            strangers: "/srv/strangers".into(),
+            created: "2026-12-02T00:00:00Z".into(),
+        };
+        let calibrated = resolve(&config, None, &g, Some(&door)).expect("policy");
+        assert_eq!(calibrated.threshold, 61.0);
+        assert!(calibrated.source.contains("/srv/strangers"));
+        // A calibration for another matcher does not apply.
+        let fused_door = DoorCalibration {
+            mode: MatcherMode::Fused,
+            ..door.clone()
+        };
+        let other = resolve(&config, None, &g, Some(&fused_door)).expect("policy");
+        assert_eq!(other.threshold, SHIPPED_MINUTIAE_THRESHOLD as f32);
+        config.matcher.threshold = Some(70.0);
+        let configured = resolve(&config, None, &g, Some(&door)).expect("policy");
+        assert_eq!(configured.threshold, 70.0);
+        assert!(configured.source.contains("matcher.threshold"));
+        // Fused without a model (the configuration check refuses it first) falls back to
+        // minutiae, and says so.
+        config.matcher.mode = MatcherMode::Fused;
+        let fallback = resolve(&config, None, &gallery(true, true, 2), None).expect("policy");
+        assert_eq!(fallback.rule.mode, MatcherMode::Minutiae);
+        assert!(fallback.downgrade.is_some());
+    }
+}

@@ -12,7 +12,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use base64::Engine as _;
 use fingerprint_common::gallery::{agreement, similarity, Impression};
 use fingerprint_common::{DaemonConfig, Gallery, MatchMode, Verdict};
@@ -401,5 +401,113 @@ fn a_gallery_cut_short_mid_write_leaves_the_previous_one() -> Result<()> {
     std::fs::write(&path, &bytes[..bytes.len() / 3])?;
     assert!(slot.refresh().is_err());
     assert_eq!(slot.current().map(|g| g.gallery.clone()), Some(changed));
+    Ok(())
+}
+
+/// A gallery written before minutiae (format version 1: the network's templates only) still
+/// loads under the default, fused, matcher, and its decisions are network-only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gallery_from_before_minutiae_loads_and_decides_network_only() -> Result<()> {
+    let mut setup = Setup::new(Quantization::F32)?;
+    let cast = cast(&setup.model)?;
+    setup.config.model.match_threshold = Some(cast.threshold);
+    setup.config.matcher = fingerprint_common::config::MatcherConfig::default();
+    assert_eq!(
+        setup.config.matcher.mode,
+        fingerprint_common::MatcherMode::Fused
+    );
+    let engine = Engine::load(&setup.model, "cpu", None)?;
+    let b64 = |t: &[f32]| {
+        let bytes: Vec<u8> = t.iter().flat_map(|x| x.to_le_bytes()).collect();
+        base64::engine::general_purpose::STANDARD.encode(bytes)
+    };
+    let templates = |scans: &[Vec<u8>]| -> Result<Vec<String>> {
+        Ok(embed(&engine, scans)?.iter().map(|t| b64(t)).collect())
+    };
+    // The file as version 1 wrote it.
+    let v1 = serde_json::json!({
+        "format": "fingerprint-gallery",
+        "version": 1,
+        "model_digest": engine.model.digest,
+        "identities": {"alice": templates(&cast.alice)?, "bob": templates(&cast.bob)?},
+    });
+    std::fs::create_dir_all(&setup.config.state_dir)?;
+    std::fs::write(setup.config.gallery_path(), serde_json::to_vec_pretty(&v1)?)?;
+    let loaded = Gallery::load(&setup.config.gallery_path())?.context("no gallery")?;
+    assert_eq!((loaded.version, loaded.identities.len()), (1, 2));
+    assert!(loaded.has_network() && !loaded.has_minutiae());
+
+    let service = Service::start(setup.config.clone()).await?;
+    let d = decide(&setup, "alice-probe.png", &cast.alice_probe).await?;
+    assert_eq!(d.mode, MatchMode::Identification);
+    assert_eq!(d.matcher, Some(fingerprint_common::MatcherMode::Network));
+    assert_eq!(
+        (d.decision, d.identity.as_deref()),
+        (Verdict::Grant, Some("alice"))
+    );
+    assert!(d.network_score.is_some() && d.minutiae_score.is_none() && d.fused_score.is_none());
+    assert_eq!(d.threshold, cast.threshold);
+    let stranger = decide(&setup, "stranger.png", &cast.strangers[0]).await?;
+    assert_eq!(stranger.decision, Verdict::Deny);
+    service.shutdown().await?;
+    Ok(())
+}
+
+/// A network threshold calibrated on synthetic prints is not applied to a door's scans unless
+/// the installer says so: the service refuses to start on it, naming the ways out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_synthetic_network_threshold_is_refused_without_an_override() -> Result<()> {
+    let synthetic = fingerprint_models::export::Calibration {
+        similarity_threshold: 0.9,
+        target_far: 0.001,
+        far: 0.0,
+        frr: 0.1,
+        genuine_scores: 100,
+        impostor_scores: 200,
+        prints: Some(fingerprint_common::matcher::Prints::Synthetic),
+    };
+    let mut setup = Setup::with_model(|path| {
+        write_model_calibrated(
+            path,
+            fingerprint_models::Arch::ResNet18,
+            CLASSES,
+            32,
+            Quantization::F32,
+            0.0,
+            Some(synthetic),
+        )
+    })?;
+    let cast = cast(&setup.model)?;
+    // Enrolled under an explicit threshold, as an installer would after measuring.
+    setup.config.model.match_threshold = Some(cast.threshold);
+    let engine = Engine::load(&setup.model, "cpu", None)?;
+    let named: Vec<(String, Vec<u8>)> = cast
+        .alice
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (format!("alice-{i}"), s.clone()))
+        .collect();
+    fingerprintd::enroll::enroll(
+        Some(&engine),
+        &setup.config,
+        "alice",
+        &named,
+        &fingerprint_common::ScanLimits::default(),
+    )?;
+    // Without it, the model's synthetic calibration would decide: refused.
+    setup.config.model.match_threshold = None;
+    let refused = Service::start(setup.config.clone()).await;
+    let error = format!("{:#}", refused.err().context("the service started")?);
+    assert!(
+        error.contains("synthetic") && error.contains("fingerprintd calibrate"),
+        "{error}"
+    );
+    // With the explicit override it runs, and the log would say where the threshold came from.
+    setup.config.matcher.accept_synthetic_threshold = true;
+    let service = Service::start(setup.config.clone()).await?;
+    let d = decide(&setup, "alice-probe.png", &cast.alice_probe).await?;
+    assert_eq!(d.threshold, 0.9);
+    assert_eq!(d.matcher, Some(fingerprint_common::MatcherMode::Network));
+    service.shutdown().await?;
     Ok(())
 }

@@ -17,7 +17,9 @@ use fingerprint_common::config::{
 };
 use fingerprint_common::MatcherMode;
 use fingerprint_common::{DaemonConfig, Decision, Preprocessing};
-use fingerprint_models::export::{fold_batch_norm, write_exported, Manifest, Quantization};
+use fingerprint_models::export::{
+    fold_batch_norm, write_exported, Calibration, Manifest, Quantization,
+};
 use fingerprint_models::{formula, Arch, ResNet};
 use image::{GrayImage, ImageFormat, Luma};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
@@ -42,6 +44,19 @@ pub fn write_model_with(
     quantization: Quantization,
     weight_seed: f32,
 ) -> Result<()> {
+    write_model_calibrated(path, arch, classes, size, quantization, weight_seed, None)
+}
+
+/// As [`write_model_with`], with an open-set calibration in the manifest.
+pub fn write_model_calibrated(
+    path: &Path,
+    arch: Arch,
+    classes: usize,
+    size: u32,
+    quantization: Quantization,
+    weight_seed: f32,
+    calibration: Option<Calibration>,
+) -> Result<()> {
     let varmap = VarMap::new();
     let model = ResNet::new(
         arch,
@@ -58,13 +73,14 @@ pub fn write_model_with(
         let fc = data.get("fc.weight").context("fc.weight")?;
         fc.set(&(fc.as_tensor() * (1.0 + weight_seed as f64))?)?;
     }
-    let manifest = Manifest::new(
+    let mut manifest = Manifest::new(
         arch,
         (0..classes).map(|i| format!("person-{i}")).collect(),
         Preprocessing::imagenet(size),
         quantization,
         "daemon tests".into(),
     );
+    manifest.calibration = calibration;
     write_exported(path, &fold_batch_norm(&model)?, manifest)?;
     Ok(())
 }

@@ -2,8 +2,9 @@
 //!
 //! Synthesises fingers, trains a small ResNet-18 on most of them plus a background class of
 //! other people's fingers (holding some fingers out to calibrate the open-set threshold),
-//! exports it as int8, enrols the trained fingers with the real `fingerprintd enroll`, starts
-//! the real `fingerprintd` on a sensor folder as systemd would (readiness over NOTIFY_SOCKET,
+//! exports it as int8, enrols the trained fingers with the real `fingerprintd enroll` (network
+//! templates and minutiae), calibrates the door's fused matcher on the held-out fingers with
+//! `fingerprintd calibrate`, starts the real `fingerprintd` on a sensor folder as systemd would (readiness over NOTIFY_SOCKET,
 //! SIGTERM at the end), drops in held-back scans of the enrolled fingers and scans of
 //! strangers nobody ever saw, and checks every decision.
 
@@ -19,7 +20,7 @@ use anyhow::{bail, ensure, Context, Result};
 use candle_core::Device;
 use clap::Args;
 use fingerprint_common::gallery::MIN_IMPRESSIONS;
-use fingerprint_common::{Decision, Preprocessing, Verdict};
+use fingerprint_common::{Decision, Preprocessing, ResizePolicy, Verdict};
 use fingerprint_models::export::Quantization;
 use fingerprint_models::Arch;
 use rand::seq::SliceRandom;
@@ -39,7 +40,12 @@ use super::train::print_report;
 const SUMMARY_FILE: &str = "summary.json";
 /// The service's decisions (JSON lines), in the output folder.
 const DECISIONS_FILE: &str = "decisions.jsonl";
-/// Side of the network input (the scans are 128 px).
+/// Side of the synthetic scans: a fingertip at about 500 dpi (ridges about 9 px apart), large
+/// enough for minutiae.
+const SCAN_SIDE: u32 = 256;
+/// The window of each scan the network sees (6.5 mm around the print), and the network input
+/// it is resized to: ridges about 4.5 px apart, twice the finest period 64 px can show.
+const WINDOW_SIDE: u32 = 128;
 const INPUT_SIDE: u32 = 64;
 /// Scans of each background finger.
 const BACKGROUND_IMPRESSIONS: usize = 2;
@@ -104,6 +110,8 @@ struct Summary {
     errors: usize,
     true_accept_rate: f64,
     false_accept_rate: f64,
+    /// The matcher that decided at the door (fused), and its threshold there.
+    matcher: String,
     threshold: f32,
     latency_ms_median: f64,
     latency_ms_p90: f64,
@@ -152,9 +160,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
     step(1, "synthesising fingerprints");
     let scans = out.join("scans");
     let strangers_dir = out.join("strangers");
-    // 128 px scans (about 14 ridges across) seen by the network at 64 px: ridges stay about
-    // 4.5 px apart, twice the finest period a 64 px input can show.
-    let size = 128;
+    let size = SCAN_SIDE;
     let config = SynthConfig {
         fingers: args.fingers + args.impostors,
         impressions: args.impressions,
@@ -230,7 +236,10 @@ pub fn run(args: DemoArgs) -> Result<()> {
         batch_size: 16,
         lr: 1e-3,
         lr_schedule: LrSchedule::Cosine,
-        preprocessing: Preprocessing::imagenet(INPUT_SIDE),
+        preprocessing: Preprocessing {
+            resize: ResizePolicy::Window { side: WINDOW_SIDE },
+            ..Preprocessing::imagenet(INPUT_SIDE)
+        },
         copies: 2,
         // Crops zoom by at most 11%: a finger's ridge spacing is part of what tells it apart,
         // and a sensor does not zoom.
@@ -259,11 +268,6 @@ pub fn run(args: DemoArgs) -> Result<()> {
     let model = out.join("model-int8.safetensors");
     let export = export_run(&run, Quantization::Int8, &model, 0.001, &Device::Cpu)?;
     print_summary(&export);
-    let threshold = export
-        .calibration
-        .as_ref()
-        .map(|c| c.similarity_threshold)
-        .context("the export has no open-set calibration")?;
 
     step(4, "drawing an occlusion saliency map");
     let saliency = out.join("saliency");
@@ -286,7 +290,10 @@ pub fn run(args: DemoArgs) -> Result<()> {
         )?
     );
 
-    step(5, "enrolling the trained fingers with fingerprintd enroll");
+    step(
+        5,
+        "enrolling the trained fingers with fingerprintd enroll (network templates and minutiae), then fingerprintd calibrate",
+    );
     let service = out.join("fingerprintd");
     let config_path = write_service_config(&service)?;
     let name = |identity: &str| format!("finger-{identity}");
@@ -338,6 +345,30 @@ pub fn run(args: DemoArgs) -> Result<()> {
         args.enroll_impressions,
         service.join("state").display()
     );
+    // The installer's step: the door's threshold, and the fusion of the two matchers, fitted
+    // on scans of other people's fingers (here the held-out ones, which no one enrolled).
+    let strangers_folder = service.join("calibration-strangers");
+    std::fs::create_dir_all(&strangers_folder)?;
+    for sample in &split.impostors {
+        let name = sample
+            .path
+            .file_name()
+            .context("a scan without a file name")?;
+        std::fs::copy(&sample.path, strangers_folder.join(name))?;
+    }
+    let output = Command::new(&fingerprintd)
+        .arg("--config")
+        .arg(&config_path)
+        .args(["calibrate", "--strangers"])
+        .arg(&strangers_folder)
+        .output()
+        .with_context(|| format!("running {}", fingerprintd.display()))?;
+    ensure!(
+        output.status.success(),
+        "fingerprintd calibrate failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    print!("{}", String::from_utf8_lossy(&output.stdout));
 
     step(6, "starting fingerprintd and offering scans at the door");
     let mut probes: Vec<Probe> = split
@@ -371,7 +402,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
     probes.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(args.seed));
     let decisions = offer(&fingerprintd, &config_path, &service, &probes)?;
 
-    let mut summary = summarise(&probes, &decisions, enrolled.len(), &args, threshold);
+    let mut summary = summarise(&probes, &decisions, enrolled.len(), &args);
     summary.model_test_top1 = report.test.top1;
     summary.int8_agreement_with_f32 = export
         .formats
@@ -430,6 +461,12 @@ state_dir = "state"
 [model]
 path = "../model-int8.safetensors"
 device = "cpu"
+
+# Both matchers: the network's templates and minutiae, fused by the regression that
+# `fingerprintd calibrate` fits on this door's scans.
+[matcher]
+mode = "fused"
+sensor_dpi = 500
 
 [sensor]
 dir = "sensor"
@@ -607,13 +644,17 @@ fn summarise(
     decisions: &[Decision],
     enrolled: usize,
     args: &DemoArgs,
-    threshold: f32,
 ) -> Summary {
+    // The matcher and threshold in force at the door, as its decisions state them.
+    let decided = decisions.iter().find(|d| d.matcher.is_some());
     let mut s = Summary {
         enrolled_fingers: enrolled,
         // Fingers whose enrolment was refused are strangers at the door too.
         stranger_fingers: args.strangers + args.fingers - enrolled,
-        threshold,
+        matcher: decided
+            .and_then(|d| d.matcher)
+            .map_or("none".to_string(), |m| m.to_string()),
+        threshold: decided.map_or(f32::NAN, |d| d.threshold),
         min_true_accept: args.min_true_accept,
         ..Summary::default()
     };
@@ -686,10 +727,11 @@ fn print_final(s: &Summary, out: &Path) {
         s.latency_ms_median, s.latency_ms_p90, s.latency_ms_max, s.errors
     );
     println!(
-        "model: test top-1 {:.1}% (int8 agrees with f32 on {:.1}%), trained in {:.0} s; threshold {:.3} (cosine); demo {:.0} s",
+        "model: test top-1 {:.1}% (int8 agrees with f32 on {:.1}%), trained in {:.0} s; {} matcher, threshold {:.3} (the door's calibration); demo {:.0} s",
         100.0 * s.model_test_top1,
         100.0 * s.int8_agreement_with_f32,
         s.train_seconds,
+        s.matcher,
         s.threshold,
         s.total_seconds
     );
@@ -724,7 +766,7 @@ mod tests {
             identity: identity.map(Into::into),
             score: Some(0.5),
             threshold: 0.9,
-            matcher: None,
+            matcher: Some(fingerprint_common::MatcherMode::Fused),
             network_score: None,
             minutiae_score: None,
             fused_score: None,
@@ -776,7 +818,7 @@ mod tests {
             decision(Verdict::Deny, None, 2.0),
             decision(Verdict::Deny, None, 4.0),
         ];
-        let s = summarise(&probes, &safe, 2, &args(0.25), 0.9);
+        let s = summarise(&probes, &safe, 2, &args(0.25));
         assert_eq!(
             (
                 s.genuine_scans,
@@ -792,25 +834,26 @@ mod tests {
         );
         assert!((s.true_accept_rate - 1.0 / 3.0).abs() < 1e-9);
         assert_eq!((s.latency_ms_median, s.latency_ms_max), (3.0, 4.0));
+        assert_eq!((s.matcher.as_str(), s.threshold), ("fused", 0.9));
         assert!(s.passed);
         // The same door, asked for more than it granted.
-        assert!(!summarise(&probes, &safe, 2, &args(0.5), 0.9).passed);
+        assert!(!summarise(&probes, &safe, 2, &args(0.5)).passed);
 
         let mut wrong = safe.clone();
         wrong[2] = decision(Verdict::Grant, Some("a"), 2.0);
-        let s = summarise(&probes, &wrong, 2, &args(0.0), 0.9);
+        let s = summarise(&probes, &wrong, 2, &args(0.0));
         assert_eq!(s.granted_wrong, 1);
         assert!(!s.passed);
 
         let mut stranger_in = safe.clone();
         stranger_in[3] = decision(Verdict::Grant, Some("b"), 2.0);
-        let s = summarise(&probes, &stranger_in, 2, &args(0.0), 0.9);
+        let s = summarise(&probes, &stranger_in, 2, &args(0.0));
         assert_eq!((s.false_accepts, s.false_accept_rate), (1, 1.0));
         assert!(!s.passed);
 
         let mut error = safe.clone();
         error[0] = decision(Verdict::Error, None, 2.0);
-        assert!(!summarise(&probes, &error, 2, &args(0.0), 0.9).passed);
+        assert!(!summarise(&probes, &error, 2, &args(0.0)).passed);
     }
 
     #[test]

@@ -68,6 +68,11 @@ pub struct EvalArgs {
     /// Resolution of the scans, for minutiae (found at 500 dpi; others are resampled).
     #[arg(long, default_value_t = 500)]
     sensor_dpi: u32,
+    /// Feed the network a window of this many scan pixels around the print instead of the
+    /// model's own resize policy (e.g. real 500 dpi scans to a model trained on 128 px
+    /// synthetic scans: ridges then arrive at the scale it learned).
+    #[arg(long)]
+    window: Option<u32>,
     /// Calibrate as `fingerprintd calibrate` would before evaluating: the threshold (and for
     /// the fused matcher the fusion) fitted on the enrolled gallery and these scans of other
     /// never-enrolled fingers (a dataset root; keep them apart from --strangers).
@@ -114,12 +119,15 @@ pub fn run(args: EvalArgs) -> Result<()> {
     {
         return open_set(&args, None, None, &device);
     }
-    let loaded = LoadedModel::choose(
+    let mut loaded = LoadedModel::choose(
         args.model.as_deref(),
         run.as_ref(),
         &device,
         &format!("{}.safetensors", args.checkpoint),
     )?;
+    if let Some(side) = args.window {
+        loaded.preprocessing.resize = fingerprint_common::ResizePolicy::Window { side };
+    }
     if args.open_set {
         return open_set(&args, Some(&loaded), run.as_ref(), &device);
     }

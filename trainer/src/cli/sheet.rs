@@ -28,21 +28,30 @@ pub struct SheetArgs {
     /// How non-square scans are made square.
     #[arg(long, value_enum, default_value = "stretch")]
     resize: ResizeArg,
+    /// With --resize window: the window's side in scan pixels.
+    #[arg(long, default_value_t = 128)]
+    window: u32,
     #[arg(long, default_value_t = 0)]
     seed: u64,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
 pub enum ResizeArg {
+    /// Width and height resized independently (the method's).
     Stretch,
+    /// Centred on a square of the scan's background.
     Pad,
+    /// A window of --window scan pixels around the print (ridges keep their scale).
+    Window,
 }
 
-impl From<ResizeArg> for ResizePolicy {
-    fn from(r: ResizeArg) -> Self {
-        match r {
+impl ResizeArg {
+    /// The policy, with `window` pixels a side for [`ResizeArg::Window`].
+    pub fn policy(self, window: u32) -> ResizePolicy {
+        match self {
             ResizeArg::Stretch => ResizePolicy::Stretch,
             ResizeArg::Pad => ResizePolicy::Pad,
+            ResizeArg::Window => ResizePolicy::Window { side: window },
         }
     }
 }
@@ -51,7 +60,7 @@ impl From<ResizeArg> for ResizePolicy {
 pub fn run(args: SheetArgs) -> Result<()> {
     let dataset = args.data.load()?;
     let pre = Preprocessing {
-        resize: args.resize.into(),
+        resize: args.resize.policy(args.window),
         ..Preprocessing::imagenet(args.size)
     };
     let augmentation = Augmentation::default();

@@ -54,9 +54,14 @@ pub struct TrainArgs {
     /// Side of the square network input, in pixels.
     #[arg(long, default_value_t = 224)]
     size: u32,
-    /// How non-square scans are made square.
+    /// How scans are made square: stretched (the method's), padded, or a window of
+    /// --window scan pixels cut around the print (ridges reach the network at the scale
+    /// they have in the scan, whatever its size; the daemon cuts the same window).
     #[arg(long, value_enum, default_value = "stretch")]
     resize: ResizeArg,
+    /// With --resize window: the window's side in scan pixels (128 at 500 dpi: 6.5 mm).
+    #[arg(long, default_value_t = 128)]
+    window: u32,
     /// Train on the scans as they are, without flips, crops and distortions.
     #[arg(long)]
     no_augment: bool,
@@ -180,7 +185,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
             },
             l2: args.l2,
             preprocessing: Preprocessing {
-                resize: args.resize.into(),
+                resize: args.resize.policy(args.window),
                 ..Preprocessing::imagenet(args.size)
             },
             augmentation: match (args.no_augment, args.no_flip) {
