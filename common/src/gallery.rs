@@ -128,9 +128,25 @@ pub fn normalize(mut v: Vec<f32>) -> Vec<f32> {
     v
 }
 
-/// Cosine similarity of two unit vectors.
+/// Cosine similarity of two unit vectors. Summed in 8 lanes, which the compiler turns into
+/// vector instructions (a single running sum cannot be reordered, so it would stay scalar):
+/// a 1:N shortlist computes ten thousand of these per scan.
 pub fn similarity(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
+    const LANES: usize = 8;
+    let mut lanes = [0.0f32; LANES];
+    let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    let tail: f32 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in ca.zip(cb) {
+        for i in 0..LANES {
+            lanes[i] += x[i] * y[i];
+        }
+    }
+    lanes.iter().sum::<f32>() + tail
 }
 
 /// How well each of `n` impressions of an enrolment agrees with the others, given the score

@@ -348,7 +348,7 @@ impl Index {
         if rule.mode == MatcherMode::Fused && pool.len() >= rule.exhaustive_below.max(1) {
             if let Some(embedding) = &probe.embedding {
                 let mut by_centroid: Vec<(f32, &Entry)> = pool
-                    .iter()
+                    .par_iter()
                     .map(|e| {
                         let s = e
                             .centroid

@@ -29,10 +29,16 @@ pub const MIN_MINUTIAE: usize = 12;
 /// Smallest side, in pixels at 500 dpi, of a scan minutiae are looked for in (about 4 mm).
 pub const MIN_SIDE: u32 = 80;
 
+/// Largest side, in pixels at 500 dpi (20 cm): a low `sensor_dpi` must not blow a scan up
+/// beyond what a door controller can hold.
+pub const MAX_SIDE: u32 = 4096;
+
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum MinutiaeError {
     #[error("scan of {width}x{height} px at 500 dpi is too small for minutiae (at least {MIN_SIDE} px a side)")]
     TooSmall { width: u32, height: u32 },
+    #[error("scan of {width}x{height} px at 500 dpi is too large for minutiae (at most {MAX_SIDE} px a side)")]
+    TooLarge { width: u32, height: u32 },
     #[error(
         "{found} minutiae found, at least {MIN_MINUTIAE} needed: a blank, smudged or partial scan"
     )]
@@ -104,25 +110,36 @@ impl Prepared {
     }
 }
 
-/// Resamples a scan of `dpi` to 500 dpi (a triangle filter; no change at 500).
-pub fn to_native_resolution(image: &GrayImage, dpi: u32) -> GrayImage {
+/// The size of a `width`x`height` scan of `dpi` at 500 dpi.
+fn native_size(width: u32, height: u32, dpi: u32) -> (u32, u32) {
     if dpi == NATIVE_DPI || dpi == 0 {
-        return image.clone();
+        return (width, height);
     }
     let scale = f64::from(NATIVE_DPI) / f64::from(dpi);
-    let w = ((f64::from(image.width()) * scale).round() as u32).max(1);
-    let h = ((f64::from(image.height()) * scale).round() as u32).max(1);
+    let side = |v: u32| ((f64::from(v) * scale).round() as u32).max(1);
+    (side(width), side(height))
+}
+
+/// Resamples a scan of `dpi` to 500 dpi (a triangle filter; no change at 500).
+pub fn to_native_resolution(image: &GrayImage, dpi: u32) -> GrayImage {
+    let (w, h) = native_size(image.width(), image.height(), dpi);
+    if (w, h) == image.dimensions() {
+        return image.clone();
+    }
     image::imageops::resize(image, w, h, image::imageops::FilterType::Triangle)
 }
 
 /// Extracts the minutiae of a decoded scan taken at `dpi` (MINDTCT on the scan at 500 dpi).
 /// Errors when the scan is too small, or shows fewer than [`MIN_MINUTIAE`] minutiae.
 pub fn extract(image: &GrayImage, dpi: u32) -> Result<Template, MinutiaeError> {
-    let native = to_native_resolution(image, dpi);
-    let (width, height) = native.dimensions();
+    let (width, height) = native_size(image.width(), image.height(), dpi);
     if width < MIN_SIDE || height < MIN_SIDE {
         return Err(MinutiaeError::TooSmall { width, height });
     }
+    if width > MAX_SIDE || height > MAX_SIDE {
+        return Err(MinutiaeError::TooLarge { width, height });
+    }
+    let native = to_native_resolution(image, dpi);
     let detected = std::panic::catch_unwind(|| {
         let view = fprint_mindtct::GrayImage::new(
             native.as_raw(),
@@ -197,6 +214,12 @@ mod tests {
         assert!(matches!(
             extract(&fine, 1000),
             Err(MinutiaeError::TooSmall { width: 75, .. })
+        ));
+        // At 100 dpi a 1000 px scan would be 5000 px at 500 dpi: refused before resampling.
+        let coarse = GrayImage::from_pixel(1000, 900, image::Luma([200]));
+        assert!(matches!(
+            extract(&coarse, 100),
+            Err(MinutiaeError::TooLarge { width: 5000, .. })
         ));
     }
 
