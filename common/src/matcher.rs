@@ -26,6 +26,7 @@ use crate::{Candidate, Gallery};
 
 /// Which scores a decision rests on.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
 pub enum MatcherMode {
     /// Cosine similarity of the network's templates.

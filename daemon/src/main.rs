@@ -46,7 +46,7 @@ enum Command {
         /// The matcher that checks the impressions against each other (default: the
         /// configuration's matcher.mode).
         #[arg(long, value_enum)]
-        matcher: Option<MatcherArg>,
+        matcher: Option<MatcherMode>,
         /// Scans (image files) of the finger.
         #[arg(required = true)]
         scans: Vec<PathBuf>,
@@ -89,7 +89,7 @@ enum Command {
         /// in --scans, and a probe matched 1:1 and 1:N against a gallery of --gallery
         /// identities generated from those scans' minutiae (3 impressions each).
         #[arg(long, value_enum, default_value = "network")]
-        matcher: MatcherArg,
+        matcher: MatcherMode,
         /// Folder of scans (real fingerprints) for --matcher minutiae or fused.
         #[arg(long)]
         scans: Option<PathBuf>,
@@ -97,24 +97,6 @@ enum Command {
         #[arg(long, default_value_t = 10_000)]
         gallery: usize,
     },
-}
-
-/// The matchers, for the command line.
-#[derive(Clone, Copy, Debug, clap::ValueEnum)]
-enum MatcherArg {
-    Network,
-    Minutiae,
-    Fused,
-}
-
-impl From<MatcherArg> for MatcherMode {
-    fn from(m: MatcherArg) -> Self {
-        match m {
-            MatcherArg::Network => MatcherMode::Network,
-            MatcherArg::Minutiae => MatcherMode::Minutiae,
-            MatcherArg::Fused => MatcherMode::Fused,
-        }
-    }
 }
 
 fn main() -> Result<()> {
@@ -170,7 +152,7 @@ fn main() -> Result<()> {
                 "candle" => fingerprint_models::export::Backend::Candle,
                 _ => fingerprint_models::export::Backend::Auto,
             };
-            let matching = match MatcherMode::from(matcher) {
+            let matching = match matcher {
                 MatcherMode::Network => None,
                 mode => Some(fingerprintd::bench::MatchBench {
                     mode,
@@ -228,12 +210,12 @@ fn main() -> Result<()> {
 async fn enroll(
     config_path: &Path,
     identity: &str,
-    matcher: Option<MatcherArg>,
+    matcher: Option<MatcherMode>,
     scans: &[PathBuf],
 ) -> Result<()> {
     let mut config = DaemonConfig::load(config_path)?;
-    if let Some(m) = matcher {
-        config.matcher.mode = m.into();
+    if let Some(mode) = matcher {
+        config.matcher.mode = mode;
     }
     let engine = fingerprintd::service::load_engine(&config).await?;
     let limits = ScanLimits::from(config.limits);

@@ -64,7 +64,7 @@ pub struct EvalArgs {
     /// templates (cosine), minutiae (NIST's MINDTCT + BOZORTH3; no model needed), or both
     /// fused (a logistic regression: the shipped one, or fitted with --calibrate-strangers).
     #[arg(long, value_enum, default_value = "network", requires = "open_set")]
-    matcher: MatcherArg,
+    matcher: MatcherMode,
     /// Resolution of the scans, for minutiae (found at 500 dpi; others are resampled).
     #[arg(long, default_value_t = 500)]
     sensor_dpi: u32,
@@ -91,29 +91,11 @@ pub struct EvalArgs {
     det: Option<PathBuf>,
 }
 
-/// The matchers, for the command line.
-#[derive(Clone, Copy, Debug, clap::ValueEnum)]
-pub enum MatcherArg {
-    Network,
-    Minutiae,
-    Fused,
-}
-
-impl From<MatcherArg> for MatcherMode {
-    fn from(m: MatcherArg) -> Self {
-        match m {
-            MatcherArg::Network => MatcherMode::Network,
-            MatcherArg::Minutiae => MatcherMode::Minutiae,
-            MatcherArg::Fused => MatcherMode::Fused,
-        }
-    }
-}
-
 pub fn run(args: EvalArgs) -> Result<()> {
     let device = device_from_name(&args.device)?;
     let run = args.run.clone().map(RunDir);
     if args.open_set
-        && MatcherMode::from(args.matcher) == MatcherMode::Minutiae
+        && args.matcher == MatcherMode::Minutiae
         && args.model.is_none()
         && run.is_none()
     {
@@ -280,7 +262,7 @@ fn open_set(
     run: Option<&RunDir>,
     device: &candle_core::Device,
 ) -> Result<()> {
-    let mode = MatcherMode::from(args.matcher);
+    let mode = args.matcher;
     let described = loaded.map_or("minutiae (no model)".to_string(), |l| l.description.clone());
     let of = |samples: &[Sample], names: &[String]| {
         impressions(loaded, mode, samples, names, args, device)
