@@ -9,7 +9,9 @@
 # f32 and int8 for fingerprintd, ONNX (f32) for the others; ONNX Runtime's static int8
 # (QDQ, per-channel weights, u8 activations) is made from that ONNX file and run by both
 # peers. Every runtime gets the same formula input; the table also shows how far each one's
-# logits are from ours in f32 (largest difference relative to the largest logit). Every
+# logits are from ours in f32 (largest difference relative to the largest logit), the CPU's
+# vector features and the kernels ours ran (FINGERPRINT_KERNELS=avx2 runs ours as on an
+# AVX2-only CPU, for the comparison on such CPUs). Every
 # runtime runs --rounds times (in turn); the round with its lowest median is reported.
 # The peers come from PyPI, in a venv this script makes (.bench-venv, or BENCH_VENV).
 set -euo pipefail
@@ -30,7 +32,7 @@ while [ $# -gt 0 ]; do
         --rounds) rounds=$2; shift ;;
         --pretrained) pretrained=(--pretrained "$2"); shift ;;
         --out) out=$2; shift ;;
-        -h|--help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "bench-inference: unknown argument '$1' (see --help)" >&2; exit 2 ;;
     esac
     shift
@@ -88,8 +90,8 @@ def load(name):
 
 
 rows = [
-    ("fingerprintd f32 (ours)", "ours-f32", "ours-f32"),
-    ("fingerprintd int8 (ours)", "ours-int8", "ours-int8"),
+    (f"fingerprintd f32 (ours, {load('ours-f32')['backend']})", "ours-f32", "ours-f32"),
+    (f"fingerprintd int8 (ours, {load('ours-int8')['backend']})", "ours-int8", "ours-int8"),
     ("candle f32 (fingerprintd --backend candle)", "candle-f32", "ours-f32"),
 ]
 ort, ov = load("ort-f32")["runtime"], load("openvino-f32")["runtime"].split("-")[0]
@@ -104,6 +106,9 @@ cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.start
 import os
 rounds = len(list(out.glob("ours-f32.*.json")))
 print(f"{arch} {size}x{size}, batch 1 and 8, on {cpu} ({os.cpu_count()} cores), best of {rounds} rounds; memory is the whole process's")
+flags = next((l.split(":", 1)[1].split() for l in open("/proc/cpuinfo") if l.startswith(("flags", "Features"))), [])
+wanted = ("avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8", "asimddp", "i8mm")
+print("CPU features: " + (", ".join(f for f in wanted if f in flags) or "none of " + ", ".join(wanted)))
 print()
 print("| runtime | median batch-1 latency | images/s at batch 8 | resident memory | latency vs ours | logits vs ours f32 |")
 print("|---|---|---|---|---|---|")

@@ -72,8 +72,12 @@ impl Engine {
     }
 
     /// Which implementation runs the network (`fast` or `candle`).
-    pub fn backend_name(&self) -> &'static str {
-        self.network.name()
+    /// The backend, and on the fast path the CPU kernels in use (`fast, avx2 kernels`).
+    pub fn backend_name(&self) -> String {
+        match self.network.kernels() {
+            Some(kernels) => format!("{}, {kernels} kernels", self.network.name()),
+            None => self.network.name().to_string(),
+        }
     }
 
     pub fn preprocessing(&self) -> &Preprocessing {

@@ -69,7 +69,9 @@ enum Command {
     /// List enrolled identities.
     List,
     /// Time the model on this machine as the service runs it: median batch-1 latency,
-    /// images/s at --batch, load time, resident memory (JSON with --json).
+    /// images/s at --batch, load time, resident memory (JSON with --json), and the CPU
+    /// kernels in use (the best this CPU runs; FINGERPRINT_KERNELS=portable, avx2, avx-vnni
+    /// or avx512-vnni picks a lower one, for comparisons).
     Bench {
         /// Exported model file.
         model: PathBuf,
@@ -160,6 +162,9 @@ fn main() -> Result<()> {
                     gallery,
                 }),
             };
+            if let Some(problem) = fingerprint_models::fast::Kernels::override_problem() {
+                eprintln!("warning: {problem}");
+            }
             let report =
                 fingerprintd::bench::bench(&model, backend, batch, runs, matching.as_ref())?;
             if json {
@@ -293,18 +298,22 @@ async fn check_config(path: &Path) -> Result<()> {
     let engine = fingerprintd::service::load_engine(&config).await?;
     match &engine {
         Some(engine) => println!(
-            "{}: model {} ({} {}, {} identities, threshold {})",
+            "{}: model {} ({} {}, {} identities, threshold {}; {})",
             path.display(),
             engine.path.display(),
             engine.manifest.arch,
             engine.manifest.quantization,
             engine.manifest.num_classes,
-            engine.threshold
+            engine.threshold,
+            engine.backend_name()
         ),
         None => println!(
             "{}: no model: matcher.mode = \"minutiae\" works with enrolment alone, no training",
             path.display()
         ),
+    }
+    if let Some(problem) = fingerprint_models::fast::Kernels::override_problem() {
+        println!("warning: {problem}");
     }
     let calibration = fingerprintd::policy::DoorCalibration::path(&config);
     let door = fingerprintd::policy::DoorCalibration::load(&calibration)?;

@@ -85,9 +85,13 @@ impl Service {
                 quantization = %engine.manifest.quantization,
                 identities = engine.manifest.num_classes,
                 threshold = engine.threshold,
+                backend = %engine.backend_name(),
                 "model loaded"
             ),
             None => tracing::info!("no model: the door matches minutiae alone"),
+        }
+        if let Some(problem) = fingerprint_models::fast::Kernels::override_problem() {
+            tracing::warn!("{problem}");
         }
         let gallery = GallerySlot::open(&config.gallery_path(), &DoorCalibration::path(&config))?;
         match gallery.current() {

@@ -498,6 +498,14 @@ impl Network {
             Network::Candle(_) => "candle",
         }
     }
+
+    /// The CPU kernels of the fast path (None on candle).
+    pub fn kernels(&self) -> Option<crate::fast::Kernels> {
+        match self {
+            Network::Fast(n) => Some(n.kernels()),
+            Network::Candle(_) => None,
+        }
+    }
 }
 
 impl ExportedModel {

@@ -6,7 +6,7 @@ use fingerprint_common::Preprocessing;
 use fingerprint_models::export::{
     fold_batch_norm, write_exported, Backend, ExportedModel, Manifest, Quantization,
 };
-use fingerprint_models::fast::{FastResNet, Kernels};
+use fingerprint_models::fast::{FastResNet, Kernels, Level};
 use fingerprint_models::{formula, Arch, ResNet};
 
 const CLASSES: usize = 7;
@@ -51,12 +51,12 @@ fn portable_kernels_give_the_results_of_the_vectorised_ones() -> Result<()> {
     let weights = fold_batch_norm(&model)?;
     let x = formula::input((2, 3, 40, 40), &Device::Cpu)?;
     let detected = Kernels::detect();
-    println!("this CPU: {detected:?}");
+    println!("this CPU: {detected}");
 
     let fast = FastResNet::new(Arch::ResNet18, &weights)?;
-    let portable = FastResNet::new(Arch::ResNet18, &weights)?.with_kernels(Kernels::Portable);
+    let portable = FastResNet::new(Arch::ResNet18, &weights)?.with_kernels(Kernels::portable());
     let err = max_relative_error(&portable.forward(&x)?, &fast.forward(&x)?)?;
-    println!("f32: portable vs {detected:?}: {err:.2e}");
+    println!("f32: portable vs {detected}: {err:.2e}");
     assert!(err <= 1e-5, "f32 {err}");
 
     // The int8 kernels' sums are exact and equal (unit-tested in fast::int8); the f32 stem
@@ -64,10 +64,35 @@ fn portable_kernels_give_the_results_of_the_vectorised_ones() -> Result<()> {
     // by one step.
     let int8 = FastResNet::new_int8(Arch::ResNet18, &weights)?;
     let int8_portable =
-        FastResNet::new_int8(Arch::ResNet18, &weights)?.with_kernels(Kernels::Portable);
+        FastResNet::new_int8(Arch::ResNet18, &weights)?.with_kernels(Kernels::portable());
     let err = max_relative_error(&int8_portable.forward(&x)?, &int8.forward(&x)?)?;
-    println!("int8: portable vs {detected:?}: {err:.2e}");
+    println!("int8: portable vs {detected}: {err:.2e}");
     assert!(err <= 1e-3, "int8 {err}");
+
+    // Every level this CPU runs: above portable they share the f32 code (AVX2 and FMA) and
+    // their int8 sums are exact, so their logits are identical, not merely close.
+    let mut vectorised = Vec::new();
+    for kernels in Kernels::available() {
+        let f32_logits = FastResNet::new(Arch::ResNet18, &weights)?
+            .with_kernels(kernels)
+            .forward(&x)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        let int8_logits = FastResNet::new_int8(Arch::ResNet18, &weights)?
+            .with_kernels(kernels)
+            .forward(&x)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        println!("{kernels}: int8 logits {:?}", &int8_logits[..4]);
+        if kernels.level() > Level::Portable {
+            vectorised.push((kernels, f32_logits, int8_logits));
+        }
+    }
+    for (kernels, f32_logits, int8_logits) in vectorised.iter().skip(1) {
+        let (first, f32_first, int8_first) = &vectorised[0];
+        assert_eq!(f32_logits, f32_first, "f32 on {kernels} and {first}");
+        assert_eq!(int8_logits, int8_first, "int8 on {kernels} and {first}");
+    }
     Ok(())
 }
 

@@ -385,8 +385,8 @@ fn kernel(
 ) -> bool {
     match kernels {
         #[cfg(target_arch = "x86_64")]
-        Kernels::Avx2 => {
-            // SAFETY: Kernels::Avx2 is only chosen where the CPU has AVX2 and FMA; `matmul`
+        k if k.avx2() => {
+            // SAFETY: `Kernels` above portable exist only where the CPU has AVX2 and FMA; `matmul`
             // checked that every row, tap and depth of A lies inside a.data, and the panel
             // holds depth x NR values; `for_each_tile` gives `out` only for whole-width
             // tiles of its own, inside C.
@@ -413,8 +413,8 @@ fn store(
 ) {
     match kernels {
         #[cfg(target_arch = "x86_64")]
-        Kernels::Avx2 if dst.len() == NR => {
-            // SAFETY: Kernels::Avx2 is only chosen where the CPU has AVX2; `for_each_tile`
+        k if k.avx2() && dst.len() == NR => {
+            // SAFETY: `Kernels` above portable exist only where the CPU has AVX2; `for_each_tile`
             // checked that bias and scale hold every column and the residual every output,
             // and dst is a whole row of NR values.
             unsafe { avx2::store(dst, acc, epilogue, col0, row, at) }
@@ -635,17 +635,7 @@ pub(super) mod avx2 {
     ) -> bool {
         debug_assert!(panel.len() >= a.depth() * NR);
         // SAFETY: forwarded from the caller.
-        unsafe {
-            match height {
-                6 => rows::<6>(a, starts, panel, acc, out),
-                5 => rows::<5>(a, starts, panel, acc, out),
-                4 => rows::<4>(a, starts, panel, acc, out),
-                3 => rows::<3>(a, starts, panel, acc, out),
-                2 => rows::<2>(a, starts, panel, acc, out),
-                1 => rows::<1>(a, starts, panel, acc, out),
-                _ => return false,
-            }
-        }
+        unsafe { for_height!(rows, height, (a, starts, panel, acc, out)) }
         out.is_some()
     }
 
@@ -747,7 +737,7 @@ mod tests {
             residual: Some(&residual),
             relu: true,
         };
-        for kernels in [Kernels::detect(), Kernels::Portable] {
+        for kernels in Kernels::available() {
             let mut c = vec![f32::NAN; rows * cols];
             matmul(
                 kernels,

@@ -7,8 +7,25 @@
 //! activation is written once; the products run on our own kernels ([`matmul`](mod@matmul) for f32,
 //! weights packed at load; [`int8`] for int8 models, u8 x i8 in exact integer sums, weights
 //! read from the memory-mapped file); f32 stride-1 3x3 convolutions run on Winograd
-//! F(4x4, 3x3) ([`winograd`]); AVX2 chosen at run time, a portable fallback for other CPUs,
-//! split over rayon's threads. Candle stays for training and for CUDA.
+//! F(4x4, 3x3) ([`winograd`]); the kernels' [`Level`] is found at run time (AVX2 and FMA;
+//! for int8 also AVX-VNNI or AVX-512 VNNI; a portable fallback for other CPUs), and the work
+//! is split over rayon's threads. Candle stays for training and for CUDA.
+
+/// Calls `$rows::<H>(args)` for a tile height 1..=6 known only at run time (each height is
+/// its own unrolled kernel), and returns false from the caller for any other height.
+macro_rules! for_height {
+    ($rows:ident, $height:expr, ($($arg:expr),* $(,)?)) => {
+        match $height {
+            6 => $rows::<6>($($arg),*),
+            5 => $rows::<5>($($arg),*),
+            4 => $rows::<4>($($arg),*),
+            3 => $rows::<3>($($arg),*),
+            2 => $rows::<2>($($arg),*),
+            1 => $rows::<1>($($arg),*),
+            _ => return false,
+        }
+    };
+}
 
 pub mod int8;
 pub mod matmul;
@@ -26,23 +43,165 @@ use winograd::WinogradWeights;
 use crate::export::FoldedWeights;
 use crate::resnet::{Arch, ConvSpec};
 
-/// Which kernels run the matrix products.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Kernels {
-    /// x86-64 with AVX2 and FMA.
-    Avx2,
+/// Environment variable that chooses a lower kernel level than the CPU's best (`portable`,
+/// `avx2`, `avx-vnni`, `avx512-vnni`), for comparisons and bisecting. A level this CPU cannot
+/// run is never taken: the detected best runs instead ([`Kernels::override_problem`]).
+pub const KERNELS_ENV: &str = "FINGERPRINT_KERNELS";
+
+/// A set of instructions the kernels are written for, from the most portable up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Level {
     /// Plain Rust, any CPU.
     Portable,
+    /// x86-64 with AVX2 and FMA.
+    Avx2,
+    /// AVX2 and FMA, with AVX-VNNI (`vpdpbusd` on 256 bits) for int8 products.
+    AvxVnni,
+    /// AVX2 and FMA, with AVX-512 F/BW/VL and VNNI (`vpdpbusd` on 512 bits) for int8 products.
+    Avx512Vnni,
+}
+
+impl Level {
+    pub const ALL: [Level; 4] = [
+        Level::Portable,
+        Level::Avx2,
+        Level::AvxVnni,
+        Level::Avx512Vnni,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Level::Portable => "portable",
+            Level::Avx2 => "avx2",
+            Level::AvxVnni => "avx-vnni",
+            Level::Avx512Vnni => "avx512-vnni",
+        }
+    }
+
+    /// Whether this CPU has every instruction the level's kernels use (run-time detection).
+    pub fn supported(self) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        {
+            let avx2 = is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma");
+            match self {
+                Level::Portable => true,
+                Level::Avx2 => avx2,
+                Level::AvxVnni => avx2 && is_x86_feature_detected!("avxvnni"),
+                Level::Avx512Vnni => {
+                    avx2 && is_x86_feature_detected!("avx512f")
+                        && is_x86_feature_detected!("avx512bw")
+                        && is_x86_feature_detected!("avx512vl")
+                        && is_x86_feature_detected!("avx512vnni")
+                }
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            self == Level::Portable
+        }
+    }
+}
+
+impl std::fmt::Display for Level {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Level {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        Level::ALL
+            .into_iter()
+            .find(|l| l.name() == s)
+            .ok_or_else(|| {
+                let names: Vec<&str> = Level::ALL.iter().map(|l| l.name()).collect();
+                format!("unknown kernel level {s:?} (known: {})", names.join(", "))
+            })
+    }
+}
+
+/// The kernels that run the matrix products: a [`Level`] this CPU has been found to run.
+/// Only detection makes one ([`Kernels::detect`], [`Kernels::new`]), so no safe call can
+/// run an instruction the CPU lacks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Kernels {
+    level: Level,
 }
 
 impl Kernels {
-    /// The fastest this CPU supports.
+    /// The fastest level this CPU runs, or the lower one [`KERNELS_ENV`] names.
     pub fn detect() -> Self {
-        #[cfg(target_arch = "x86_64")]
-        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-            return Kernels::Avx2;
+        Self::choose(Self::requested().as_deref()).0
+    }
+
+    /// The fastest level this CPU runs, whatever the environment says.
+    pub fn best() -> Self {
+        Self::available().pop().unwrap_or(Self::portable())
+    }
+
+    /// Plain Rust: runs anywhere.
+    pub fn portable() -> Self {
+        Kernels {
+            level: Level::Portable,
         }
-        Kernels::Portable
+    }
+
+    /// `level`, if this CPU runs it.
+    pub fn new(level: Level) -> Option<Self> {
+        level.supported().then_some(Kernels { level })
+    }
+
+    /// Every level this CPU runs, from the most portable up (tests compare them all).
+    pub fn available() -> Vec<Self> {
+        Level::ALL.into_iter().filter_map(Self::new).collect()
+    }
+
+    pub fn level(self) -> Level {
+        self.level
+    }
+
+    /// Why [`KERNELS_ENV`] was not followed, if it is set and was not.
+    pub fn override_problem() -> Option<String> {
+        Self::choose(Self::requested().as_deref()).1
+    }
+
+    fn requested() -> Option<String> {
+        std::env::var(KERNELS_ENV).ok()
+    }
+
+    /// The kernels for a requested level name (none: the best), and why the request was not
+    /// followed where it was not: an unknown name, or a level this CPU does not run.
+    fn choose(requested: Option<&str>) -> (Self, Option<String>) {
+        let best = Self::best();
+        let Some(name) = requested.map(str::trim) else {
+            return (best, None);
+        };
+        match name.parse::<Level>() {
+            Err(e) => (best, Some(format!("{KERNELS_ENV}: {e}; running {best}"))),
+            Ok(level) => match Self::new(level) {
+                Some(kernels) => (kernels, None),
+                None => (
+                    best,
+                    Some(format!(
+                        "{KERNELS_ENV}={level}: this CPU does not run it; running {best}"
+                    )),
+                ),
+            },
+        }
+    }
+
+    /// AVX2 and FMA (every x86 level above portable has them).
+    #[inline]
+    pub(crate) fn avx2(self) -> bool {
+        self.level >= Level::Avx2
+    }
+}
+
+impl std::fmt::Display for Kernels {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.level.fmt(f)
     }
 }
 
@@ -687,5 +846,53 @@ impl Scratch {
 
     fn give_bytes(&mut self, buffer: Vec<u8>) {
         self.free.bytes.push(buffer);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_kernel_level_comes_only_from_detection() {
+        let available = Kernels::available();
+        assert_eq!(available.first(), Some(&Kernels::portable()));
+        for level in Level::ALL {
+            assert_eq!(Kernels::new(level).is_some(), level.supported(), "{level}");
+            assert_eq!(level.name().parse::<Level>(), Ok(level));
+        }
+        assert_eq!(
+            Kernels::best(),
+            *available.last().expect("portable at least")
+        );
+        // Every level above portable stands on AVX2 and FMA.
+        assert!(available
+            .iter()
+            .all(|k| k.level() == Level::Portable || k.avx2()));
+    }
+
+    #[test]
+    fn the_override_picks_a_level_this_cpu_runs_or_says_why_not() {
+        let best = Kernels::best();
+        assert_eq!(Kernels::choose(None), (best, None));
+        assert_eq!(
+            Kernels::choose(Some(" portable ")),
+            (Kernels::portable(), None)
+        );
+        let (kernels, problem) = Kernels::choose(Some("avx9000"));
+        assert_eq!(kernels, best);
+        assert!(problem.is_some_and(|p| p.contains("unknown kernel level")));
+        for level in Level::ALL {
+            let (kernels, problem) = Kernels::choose(Some(level.name()));
+            if level.supported() {
+                assert_eq!((kernels.level(), problem), (level, None));
+            } else {
+                assert_eq!(kernels, best);
+                assert!(
+                    problem.is_some_and(|p| p.contains("does not run")),
+                    "{level}"
+                );
+            }
+        }
     }
 }

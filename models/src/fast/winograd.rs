@@ -231,8 +231,8 @@ fn input_tile(
 ) {
     match kernels {
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: Kernels::Avx2 is only chosen where the CPU has AVX2 and FMA.
-        Kernels::Avx2 => unsafe { avx2::input_tile(x, dims, origin, v, scratch) },
+        // SAFETY: `Kernels` above portable exist only where the CPU has AVX2 and FMA.
+        k if k.avx2() => unsafe { avx2::input_tile(x, dims, origin, v, scratch) },
         _ => input_tile_body(x, dims, origin, v, scratch),
     }
 }
@@ -336,8 +336,8 @@ fn output_tile(
 ) {
     match kernels {
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: Kernels::Avx2 is only chosen where the CPU has AVX2 and FMA.
-        Kernels::Avx2 => unsafe { avx2::output_tile(job, t, ox, residual, rows, scratch) },
+        // SAFETY: `Kernels` above portable exist only where the CPU has AVX2 and FMA.
+        k if k.avx2() => unsafe { avx2::output_tile(job, t, ox, residual, rows, scratch) },
         _ => output_tile_body(job, t, ox, residual, rows, scratch),
     }
 }
@@ -484,7 +484,7 @@ mod tests {
             let residual = values(h * w * cout, 4);
             let weights = WinogradWeights::new(&rows, cin, cout);
             let reference = direct(&x, (h, w, cin), &rows, cout);
-            for kernels in [Kernels::detect(), Kernels::Portable] {
+            for kernels in Kernels::available() {
                 for relu in [false, true] {
                     let finish = Finish {
                         bias: &bias,
