@@ -275,6 +275,62 @@ pub struct Rule {
     pub shortlist: usize,
     /// Galleries smaller than this are compared in full by both matchers.
     pub exhaustive_below: usize,
+    /// Minutiae comparisons with an identity stop at the first impression scoring at least
+    /// this (`None`: every impression is compared). [`Rule::enough_for`] sets it where it
+    /// cannot change a decision; an identity left early reports that impression's score, not
+    /// its best, and is compared in full whenever another identity could outrank it.
+    pub enough: Option<u32>,
+}
+
+impl Rule {
+    /// The lowest BOZORTH3 score that clears `threshold` under this rule whatever the network
+    /// says (cosine in -1..1): comparing the identity's other impressions could only raise a
+    /// score that is granted already. `None` where minutiae alone never decide.
+    pub fn enough_for(&self, threshold: f32) -> Option<u32> {
+        if !threshold.is_finite() {
+            return None;
+        }
+        match self.mode {
+            MatcherMode::Network => None,
+            MatcherMode::Minutiae => {
+                (threshold < u32::MAX as f32).then(|| threshold.max(0.0).ceil() as u32)
+            }
+            MatcherMode::Fused => {
+                let f = &self.fusion;
+                if f.minutiae_weight <= 0.0 {
+                    return None;
+                }
+                // The cosine that helps least (a little past -1 or 1, for rounding).
+                let worst = if f.network_weight > 0.0 { -1.01 } else { 1.01 };
+                let clears = |m: u32| {
+                    f.score(PairScores {
+                        network: worst,
+                        minutiae: m,
+                    }) >= threshold
+                };
+                let estimate =
+                    ((f64::from(threshold) - f.bias - f.network_weight * f64::from(worst))
+                        / f.minutiae_weight)
+                        .exp_m1();
+                if estimate.is_nan() || estimate >= 1e9 {
+                    return None;
+                }
+                // The estimate, moved to the lowest score that clears in the f32 arithmetic
+                // the decision uses (the score grows with m).
+                let mut m = estimate.max(0.0).round() as u32;
+                while !clears(m) {
+                    m += 1;
+                    if f64::from(m) > estimate + 1e3 {
+                        return None;
+                    }
+                }
+                while m > 0 && clears(m - 1) {
+                    m -= 1;
+                }
+                Some(m)
+            }
+        }
+    }
 }
 
 /// A scan as the matchers see it: the network's template (L2-normalised) and its minutiae.
@@ -337,16 +393,55 @@ impl Index {
         self.entries.is_empty()
     }
 
+    /// The identities a probe is compared with: the claimed one, or all of them.
+    fn claimed<'a>(&'a self, claim: Option<&'a str>) -> impl Iterator<Item = &'a Entry> + 'a {
+        self.entries
+            .iter()
+            .filter(move |e| claim.is_none_or(|c| c == e.name))
+    }
+
+    /// Whether `rank` compares minutiae with every claimed identity, so that the comparisons
+    /// need not wait for the network (no shortlist: a claim, a small gallery, minutiae mode).
+    fn compares_all(&self, claim: Option<&str>, rule: &Rule) -> bool {
+        rule.mode != MatcherMode::Fused
+            || self.claimed(claim).count() < rule.exhaustive_below.max(1)
+    }
+
+    /// The minutiae side of `rank`, run ahead of the network where it does not need the
+    /// shortlist (`None` where it does, or the rule compares no minutiae): a door computes it
+    /// while the network runs and hands it to [`Index::rank_with`].
+    pub fn minutiae_ahead(
+        &self,
+        minutiae: &Prepared,
+        claim: Option<&str>,
+        rule: &Rule,
+    ) -> Option<MinutiaeAhead> {
+        if !rule.mode.needs_minutiae() || !self.compares_all(claim, rule) {
+            return None;
+        }
+        let pool: Vec<&Entry> = self.claimed(claim).collect();
+        Some(MinutiaeAhead(best_minutiae(minutiae, &pool, rule)))
+    }
+
     /// Candidates, best first: every identity (or the claimed one only) in network and
     /// minutiae modes and in small galleries; the network's shortlist in large ones (fused).
     /// A matcher the probe or the gallery lacks scores nothing (the caller checks first).
     pub fn rank(&self, probe: &Probe, claim: Option<&str>, rule: &Rule) -> Vec<Candidate> {
-        let mut pool: Vec<&Entry> = self
-            .entries
-            .iter()
-            .filter(|e| claim.is_none_or(|c| c == e.name))
-            .collect();
-        if rule.mode == MatcherMode::Fused && pool.len() >= rule.exhaustive_below.max(1) {
+        self.rank_with(probe, claim, rule, None)
+    }
+
+    /// `rank`, with the minutiae scores `minutiae_ahead` gave for the same probe, claim and
+    /// rule (computed here when `ahead` is `None`).
+    pub fn rank_with(
+        &self,
+        probe: &Probe,
+        claim: Option<&str>,
+        rule: &Rule,
+        ahead: Option<MinutiaeAhead>,
+    ) -> Vec<Candidate> {
+        let mut pool: Vec<&Entry> = self.claimed(claim).collect();
+        let ahead = ahead.filter(|a| a.0.len() == pool.len() && self.compares_all(claim, rule));
+        if !self.compares_all(claim, rule) {
             if let Some(embedding) = &probe.embedding {
                 let mut by_centroid: Vec<(f32, &Entry)> = pool
                     .par_iter()
@@ -370,53 +465,127 @@ impl Index {
                 .map(|t| similarity(p, t))
                 .reduce(f32::max)
         };
-        // BOZORTH3 comparisons cost a millisecond (ten, for two impressions of one finger):
-        // all of them at once, on every core.
-        let minutiae: Vec<Option<u32>> = match (&probe.minutiae, rule.mode.needs_minutiae()) {
-            (Some(p), true) => {
-                let pairs: Vec<(usize, &Prepared)> = pool
-                    .iter()
-                    .enumerate()
-                    .flat_map(|(i, e)| e.minutiae.iter().map(move |t| (i, t)))
-                    .collect();
-                let scores: Vec<(usize, u32)> =
-                    pairs.par_iter().map(|&(i, t)| (i, p.score(t))).collect();
-                let mut best = vec![None; pool.len()];
-                for (i, s) in scores {
-                    best[i] = Some(best[i].map_or(s, |b: u32| b.max(s)));
-                }
-                best
-            }
-            _ => vec![None; pool.len()],
+        let mut minutiae: Vec<Best> = match (ahead, &probe.minutiae, rule.mode.needs_minutiae()) {
+            (Some(ahead), _, true) => ahead.0,
+            (None, Some(p), true) => best_minutiae(p, &pool, rule),
+            _ => vec![Best::default(); pool.len()],
         };
-        let mut ranked: Vec<Candidate> = pool
-            .into_iter()
-            .zip(minutiae)
-            .filter_map(|(e, m)| {
-                let (n, m) = match rule.mode {
-                    MatcherMode::Network => (network(e), None),
-                    MatcherMode::Minutiae => (None, m),
-                    MatcherMode::Fused => (network(e), m),
-                };
-                let score = match rule.mode {
-                    MatcherMode::Network => n?,
-                    MatcherMode::Minutiae => m? as f32,
-                    MatcherMode::Fused => rule.fusion.score(PairScores {
-                        network: n?,
-                        minutiae: m?,
-                    }),
-                };
-                Some(Candidate {
+        let mut ranked = candidates(&pool, &minutiae, &network, rule);
+        // An identity left early is first, or every identity is compared in full: the
+        // decision is the one all impressions would give.
+        let first = ranked.first().map(|(i, _)| *i);
+        let left_early = (0..pool.len())
+            .any(|i| Some(i) != first && minutiae[i].compared < pool[i].minutiae.len());
+        if let (true, Some(p)) = (left_early, &probe.minutiae) {
+            compare_rest(p, &pool, &mut minutiae, |_| usize::MAX);
+            ranked = candidates(&pool, &minutiae, &network, rule);
+        }
+        ranked.into_iter().map(|(_, c)| c).collect()
+    }
+}
+
+/// The pool's candidates by score, best first, each with its place in the pool.
+fn candidates(
+    pool: &[&Entry],
+    minutiae: &[Best],
+    network: &dyn Fn(&Entry) -> Option<f32>,
+    rule: &Rule,
+) -> Vec<(usize, Candidate)> {
+    let mut ranked: Vec<(usize, Candidate)> = pool
+        .iter()
+        .zip(minutiae)
+        .enumerate()
+        .filter_map(|(i, (e, m))| {
+            let m = m.score;
+            let (n, m) = match rule.mode {
+                MatcherMode::Network => (network(e), None),
+                MatcherMode::Minutiae => (None, m),
+                MatcherMode::Fused => (network(e), m),
+            };
+            let score = match rule.mode {
+                MatcherMode::Network => n?,
+                MatcherMode::Minutiae => m? as f32,
+                MatcherMode::Fused => rule.fusion.score(PairScores {
+                    network: n?,
+                    minutiae: m?,
+                }),
+            };
+            Some((
+                i,
+                Candidate {
                     identity: e.name.clone(),
                     score,
                     network_score: n,
                     minutiae_score: m.map(|m| m as f32),
-                })
-            })
-            .collect();
-        ranked.sort_by(|a, b| b.score.total_cmp(&a.score));
-        ranked
+                },
+            ))
+        })
+        .collect();
+    ranked.sort_by(|a, b| b.1.score.total_cmp(&a.1.score));
+    ranked
+}
+
+/// Minutiae scores computed ahead of the network ([`Index::minutiae_ahead`]).
+#[derive(Clone, Debug)]
+pub struct MinutiaeAhead(Vec<Best>);
+
+/// An identity's best BOZORTH3 score so far, over its first `compared` impressions.
+#[derive(Clone, Copy, Debug, Default)]
+struct Best {
+    score: Option<u32>,
+    compared: usize,
+}
+
+/// Compares the probe with each identity's impressions from the first not yet compared up to
+/// `upto(i)` (exclusive), all at once, on every core (a comparison costs about a
+/// millisecond; ten, for two impressions of one finger).
+fn compare_rest(
+    probe: &Prepared,
+    pool: &[&Entry],
+    best: &mut [Best],
+    upto: impl Fn(usize) -> usize,
+) {
+    let pairs: Vec<(usize, &Prepared)> = pool
+        .iter()
+        .enumerate()
+        .flat_map(|(i, e)| {
+            let end = upto(i).min(e.minutiae.len());
+            let start = best[i].compared.min(end);
+            e.minutiae[start..end].iter().map(move |t| (i, t))
+        })
+        .collect();
+    let scores: Vec<(usize, u32)> = pairs
+        .par_iter()
+        .map(|&(i, t)| (i, probe.score(t)))
+        .collect();
+    for (i, s) in scores {
+        best[i].score = Some(best[i].score.map_or(s, |b| b.max(s)));
+        best[i].compared += 1;
     }
+}
+
+/// Each identity's best score over its impressions, or, under `rule.enough`, the first
+/// impression's that reaches it. Where two identities reach it, both are compared in full.
+fn best_minutiae(probe: &Prepared, pool: &[&Entry], rule: &Rule) -> Vec<Best> {
+    let mut best = vec![Best::default(); pool.len()];
+    let Some(enough) = rule.enough else {
+        compare_rest(probe, pool, &mut best, |_| usize::MAX);
+        return best;
+    };
+    let reached = |b: &Best| b.score.is_some_and(|s| s >= enough);
+    compare_rest(probe, pool, &mut best, |_| 1);
+    let stopped: Vec<bool> = best.iter().map(reached).collect();
+    compare_rest(probe, pool, &mut best, |i| {
+        if stopped[i] {
+            0
+        } else {
+            usize::MAX
+        }
+    });
+    if best.iter().filter(|b| reached(b)).count() > 1 {
+        compare_rest(probe, pool, &mut best, |_| usize::MAX);
+    }
+    best
 }
 
 #[cfg(test)]
@@ -490,5 +659,156 @@ mod tests {
         assert!(s(0.9, 40) > s(0.5, 40));
         assert!(s(0.5, 60) > s(0.5, 40));
         assert!((s(0.0, 0) + 3.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn enough_clears_the_threshold_whatever_the_network_says() {
+        let rule = |mode, fusion| Rule {
+            mode,
+            fusion,
+            shortlist: 5,
+            exhaustive_below: 200,
+            enough: None,
+        };
+        assert_eq!(
+            rule(MatcherMode::Minutiae, SHIPPED_FUSION).enough_for(46.0),
+            Some(46)
+        );
+        assert_eq!(
+            rule(MatcherMode::Minutiae, SHIPPED_FUSION).enough_for(45.5),
+            Some(46)
+        );
+        assert_eq!(
+            rule(MatcherMode::Network, SHIPPED_FUSION).enough_for(0.9),
+            None
+        );
+        assert_eq!(
+            rule(MatcherMode::Fused, SHIPPED_FUSION).enough_for(f32::INFINITY),
+            None
+        );
+        // The shipped fusion gives the network no weight: the shipped threshold's own score.
+        let shipped =
+            rule(MatcherMode::Fused, SHIPPED_FUSION).enough_for(shipped_fused_threshold());
+        assert_eq!(shipped, Some(SHIPPED_MINUTIAE_THRESHOLD));
+        let fusion = Fusion {
+            bias: -12.0,
+            network_weight: 3.0,
+            minutiae_weight: 4.0,
+        };
+        let t = 2.5;
+        let enough = rule(MatcherMode::Fused, fusion)
+            .enough_for(t)
+            .expect("a bound");
+        let s = |network, minutiae| fusion.score(PairScores { network, minutiae });
+        assert!(s(-1.0, enough) >= t, "{enough}");
+        // And not far above what the worst cosine needs.
+        assert!(s(-1.0, enough.saturating_sub(2)) < t, "{enough}");
+        let blind = Fusion {
+            minutiae_weight: 0.0,
+            ..fusion
+        };
+        assert_eq!(rule(MatcherMode::Fused, blind).enough_for(t), None);
+    }
+
+    /// Pseudo-random minutiae of `fingers` fingers, each enrolled from 3 impressions (the
+    /// finger's minutiae moved by a few pixels, some dropped), and 2 more impressions of each
+    /// as probes.
+    fn fingers(fingers: usize) -> (Gallery, Vec<(String, Prepared)>) {
+        use crate::gallery::Impression;
+        use crate::minutiae::{Minutia, Template};
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = move |n: i32| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % n as u64) as i32
+        };
+        let mut gallery = Gallery::default();
+        let mut probes = Vec::new();
+        for f in 0..fingers {
+            let base: Vec<(i32, i32, i32)> = (0..45)
+                .map(|_| (20 + next(300), 20 + next(300), next(360)))
+                .collect();
+            let impression = |next: &mut dyn FnMut(i32) -> i32| {
+                let mut minutiae = Vec::new();
+                for &(x, y, theta) in &base {
+                    if next(10) > 1 {
+                        minutiae.push(Minutia {
+                            x: x + next(5) - 2,
+                            y: y + next(5) - 2,
+                            theta: (theta + next(7) - 3).rem_euclid(360),
+                            quality: 50,
+                        });
+                    }
+                }
+                Template { minutiae }
+            };
+            let name = format!("finger-{f}");
+            let enrolled = (0..3)
+                .map(|_| Impression {
+                    embedding: None,
+                    minutiae: Some(impression(&mut next)),
+                })
+                .collect();
+            gallery.identities.insert(name.clone(), enrolled);
+            for _ in 0..2 {
+                probes.push((name.clone(), impression(&mut next).prepared()));
+            }
+        }
+        (gallery, probes)
+    }
+
+    #[test]
+    fn stopping_at_enough_gives_the_decisions_of_every_impression() {
+        let (gallery, probes) = fingers(6);
+        let index = Index::new(&gallery);
+        let full = Rule {
+            mode: MatcherMode::Minutiae,
+            fusion: SHIPPED_FUSION,
+            shortlist: 5,
+            exhaustive_below: 200,
+            enough: None,
+        };
+        let mut stopped_early = 0;
+        for threshold in [20.0f32, 60.0, 120.0] {
+            let early = Rule {
+                enough: full.enough_for(threshold),
+                ..full
+            };
+            for (own, p) in &probes {
+                let probe = Probe {
+                    embedding: None,
+                    minutiae: Some(p.clone()),
+                };
+                for claim in [None, Some(own.as_str()), Some("finger-0")] {
+                    let all = index.rank(&probe, claim, &full);
+                    let ahead = index.minutiae_ahead(p, claim, &early);
+                    assert!(ahead.is_some());
+                    let some = index.rank_with(&probe, claim, &early, ahead);
+                    let decision = |r: &[Candidate]| {
+                        r.first()
+                            .map(|c| (c.identity.clone(), c.score >= threshold))
+                    };
+                    assert_eq!(
+                        decision(&all),
+                        decision(&some),
+                        "{own} {claim:?} {threshold}"
+                    );
+                    assert_eq!(all.len(), some.len());
+                    if let (Some(a), Some(b)) = (all.first(), some.first()) {
+                        assert!(b.score <= a.score);
+                        if b.score < a.score {
+                            stopped_early += 1;
+                            assert!(b.score >= threshold, "left early below the threshold");
+                        }
+                    }
+                    // Every other candidate keeps its best score.
+                    for (a, b) in all.iter().skip(1).zip(some.iter().skip(1)) {
+                        assert_eq!((&a.identity, a.score), (&b.identity, b.score));
+                    }
+                }
+            }
+        }
+        assert!(stopped_early > 0, "no comparison was saved");
     }
 }

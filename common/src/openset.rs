@@ -401,6 +401,7 @@ pub fn fit_door(
         fusion: Fusion::default(),
         shortlist: usize::MAX,
         exhaustive_below: usize::MAX,
+        enough: None,
     };
     let impostor: Vec<Vec<(Option<f32>, Option<u32>)>> = strangers
         .iter()
@@ -580,6 +581,7 @@ mod tests {
             fusion: Fusion::default(),
             shortlist: 5,
             exhaustive_below: 100,
+            enough: None,
         };
         let mut comparisons = Comparisons::default();
         comparisons.add(&Index::new(&gallery), 2, &rule, &probes);

@@ -159,6 +159,7 @@ fn bench_matching(engine: &Engine, m: &MatchBench, runs: usize) -> Result<MatchR
         fusion: SHIPPED_FUSION,
         shortlist: defaults.shortlist,
         exhaustive_below: defaults.exhaustive_below,
+        enough: None,
     };
     let (mut one, mut many) = (Vec::new(), Vec::new());
     for r in 0..runs.max(3) {
@@ -264,7 +265,7 @@ pub fn bench(
 
     Ok(BenchReport {
         model: model.display().to_string(),
-        backend: engine.backend_name().into(),
+        backend: engine.backend_name(),
         quantization: engine.manifest.quantization.to_string(),
         file_bytes: engine.file_size,
         load_seconds,

@@ -5,12 +5,13 @@
 
 use std::time::{Instant, SystemTime};
 
-use fingerprint_common::matcher::{Index, MatcherMode, Probe};
+use fingerprint_common::matcher::{Index, MatcherMode, MinutiaeAhead, Probe};
 use fingerprint_common::minutiae::{self, Prepared};
 use fingerprint_common::{
     decode_scan, Candidate, Decision, MatchMode, ScanLimits, ScanSource, Verdict,
 };
 use image::GrayImage;
+use rayon::prelude::*;
 
 use crate::engine::Engine;
 use crate::policy::MatchPolicy;
@@ -95,21 +96,47 @@ fn run_network(
         .collect()
 }
 
-/// Minutiae of each decoded scan (or why there are none to compare).
-fn extract_minutiae(images: &[Option<&GrayImage>], dpi: u32) -> Vec<Result<Prepared, String>> {
-    images
-        .iter()
-        .map(|img| match img {
-            Some(img) => minutiae::extract(img, dpi)
-                .map(|t| t.prepared())
-                .map_err(|e| format!("minutiae: {e}")),
-            None => Err(String::new()),
-        })
-        .collect()
+/// A scan's minutiae, with its comparisons when they could run ahead of the network.
+type MinutiaeRow = Result<(Prepared, Option<MinutiaeAhead>), String>;
+
+/// Minutiae of each decoded scan (or why there are none to compare), compared with the
+/// gallery at once where the comparisons do not wait for the network's shortlist.
+fn minutiae_side(
+    matcher: &Matcher,
+    scans: &[ScanRequest],
+    images: &[Option<&GrayImage>],
+    dpi: u32,
+) -> Vec<MinutiaeRow> {
+    let run = || {
+        images
+            .par_iter()
+            .zip(scans.par_iter())
+            .map(|(img, scan)| {
+                let img = img.ok_or_else(String::new)?;
+                let prepared = minutiae::extract(img, dpi)
+                    .map(|t| t.prepared())
+                    .map_err(|e| format!("minutiae: {e}"))?;
+                let ahead = match matcher {
+                    Matcher::Gallery { index, policy } => {
+                        index.minutiae_ahead(&prepared, scan.claim.as_deref(), &policy.rule)
+                    }
+                    _ => None,
+                };
+                Ok((prepared, ahead))
+            })
+            .collect()
+    };
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)).unwrap_or_else(|_| {
+        images
+            .iter()
+            .map(|_| Err("minutiae extraction failed".into()))
+            .collect()
+    })
 }
 
-/// Decides a batch. Scans that decode run through the network together, while their
-/// minutiae are extracted on another thread; the others get an "error" decision.
+/// Decides a batch. Scans that decode run through the network together while their minutiae
+/// are extracted (and compared, where that needs no shortlist); the others get an "error"
+/// decision.
 pub fn decide_batch(
     engine: Option<&Engine>,
     matcher: &Matcher,
@@ -137,25 +164,25 @@ pub fn decide_batch(
     fn none<T>(n: usize) -> Vec<Result<T, String>> {
         (0..n).map(|_| Err(String::new())).collect()
     }
-    let (network, minutiae) = std::thread::scope(|s| {
-        let extraction =
-            needs_minutiae.then(|| s.spawn(|| extract_minutiae(&images, settings.sensor_dpi)));
-        let network = if needs_network {
-            run_network(engine, &images, mode.is_none())
-        } else {
-            none(images.len())
-        };
-        let minutiae = match extraction {
-            Some(handle) => handle.join().unwrap_or_else(|_| {
-                images
-                    .iter()
-                    .map(|_| Err("minutiae extraction failed".into()))
-                    .collect()
-            }),
-            None => none(images.len()),
-        };
-        (network, minutiae)
-    });
+    // Both sides are rayon tasks, so they share the cores without preempting each other: a
+    // thread of their own would stall the network's layers, each of which waits for its
+    // slowest tile.
+    let (network, minutiae) = rayon::join(
+        || {
+            if needs_network {
+                run_network(engine, &images, mode.is_none())
+            } else {
+                none(images.len())
+            }
+        },
+        || {
+            if needs_minutiae {
+                minutiae_side(matcher, scans, &images, settings.sensor_dpi)
+            } else {
+                none(images.len())
+            }
+        },
+    );
     scans
         .iter()
         .zip(decoded)
@@ -172,19 +199,21 @@ pub fn decide_batch(
                     Matcher::Gallery { index, policy } => {
                         let mode = policy.rule.mode;
                         (|| {
+                            let (minutiae, ahead) = if mode.needs_minutiae() {
+                                let (prepared, ahead) = minutiae?;
+                                (Some(prepared), ahead)
+                            } else {
+                                (None, None)
+                            };
                             let probe = Probe {
                                 embedding: if mode.needs_network() {
                                     Some(network?)
                                 } else {
                                     None
                                 },
-                                minutiae: if mode.needs_minutiae() {
-                                    Some(minutiae?)
-                                } else {
-                                    None
-                                },
+                                minutiae,
                             };
-                            Ok(index.rank(&probe, claim, &policy.rule))
+                            Ok(index.rank_with(&probe, claim, &policy.rule, ahead))
                         })()
                     }
                     Matcher::Refuse(reason) => Err(reason.clone()),

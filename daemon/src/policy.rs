@@ -226,13 +226,16 @@ pub fn resolve(
             }
         }
     };
+    let mut rule = Rule {
+        mode,
+        fusion,
+        shortlist: config.matcher.shortlist,
+        exhaustive_below: config.matcher.exhaustive_below,
+        enough: None,
+    };
+    rule.enough = rule.enough_for(threshold);
     Ok(MatchPolicy {
-        rule: Rule {
-            mode,
-            fusion,
-            shortlist: config.matcher.shortlist,
-            exhaustive_below: config.matcher.exhaustive_below,
-        },
+        rule,
         threshold,
         source,
         downgrade,

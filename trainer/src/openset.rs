@@ -30,6 +30,7 @@ pub fn rule(mode: MatcherMode, fusion: fingerprint_common::matcher::Fusion) -> R
         fusion,
         shortlist: usize::MAX,
         exhaustive_below: usize::MAX,
+        enough: None,
     }
 }
 
