@@ -333,6 +333,8 @@ pub fn matmul_int8(
     );
 }
 
+// Only the vectorised kernels store from their registers (`out`).
+#[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
 fn kernel(
     kernels: Kernels,
     a: &Rows<u8>,

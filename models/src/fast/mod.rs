@@ -13,6 +13,7 @@
 
 /// Calls `$rows::<H>(args)` for a tile height 1..=6 known only at run time (each height is
 /// its own unrolled kernel), and returns false from the caller for any other height.
+#[cfg(target_arch = "x86_64")]
 macro_rules! for_height {
     ($rows:ident, $height:expr, ($($arg:expr),* $(,)?)) => {
         match $height {
@@ -194,6 +195,7 @@ impl Kernels {
 
     /// AVX2 and FMA (every x86 level above portable has them).
     #[inline]
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     pub(crate) fn avx2(self) -> bool {
         self.level >= Level::Avx2
     }

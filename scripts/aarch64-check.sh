@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# The CPU engine on aarch64 (a Jetson's or a Raspberry Pi's CPU): cross-builds the engine's
+# tests (fingerprint-models: `fast` unit tests and tests/fast.rs) for aarch64-unknown-linux-gnu
+# with Debian's cross gcc, warnings as errors, and runs them under qemu-user. They include
+# `int8_logits_are_the_same_on_every_cpu`, whose expected int8 logits were computed on x86-64:
+# an int8 model must answer to the bit the same on both. About 5 minutes on 2 cores.
+# Needs rustup, and apt (as root or with sudo) when the cross gcc or qemu-user is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+target=aarch64-unknown-linux-gnu
+rustup target add "$target" >/dev/null
+if ! command -v aarch64-linux-gnu-gcc >/dev/null || ! command -v qemu-aarch64 >/dev/null; then
+    sudo=""
+    [ "$(id -u)" -ne 0 ] && sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \
+        gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user >/dev/null
+fi
+export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc
+export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER="qemu-aarch64 -L /usr/aarch64-linux-gnu"
+export CC_aarch64_unknown_linux_gnu=aarch64-linux-gnu-gcc
+# Only the aarch64 build sees these flags (the host's artefacts are not rebuilt).
+export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUSTFLAGS="-D warnings"
+cargo test --release --target "$target" -p fingerprint-models --lib fast
+cargo test --release --target "$target" -p fingerprint-models --test fast
