@@ -400,11 +400,11 @@ impl Index {
             .filter(move |e| claim.is_none_or(|c| c == e.name))
     }
 
-    /// Whether `rank` compares minutiae with every claimed identity, so that the comparisons
-    /// need not wait for the network (no shortlist: a claim, a small gallery, minutiae mode).
-    fn compares_all(&self, claim: Option<&str>, rule: &Rule) -> bool {
-        rule.mode != MatcherMode::Fused
-            || self.claimed(claim).count() < rule.exhaustive_below.max(1)
+    /// Whether `rank` compares minutiae with every one of the `claimed` identities, so that
+    /// the comparisons need not wait for the network (no shortlist: a claim, a small gallery,
+    /// minutiae mode).
+    fn compares_all(rule: &Rule, claimed: usize) -> bool {
+        rule.mode != MatcherMode::Fused || claimed < rule.exhaustive_below.max(1)
     }
 
     /// The minutiae side of `rank`, run ahead of the network where it does not need the
@@ -416,10 +416,10 @@ impl Index {
         claim: Option<&str>,
         rule: &Rule,
     ) -> Option<MinutiaeAhead> {
-        if !rule.mode.needs_minutiae() || !self.compares_all(claim, rule) {
+        let pool: Vec<&Entry> = self.claimed(claim).collect();
+        if !rule.mode.needs_minutiae() || !Self::compares_all(rule, pool.len()) {
             return None;
         }
-        let pool: Vec<&Entry> = self.claimed(claim).collect();
         Some(MinutiaeAhead(best_minutiae(minutiae, &pool, rule)))
     }
 
@@ -440,8 +440,9 @@ impl Index {
         ahead: Option<MinutiaeAhead>,
     ) -> Vec<Candidate> {
         let mut pool: Vec<&Entry> = self.claimed(claim).collect();
-        let ahead = ahead.filter(|a| a.0.len() == pool.len() && self.compares_all(claim, rule));
-        if !self.compares_all(claim, rule) {
+        let compares_all = Self::compares_all(rule, pool.len());
+        let ahead = ahead.filter(|a| a.0.len() == pool.len() && compares_all);
+        if !compares_all {
             if let Some(embedding) = &probe.embedding {
                 let mut by_centroid: Vec<(f32, &Entry)> = pool
                     .par_iter()
