@@ -8,7 +8,8 @@
 # One network (seeded, or --pretrained) is exported three ways by `trainer export --init`:
 # f32 and int8 for fingerprintd, ONNX (f32) for the others; ONNX Runtime's static int8
 # (QDQ, per-channel weights, u8 activations) is made from that ONNX file and run by both
-# peers. Every runtime gets the same formula input; the table also shows how far each one's
+# peers. OpenVINO's f32 row runs at f32 precision (INFERENCE_PRECISION_HINT; its default may
+# be bf16), with a labelled bf16 row beside it on CPUs that have bf16. Every runtime gets the same formula input; the table also shows how far each one's
 # logits are from ours in f32 (largest difference relative to the largest logit), the CPU's
 # vector features and the kernels ours ran (FINGERPRINT_KERNELS=avx2 runs ours as on an
 # AVX2-only CPU, for the comparison on such CPUs). Every
@@ -32,7 +33,7 @@ while [ $# -gt 0 ]; do
         --rounds) rounds=$2; shift ;;
         --pretrained) pretrained=(--pretrained "$2"); shift ;;
         --out) out=$2; shift ;;
-        -h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "bench-inference: unknown argument '$1' (see --help)" >&2; exit 2 ;;
     esac
     shift
@@ -68,9 +69,16 @@ for round in $(seq "$rounds"); do
         > "$out/ours-int8.$round.json"
     "$bin/fingerprintd" bench "$out/model-f32.safetensors" --backend candle --runs "$runs" \
         --json > "$out/candle-f32.$round.json"
+    "$py" "$root/scripts/bench_runtimes.py" run --runtime ort \
+        --model "$out/model-onnx.onnx" --runs "$runs" > "$out/ort-f32.$round.json"
+    # OpenVINO's f32 row at f32 precision: by default it computes in bf16 where the CPU has it.
+    "$py" "$root/scripts/bench_runtimes.py" run --runtime openvino --precision f32 \
+        --model "$out/model-onnx.onnx" --runs "$runs" > "$out/openvino-f32.$round.json"
+    if grep -qwE 'avx512_bf16|amx_bf16' /proc/cpuinfo; then
+        "$py" "$root/scripts/bench_runtimes.py" run --runtime openvino --precision bf16 \
+            --model "$out/model-onnx.onnx" --runs "$runs" > "$out/openvino-bf16.$round.json"
+    fi
     for rt in ort openvino; do
-        "$py" "$root/scripts/bench_runtimes.py" run --runtime "$rt" \
-            --model "$out/model-onnx.onnx" --runs "$runs" > "$out/$rt-f32.$round.json"
         "$py" "$root/scripts/bench_runtimes.py" run --runtime "$rt" \
             --model "$out/model-onnx-int8.onnx" --runs "$runs" > "$out/$rt-int8.$round.json"
     done
@@ -94,13 +102,15 @@ rows = [
     (f"fingerprintd int8 (ours, {load('ours-int8')['backend']})", "ours-int8", "ours-int8"),
     ("candle f32 (fingerprintd --backend candle)", "candle-f32", "ours-f32"),
 ]
-ort, ov = load("ort-f32")["runtime"], load("openvino-f32")["runtime"].split("-")[0]
+ort, ov = load("ort-f32")["runtime"], load("openvino-f32")["runtime"].split("-")[0].split(" (")[0]
 rows += [
     (f"{ort} f32", "ort-f32", "ours-f32"),
     (f"{ort} int8 (QDQ)", "ort-int8", "ours-int8"),
-    (f"{ov} f32", "openvino-f32", "ours-f32"),
+    (f"{ov} f32 (f32 precision hint)", "openvino-f32", "ours-f32"),
     (f"{ov} int8 (QDQ)", "openvino-int8", "ours-int8"),
 ]
+if list(out.glob("openvino-bf16.*.json")):
+    rows.insert(-1, (f"{ov} bf16 (the f32 model; not f32 arithmetic)", "openvino-bf16", "ours-f32"))
 reference = np.array(load("ours-f32")["logits"])
 cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.machine())
 import os

@@ -4,6 +4,7 @@ scripts/bench-inference.sh, one process per runtime so memory figures do not mix
 
   bench_runtimes.py quantize --model model.onnx --out model-int8.onnx
   bench_runtimes.py run --runtime ort|openvino --model model.onnx [--batch 8] [--runs 30]
+                        [--precision f32|bf16]   (OpenVINO's INFERENCE_PRECISION_HINT)
 
 `run` prints one JSON object: median and p90 batch-1 latency (ms), images/s at --batch, the
 process's resident memory after the runs (bytes; includes Python and the runtime's
@@ -72,7 +73,7 @@ def quantize(args):
     )
 
 
-def session(runtime, model):
+def session(runtime, model, precision=None):
     if runtime == "ort":
         import onnxruntime as ort
 
@@ -81,14 +82,21 @@ def session(runtime, model):
         return lambda x: s.run(["logits"], {name: x})[0], f"ONNX Runtime {ort.__version__}"
     import openvino as ov
 
-    compiled = ov.Core().compile_model(model, "CPU", {"PERFORMANCE_HINT": "LATENCY"})
+    config = {"PERFORMANCE_HINT": "LATENCY"}
+    if precision:
+        # Without the hint OpenVINO may compute an f32 model in bf16 where the CPU has it.
+        config["INFERENCE_PRECISION_HINT"] = precision
+    compiled = ov.Core().compile_model(model, "CPU", config)
     request = compiled.create_infer_request()
     logits = compiled.output("logits")
 
     def run(x):
         return request.infer({0: x})[logits]
 
-    return run, f"OpenVINO {ov.__version__}"
+    label = f"OpenVINO {ov.__version__}"
+    if precision:
+        label += f" ({precision} precision)"
+    return run, label
 
 
 def run(args):
@@ -96,7 +104,7 @@ def run(args):
 
     size = onnx.load(args.model, load_external_data=False).graph.input[0].type.tensor_type.shape.dim[2].dim_value
     start = time.perf_counter()
-    infer, name = session(args.runtime, args.model)
+    infer, name = session(args.runtime, args.model, args.precision)
     load_seconds = time.perf_counter() - start
     batch = formula_inputs(args.batch, size)
     first = batch[:1]
@@ -141,6 +149,7 @@ def main():
     r.add_argument("--model", required=True)
     r.add_argument("--batch", type=int, default=8)
     r.add_argument("--runs", type=int, default=30)
+    r.add_argument("--precision", choices=["f32", "bf16"], help="OpenVINO's inference precision")
     args = p.parse_args()
     quantize(args) if args.command == "quantize" else run(args)
 
