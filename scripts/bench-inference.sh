@@ -33,7 +33,7 @@ while [ $# -gt 0 ]; do
         --rounds) rounds=$2; shift ;;
         --pretrained) pretrained=(--pretrained "$2"); shift ;;
         --out) out=$2; shift ;;
-        -h|--help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "bench-inference: unknown argument '$1' (see --help)" >&2; exit 2 ;;
     esac
     shift
