@@ -16,6 +16,15 @@ fn trained_like(arch: Arch) -> Result<ResNet> {
     Ok(formula::resnet(arch, CLASSES)?.1)
 }
 
+/// A network's logits for `x` on `kernels`, flat.
+fn logits_on(network: FastResNet, kernels: Kernels, x: &Tensor) -> Result<Vec<f32>> {
+    Ok(network
+        .with_kernels(kernels)
+        .forward(x)?
+        .flatten_all()?
+        .to_vec1::<f32>()?)
+}
+
 /// Largest absolute difference relative to the largest reference value.
 fn max_relative_error(a: &Tensor, reference: &Tensor) -> Result<f32> {
     let diff = (a - reference)?.abs()?.max_all()?.to_scalar::<f32>()?;
@@ -61,27 +70,19 @@ fn portable_kernels_give_the_results_of_the_vectorised_ones() -> Result<()> {
 
     // int8: the kernels' sums are exact and the f32 products (the stem, the classifier) are
     // fused in one order on every level, so the logits are identical, not merely close.
-    let int8_portable = FastResNet::new_int8(Arch::ResNet18, &weights)?
-        .with_kernels(Kernels::portable())
-        .forward(&x)?
-        .flatten_all()?
-        .to_vec1::<f32>()?;
+    let int8_portable = logits_on(
+        FastResNet::new_int8(Arch::ResNet18, &weights)?,
+        Kernels::portable(),
+        &x,
+    )?;
     // f32: every level above portable shares the AVX2/FMA code (the portable Winograd
     // transforms round apart from it, within the bound above).
     let mut f32_vectorised: Option<(Kernels, Vec<f32>)> = None;
     for kernels in Kernels::available() {
-        let int8_logits = FastResNet::new_int8(Arch::ResNet18, &weights)?
-            .with_kernels(kernels)
-            .forward(&x)?
-            .flatten_all()?
-            .to_vec1::<f32>()?;
+        let int8_logits = logits_on(FastResNet::new_int8(Arch::ResNet18, &weights)?, kernels, &x)?;
         assert_eq!(int8_logits, int8_portable, "int8 on {kernels} and portable");
         if kernels.level() > Level::Portable {
-            let f32_logits = FastResNet::new(Arch::ResNet18, &weights)?
-                .with_kernels(kernels)
-                .forward(&x)?
-                .flatten_all()?
-                .to_vec1::<f32>()?;
+            let f32_logits = logits_on(FastResNet::new(Arch::ResNet18, &weights)?, kernels, &x)?;
             match &f32_vectorised {
                 None => f32_vectorised = Some((kernels, f32_logits)),
                 Some((first, logits)) => {
@@ -112,11 +113,7 @@ fn int8_logits_are_the_same_on_every_cpu() -> Result<()> {
     let weights = fold_batch_norm(&trained_like(Arch::ResNet18)?)?;
     let x = formula::input((1, 3, 32, 32), &Device::Cpu)?;
     for kernels in Kernels::available() {
-        let logits = FastResNet::new_int8(Arch::ResNet18, &weights)?
-            .with_kernels(kernels)
-            .forward(&x)?
-            .flatten_all()?
-            .to_vec1::<f32>()?;
+        let logits = logits_on(FastResNet::new_int8(Arch::ResNet18, &weights)?, kernels, &x)?;
         let bits: Vec<u32> = logits.iter().map(|v| v.to_bits()).collect();
         println!("{kernels}: {logits:?} = {bits:#010x?}");
         assert_eq!(bits, INT8_LOGITS, "{kernels}");
