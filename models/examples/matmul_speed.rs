@@ -45,7 +45,13 @@ fn main() {
                 residual: None,
                 relu: true,
             };
-            matmul(kernels, &Rows::matrix(&a, m, k), &packed, &epilogue, &mut c);
+            matmul(
+                kernels,
+                &Rows::matrix(&a, m, k).expect("a holds m x k values"),
+                &packed,
+                &epilogue,
+                &mut c,
+            );
         });
         let int8_ms = best_ms(|| {
             let epilogue = Epilogue {
@@ -57,7 +63,7 @@ fn main() {
             };
             matmul_int8(
                 kernels,
-                &Rows::matrix(&a8, m, k),
+                &Rows::matrix(&a8, m, k).expect("a holds m x k values"),
                 &packed8,
                 &epilogue,
                 &mut c,

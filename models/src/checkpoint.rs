@@ -5,7 +5,6 @@
 //! one name table serves both. A `module.` prefix (left by `DataParallel`) is removed.
 
 use std::collections::{BTreeMap, HashMap};
-use std::fmt;
 use std::io::Read;
 use std::path::Path;
 
@@ -17,50 +16,7 @@ use crate::{Arch, ModelError, Result};
 /// Names the classifier head uses; it is re-initialised when the class count differs.
 const HEAD: [&str; 2] = ["fc.weight", "fc.bias"];
 
-/// How a checkpoint differed from the network it was loaded into.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Mismatch {
-    /// In the network, absent from the file.
-    pub missing: Vec<String>,
-    /// In the file, unknown to the network.
-    pub unexpected: Vec<String>,
-    /// In both, with different shapes: (name, shape in the network, shape in the file).
-    pub wrong_shape: Vec<(String, Vec<usize>, Vec<usize>)>,
-}
-
-impl Mismatch {
-    pub fn is_empty(&self) -> bool {
-        self.missing.is_empty() && self.unexpected.is_empty() && self.wrong_shape.is_empty()
-    }
-}
-
-impl fmt::Display for Mismatch {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        const SHOWN: usize = 20;
-        let mut list = |title: &str, items: Vec<String>| -> fmt::Result {
-            if items.is_empty() {
-                return Ok(());
-            }
-            writeln!(f, "  {} {title}:", items.len())?;
-            for item in items.iter().take(SHOWN) {
-                writeln!(f, "    {item}")?;
-            }
-            if items.len() > SHOWN {
-                writeln!(f, "    ... and {} more", items.len() - SHOWN)?;
-            }
-            Ok(())
-        };
-        list("missing from the file", self.missing.clone())?;
-        list("unexpected in the file", self.unexpected.clone())?;
-        list(
-            "with the wrong shape (network vs file)",
-            self.wrong_shape
-                .iter()
-                .map(|(n, want, got)| format!("{n}: {want:?} vs {got:?}"))
-                .collect(),
-        )
-    }
-}
+pub use crate::error::Mismatch;
 
 /// What [`load_checkpoint`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -10,11 +10,14 @@ pub mod device;
 pub mod error;
 pub mod export;
 pub mod fast;
+pub mod fold;
+pub mod format;
 pub mod formula;
 #[cfg(feature = "onnx")]
 pub mod onnx;
 pub mod pool;
 pub mod resnet;
+pub mod seeded;
 
 pub use checkpoint::{load_checkpoint, load_into_varmap, CheckpointReport};
 pub use device::device_from_name;

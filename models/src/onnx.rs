@@ -11,7 +11,7 @@ use std::path::Path;
 
 use prost::Message;
 
-use crate::export::FoldedWeights;
+use crate::fold::FoldedWeights;
 use crate::resnet::ConvSpec;
 use crate::Arch;
 
@@ -388,7 +388,7 @@ mod tests {
     use candle_nn::{VarBuilder, VarMap};
 
     use super::*;
-    use crate::export::fold_batch_norm;
+    use crate::fold::fold_batch_norm;
     use crate::{formula, ResNet};
 
     #[test]

@@ -421,7 +421,7 @@ pub fn initialize_seeded(varmap: &VarMap, seed: u64) -> Result<()> {
         } else if dims.len() == 4 {
             // Normal draws by Box-Muller from pairs of the uniform stream.
             let std = (2.0 / (dims[0] * dims[2] * dims[3]) as f64).sqrt();
-            let u = crate::formula::seeded_uniform(seed, name, 2 * n);
+            let u = crate::seeded::seeded_uniform(seed, name, 2 * n);
             u.chunks_exact(2)
                 .map(|p| {
                     let u1 = (p[0] + 1.0) / 2.0 + f64::EPSILON;
@@ -436,7 +436,7 @@ pub fn initialize_seeded(varmap: &VarMap, seed: u64) -> Result<()> {
                 .and_then(|w| w.dims().get(1).copied())
                 .unwrap_or(1) as f64;
             let bound = 1.0 / fan_in.sqrt();
-            crate::formula::seeded_uniform(seed, name, n)
+            crate::seeded::seeded_uniform(seed, name, n)
                 .into_iter()
                 .map(|v| (v * bound) as f32)
                 .collect()

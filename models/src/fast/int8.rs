@@ -3,7 +3,8 @@
 //!
 //! Weights are used in the layout the exported file stores them in (see
 //! `docs/model-format.md`), so an int8 model runs straight from the memory-mapped file:
-//! panels of [`NR`] output channels; in a panel, for each group of four consecutive depth
+//! panels of [`NR`] output channels (the format's
+//! [`PANEL_CHANNELS`](crate::format::int8::PANEL_CHANNELS)); in a panel, for each group of four consecutive depth
 //! values (depth running over (ky, kx, ci) with ci padded to a multiple of four), the four
 //! bytes of each of the NR channels. An AVX2 register then holds 8 channels x 4 depths, which
 //! `vpmaddubsw` (u8 x i8, pairs summed to i16) and `vpmaddwd` (by 1, pairs summed to i32)
@@ -24,81 +25,20 @@ use rayon::prelude::*;
 use super::matmul::{for_each_tile, Epilogue, Rows, TileOut, MR, NR};
 use super::{Kernels, Level};
 
+use crate::format::int8::{pack, padded_channels, quantize_rows, DEPTH_GROUP, PANEL_CHANNELS};
+
 /// Depth values per group (one `vpmaddubsw` lane group).
 pub const QUAD: usize = 4;
-/// Largest quantised activation: with WEIGHT_MAX, two quads of u8 x i8 products sum inside i16.
+/// Largest quantised activation: with the format's weight maximum (127), two quads of
+/// u8 x i8 products sum inside i16.
 pub const ACTIVATION_MAX: f32 = 63.0;
-/// Largest quantised weight magnitude.
-pub const WEIGHT_MAX: f32 = 127.0;
 /// Rows of a tile on the int8 kernels (eight accumulators and their temporaries fit the
 /// sixteen AVX registers).
 const MR_INT8: usize = 4;
 
-/// Channels padded to a whole number of quads.
-pub fn padded_channels(cin: usize) -> usize {
-    cin.div_ceil(QUAD) * QUAD
-}
-
-/// Shape of a packed int8 convolution weight: `[panels, depth / 4, NR, 4]`, depth being
-/// `k * k * padded_channels(cin)`.
-pub fn packed_shape(cout: usize, cin: usize, k: usize) -> Vec<usize> {
-    vec![
-        cout.div_ceil(NR),
-        k * k * padded_channels(cin) / QUAD,
-        NR,
-        QUAD,
-    ]
-}
-
-/// Index in the packed layout of weight (o, ci, ky, kx).
-fn packed_index(o: usize, ci: usize, ky: usize, kx: usize, cin: usize, k: usize) -> usize {
-    let depth = k * k * padded_channels(cin);
-    let d = (ky * k + kx) * padded_channels(cin) + ci;
-    (o / NR) * depth * NR + (d / QUAD) * NR * QUAD + (o % NR) * QUAD + d % QUAD
-}
-
-/// Symmetric per-row int8 of a row-major `rows` x n matrix (a row: one output channel's
-/// weights): `scale = max|w| / WEIGHT_MAX` (1.0 for an all-zero row), `q = round(w / scale)`.
-pub fn quantize_rows(values: &[f32], rows: usize) -> (Vec<i8>, Vec<f32>) {
-    let per_row = values.len() / rows.max(1);
-    let mut q = Vec::with_capacity(values.len());
-    let mut scales = Vec::with_capacity(rows);
-    for row in values.chunks(per_row.max(1)).take(rows) {
-        let max = row.iter().fold(0f32, |m, v| m.max(v.abs()));
-        let scale = if max > 0.0 { max / WEIGHT_MAX } else { 1.0 };
-        q.extend(
-            row.iter()
-                .map(|v| (v / scale).round().clamp(-WEIGHT_MAX, WEIGHT_MAX) as i8),
-        );
-        scales.push(scale);
-    }
-    (q, scales)
-}
-
-/// Packs int8 weights given as (cout, cin, k, k), row-major.
-pub fn pack(weights: &[i8], cout: usize, cin: usize, k: usize) -> Vec<u8> {
-    assert_eq!(weights.len(), cout * cin * k * k, "weight count");
-    let mut out = vec![0u8; packed_shape(cout, cin, k).iter().product()];
-    for (i, &w) in weights.iter().enumerate() {
-        let (o, rest) = (i / (cin * k * k), i % (cin * k * k));
-        let (ci, ky, kx) = (rest / (k * k), rest % (k * k) / k, rest % k);
-        out[packed_index(o, ci, ky, kx, cin, k)] = w as u8;
-    }
-    out
-}
-
-/// The (cout, cin, k, k) row-major weights of a packed layout.
-pub fn unpack(packed: &[u8], cout: usize, cin: usize, k: usize) -> Vec<i8> {
-    (0..cout * cin * k * k)
-        .map(|i| {
-            let (o, rest) = (i / (cin * k * k), i % (cin * k * k));
-            let (ci, ky, kx) = (rest / (k * k), rest % (k * k) / k, rest % k);
-            packed
-                .get(packed_index(o, ci, ky, kx, cin, k))
-                .map_or(0, |&b| b as i8)
-        })
-        .collect()
-}
+// The kernels read weights in the file's packed layout: their register blocking (NR channels,
+// QUAD depths) must be the format's panel, or every int8 model would be read wrong.
+const _: () = assert!(NR == PANEL_CHANNELS && QUAD == DEPTH_GROUP);
 
 /// Bytes of a packed weight: a range of the memory-mapped model file, or owned.
 #[derive(Clone)]
@@ -314,8 +254,7 @@ pub fn matmul_int8(
     c: &mut [f32],
 ) {
     assert_eq!(a.depth(), b.depth, "depth of A and B");
-    assert_eq!(a.tap_depth % QUAD, 0, "tap depth in whole quads");
-    assert!(a.in_bounds(), "A reaches past its data");
+    assert_eq!(a.tap_depth() % QUAD, 0, "tap depth in whole quads");
     for_each_tile(
         kernels,
         |row| a.row_start(row),
@@ -344,16 +283,19 @@ fn kernel(
     acc: &mut [[f32; NR]; MR],
     out: Option<&TileOut>,
 ) -> bool {
-    // SAFETY (every arm): a `Kernels` level exists only where the CPU has its instructions;
-    // `matmul_int8` checked that every row, tap and depth of A lies inside a.data, and the
+    // SAFETY: (every arm) a `Kernels` level exists only where the CPU has its instructions;
+    // `Rows` exist only with every row, tap and depth inside their data (`Rows::new`), and the
     // panel holds depth x NR bytes; `for_each_tile` gives `out` only for whole-width tiles of
     // its own, inside C.
     match kernels.level() {
         #[cfg(target_arch = "x86_64")]
+        // SAFETY: see above: this level exists only where the CPU has its instructions.
         Level::Avx512Vnni => unsafe { vnni::kernel_512(a, starts, panel, height, acc, out) },
         #[cfg(target_arch = "x86_64")]
+        // SAFETY: see above: this level exists only where the CPU has its instructions.
         Level::AvxVnni => unsafe { vnni::kernel_256(a, starts, panel, height, acc, out) },
         #[cfg(target_arch = "x86_64")]
+        // SAFETY: see above: this level exists only where the CPU has its instructions.
         Level::Avx2 => unsafe { avx2::kernel(a, starts, panel, height, acc, out) },
         _ => {
             portable_kernel(a, starts, panel, height, acc);
@@ -371,12 +313,12 @@ fn portable_kernel(
 ) {
     let mut sums = [[0i32; NR]; MR];
     let mut quads = panel.chunks_exact(NR * QUAD);
-    for &tap in a.taps {
-        for q in 0..a.tap_depth / QUAD {
+    for &tap in a.taps() {
+        for q in 0..a.tap_depth() / QUAD {
             let Some(b) = quads.next() else { break };
             for (i, row) in sums.iter_mut().enumerate().take(height) {
                 let at = starts[i] + tap + q * QUAD;
-                let x = &a.data[at..at + QUAD];
+                let x = &a.data()[at..at + QUAD];
                 for (s, w) in row.iter_mut().zip(b.chunks_exact(QUAD)) {
                     *s += x
                         .iter()
@@ -492,13 +434,13 @@ mod avx2 {
         let mut c = [[_mm256_setzero_si256(); 2]; H];
         let ones = _mm256_set1_epi16(1);
         let mut bp = panel.as_ptr();
-        let quads = a.tap_depth / QUAD;
-        for &tap in a.taps {
-            // SAFETY (whole block): the caller guarantees rows, taps and depths of A lie
+        let quads = a.tap_depth() / QUAD;
+        for &tap in a.taps() {
+            // SAFETY: (the whole block) the caller guarantees rows, taps and depths of A lie
             // inside a.data and the panel holds depth x NR bytes, read in order here.
             unsafe {
                 let ap: [*const u8; H] =
-                    std::array::from_fn(|i| a.data.as_ptr().add(starts[i] + tap));
+                    std::array::from_fn(|i| a.data().as_ptr().add(starts[i] + tap));
                 let row = |i: usize, q: usize| {
                     _mm256_set1_epi32((ap[i].add(q * QUAD) as *const i32).read_unaligned())
                 };
@@ -611,13 +553,13 @@ mod vnni {
         }
         let mut c = [[_mm256_setzero_si256(); 2]; H];
         let mut bp = panel.as_ptr();
-        let quads = a.tap_depth / QUAD;
-        for &tap in a.taps {
-            // SAFETY (whole block): the caller guarantees rows, taps and depths of A lie
+        let quads = a.tap_depth() / QUAD;
+        for &tap in a.taps() {
+            // SAFETY: (the whole block) the caller guarantees rows, taps and depths of A lie
             // inside a.data and the panel holds depth x NR bytes, read in order here.
             unsafe {
                 let ap: [*const u8; H] =
-                    std::array::from_fn(|i| a.data.as_ptr().add(starts[i] + tap));
+                    std::array::from_fn(|i| a.data().as_ptr().add(starts[i] + tap));
                 for q in 0..quads {
                     let b0 = _mm256_loadu_si256(bp as *const __m256i);
                     let b1 = _mm256_loadu_si256(bp.add(32) as *const __m256i);
@@ -654,12 +596,12 @@ mod vnni {
         }
         let mut c = [_mm512_setzero_si512(); H];
         let mut bp = panel.as_ptr();
-        let quads = a.tap_depth / QUAD;
-        for &tap in a.taps {
-            // SAFETY (whole block): as in `rows_256`.
+        let quads = a.tap_depth() / QUAD;
+        for &tap in a.taps() {
+            // SAFETY: (the whole block) as in `rows_256`.
             unsafe {
                 let ap: [*const u8; H] =
-                    std::array::from_fn(|i| a.data.as_ptr().add(starts[i] + tap));
+                    std::array::from_fn(|i| a.data().as_ptr().add(starts[i] + tap));
                 for q in 0..quads {
                     let b = _mm512_loadu_si512(bp as *const __m512i);
                     bp = bp.add(NR * QUAD);
@@ -685,6 +627,8 @@ mod vnni {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fast::matmul::RowLayout;
+    use crate::format::int8::{packed_shape, unpack};
 
     /// The vectorised kernel against the portable one on awkward shapes: odd quad counts,
     /// several taps, partial tiles and panels. Integer sums: the results must be equal.
@@ -703,17 +647,16 @@ mod tests {
                 .collect();
             let b = PackedInt8::from_f32(&w, cols, depth, 1);
             let offsets: Vec<usize> = (0..taps).map(|t| t * tap_depth).collect();
-            let rows_a = Rows {
-                data: &a,
+            let layout = RowLayout {
                 lines: 1,
                 line_len: rows,
                 lines_per_image: 1,
                 image_stride: 0,
                 line_stride: 0,
                 row_stride: depth,
-                taps: &offsets,
                 tap_depth,
             };
+            let rows_a = Rows::new(&a, layout, &offsets).expect("rows inside a");
             let bias = vec![0.5f32; cols];
             let scale = vec![1.0f32; cols];
             let epilogue = Epilogue {

@@ -97,63 +97,133 @@ impl PackedB {
 /// starts at
 /// `(l / lines_per_image) * image_stride + (l % lines_per_image) * line_stride + r * row_stride`,
 /// and its depth is `tap_depth` values at each of `taps` (offsets from that start).
+///
+/// Only [`Rows::new`] and [`Rows::matrix`] make one, and both refuse a layout that would read
+/// past the data: the kernels rely on it for their unchecked loads.
 #[derive(Clone, Copy)]
 pub struct Rows<'a, T = f32> {
-    pub data: &'a [T],
+    data: &'a [T],
+    layout: RowLayout,
+    taps: &'a [usize],
+}
+
+/// How rows lie in their data (see [`Rows`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RowLayout {
     pub lines: usize,
     pub line_len: usize,
     pub lines_per_image: usize,
     pub image_stride: usize,
     pub line_stride: usize,
     pub row_stride: usize,
-    pub taps: &'a [usize],
     pub tap_depth: usize,
 }
 
+/// A [`RowLayout`] that reads past its data.
+#[derive(Debug, thiserror::Error)]
+#[error("rows {layout:?} with taps up to {max_tap} reach past their {len} values")]
+pub struct RowsOutOfBounds {
+    layout: RowLayout,
+    max_tap: usize,
+    len: usize,
+}
+
 impl<'a, T> Rows<'a, T> {
+    /// Rows of `data` laid out as `layout`, read at each of `taps`; refused if any value a
+    /// kernel may read lies outside `data`.
+    pub fn new(
+        data: &'a [T],
+        layout: RowLayout,
+        taps: &'a [usize],
+    ) -> Result<Self, RowsOutOfBounds> {
+        let rows = Self { data, layout, taps };
+        match rows.extent() {
+            Some(end) if end <= data.len() => Ok(rows),
+            _ => Err(RowsOutOfBounds {
+                layout,
+                max_tap: taps.iter().copied().max().unwrap_or(0),
+                len: data.len(),
+            }),
+        }
+    }
+
     /// A row-major rows x depth matrix.
-    pub fn matrix(data: &'a [T], rows: usize, depth: usize) -> Self {
-        Self {
-            data,
+    pub fn matrix(data: &'a [T], rows: usize, depth: usize) -> Result<Self, RowsOutOfBounds> {
+        let layout = RowLayout {
             lines: 1,
             line_len: rows,
             lines_per_image: 1,
             image_stride: 0,
             line_stride: 0,
             row_stride: depth,
-            taps: &[0],
             tap_depth: depth,
+        };
+        Self::new(data, layout, &[0])
+    }
+
+    /// One past the last value any row, tap and depth reads (None: no valid layout, or an
+    /// overflow). Every line is considered: the last line is not always the furthest one
+    /// (an image stride shorter than its lines, or a partial last image).
+    fn extent(&self) -> Option<usize> {
+        let l = &self.layout;
+        if self.rows() == 0 || l.tap_depth == 0 {
+            return Some(0);
         }
+        if l.lines_per_image == 0 || self.taps.is_empty() {
+            return None;
+        }
+        let line_start = |line: usize| -> Option<usize> {
+            (line / l.lines_per_image)
+                .checked_mul(l.image_stride)?
+                .checked_add((line % l.lines_per_image).checked_mul(l.line_stride)?)
+        };
+        // The furthest line: the last one, or the last line of the last whole image before it.
+        let mut furthest = line_start(l.lines - 1)?;
+        let whole_images = l.lines / l.lines_per_image;
+        if whole_images > 0 {
+            furthest = furthest.max(line_start(whole_images * l.lines_per_image - 1)?);
+        }
+        let max_tap = self.taps.iter().copied().max()?;
+        furthest
+            .checked_add((l.line_len - 1).checked_mul(l.row_stride)?)?
+            .checked_add(max_tap)?
+            .checked_add(l.tap_depth)
     }
 
     pub fn rows(&self) -> usize {
-        self.lines * self.line_len
+        self.layout.lines * self.layout.line_len
     }
 
     pub fn depth(&self) -> usize {
-        self.taps.len() * self.tap_depth
+        self.taps.len() * self.layout.tap_depth
+    }
+
+    /// The values rows are read from.
+    pub(super) fn data(&self) -> &'a [T] {
+        self.data
+    }
+
+    /// Offsets of each tap from a row's start.
+    pub(super) fn taps(&self) -> &'a [usize] {
+        self.taps
+    }
+
+    /// Values read at each tap.
+    pub(super) fn tap_depth(&self) -> usize {
+        self.layout.tap_depth
     }
 
     pub(super) fn start(&self, line: usize, row: usize) -> usize {
-        (line / self.lines_per_image) * self.image_stride
-            + (line % self.lines_per_image) * self.line_stride
-            + row * self.row_stride
+        let l = &self.layout;
+        (line / l.lines_per_image) * l.image_stride
+            + (line % l.lines_per_image) * l.line_stride
+            + row * l.row_stride
     }
 
     /// Where row `row` (counted over all lines) starts: a tile may span lines, so each row
     /// has its own start.
     pub(super) fn row_start(&self, row: usize) -> usize {
-        self.start(row / self.line_len, row % self.line_len)
-    }
-
-    /// Every value a kernel may read lies inside `data` (offsets grow with line, row, tap).
-    pub(super) fn in_bounds(&self) -> bool {
-        if self.rows() == 0 || self.tap_depth == 0 {
-            return true;
-        }
-        let last = self.start(self.lines - 1, self.line_len - 1);
-        let last_tap = self.taps.iter().copied().max().unwrap_or(0);
-        self.lines_per_image > 0 && last + last_tap + self.tap_depth <= self.data.len()
+        self.start(row / self.layout.line_len, row % self.layout.line_len)
     }
 }
 
@@ -174,6 +244,7 @@ pub(super) struct TileOut<'a> {
 struct SharedOut(*mut f32);
 // SAFETY: tasks write disjoint tiles of C (see `matmul`).
 unsafe impl Send for SharedOut {}
+// SAFETY: as for Send: no two tasks write one value.
 unsafe impl Sync for SharedOut {}
 
 impl SharedOut {
@@ -219,7 +290,6 @@ impl Epilogue<'_> {
 /// `c = epilogue(a * b)`, `c` row-major rows x b.cols(), its rows in `a`'s order.
 pub fn matmul(kernels: Kernels, a: &Rows, b: &PackedB, epilogue: &Epilogue, c: &mut [f32]) {
     assert_eq!(a.depth(), b.depth, "depth of A and B");
-    assert!(a.in_bounds(), "A reaches past its data");
     for_each_tile(
         kernels,
         |row| a.row_start(row),
@@ -242,7 +312,6 @@ pub(super) fn matmul_serial(
     c: &mut [f32],
 ) {
     assert_eq!(a.depth(), b.depth, "depth of A and B");
-    assert!(a.in_bounds(), "A reaches past its data");
     let (rows, cols) = (a.rows(), b.cols);
     epilogue.check(rows, cols, c);
     let out = SharedOut(c.as_mut_ptr());
@@ -389,8 +458,8 @@ fn kernel(
     match kernels {
         #[cfg(target_arch = "x86_64")]
         k if k.avx2() => {
-            // SAFETY: `Kernels` above portable exist only where the CPU has AVX2 and FMA; `matmul`
-            // checked that every row, tap and depth of A lies inside a.data, and the panel
+            // SAFETY: `Kernels` above portable exist only where the CPU has AVX2 and FMA; `Rows`
+            // exist only with every row, tap and depth inside their data (`Rows::new`), the panel
             // holds depth x NR values; `for_each_tile` gives `out` only for whole-width
             // tiles of its own, inside C.
             unsafe { avx2::kernel(a, starts, panel, height, acc, out) }
@@ -475,11 +544,11 @@ fn portable_kernel(
         row.fill(0.0);
     }
     let mut steps = panel.chunks_exact(NR);
-    for &tap in a.taps {
-        for k in 0..a.tap_depth {
+    for &tap in a.taps() {
+        for k in 0..a.tap_depth() {
             let Some(b) = steps.next() else { return };
             for (i, row) in acc.iter_mut().enumerate().take(height) {
-                let x = a.data[starts[i] + tap + k];
+                let x = a.data()[starts[i] + tap + k];
                 // Fused, in the vectorised kernels' order: the same sums bit for bit, so an
                 // int8 model's f32 stem, and with it every quantised activation, is the same
                 // on every CPU (an unfused stem moved a ResNet-18's int8 logits by 0.02).
@@ -660,13 +729,13 @@ pub(super) mod avx2 {
         }
         let mut c = [[_mm256_setzero_ps(); 2]; H];
         let mut bp = panel.as_ptr();
-        for &tap in a.taps {
-            // SAFETY (whole block): the caller guarantees rows, taps and depths of A lie
+        for &tap in a.taps() {
+            // SAFETY: (the whole block) the caller guarantees rows, taps and depths of A lie
             // inside a.data and the panel holds depth x NR values, read in order here.
             unsafe {
                 let ap: [*const f32; H] =
-                    std::array::from_fn(|i| a.data.as_ptr().add(starts[i] + tap));
-                for k in 0..a.tap_depth {
+                    std::array::from_fn(|i| a.data().as_ptr().add(starts[i] + tap));
+                for k in 0..a.tap_depth() {
                     let b0 = _mm256_loadu_ps(bp);
                     let b1 = _mm256_loadu_ps(bp.add(8));
                     bp = bp.add(NR);
@@ -686,6 +755,39 @@ pub(super) mod avx2 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Rows are checked against their data whole: the furthest read is not always the last
+    /// row's (here the second line of each image lies past the next image's first).
+    #[test]
+    fn rows_are_refused_when_any_line_reaches_past_the_data() {
+        let data = vec![0f32; 100];
+        let layout = RowLayout {
+            lines: 3,
+            line_len: 2,
+            lines_per_image: 2,
+            image_stride: 10,
+            line_stride: 90,
+            row_stride: 4,
+            tap_depth: 4,
+        };
+        // Line 1 starts at 90: its second row reads 94..98, then tap 4 reads 98..102.
+        assert!(Rows::new(&data, layout, &[0, 4]).is_err());
+        // Line 2 (the last, at 10) alone would fit: so does the layout with line 1 shorter.
+        let shorter = RowLayout {
+            line_stride: 80,
+            ..layout
+        };
+        let rows = Rows::new(&data, shorter, &[0, 4]).expect("every read inside the data");
+        assert_eq!((rows.rows(), rows.depth()), (6, 8));
+        assert!(Rows::matrix(&data, 10, 10).is_ok());
+        assert!(Rows::matrix(&data, 10, 11).is_err());
+        // Offsets that overflow are refused, not wrapped.
+        let huge = RowLayout {
+            row_stride: usize::MAX / 2,
+            ..layout
+        };
+        assert!(Rows::new(&data, huge, &[0]).is_err());
+    }
 
     /// Blocks are whole tiles, fit the row-start buffer, and split the rows evenly: no block
     /// is much shorter than the others (each block streams all of B).
@@ -747,7 +849,7 @@ mod tests {
             let mut c = vec![f32::NAN; rows * cols];
             matmul(
                 kernels,
-                &Rows::matrix(&a, rows, depth),
+                &Rows::matrix(&a, rows, depth).expect("a holds rows x depth"),
                 &packed,
                 &epilogue,
                 &mut c,

@@ -28,8 +28,13 @@ macro_rules! for_height {
     };
 }
 
+// The kernel modules: the only code of the engine that may be unsafe (SIMD intrinsics behind
+// run-time feature detection, each block with its SAFETY reasoning).
+#[allow(unsafe_code)]
 pub mod int8;
+#[allow(unsafe_code)]
 pub mod matmul;
+#[allow(unsafe_code)]
 pub mod winograd;
 
 use std::sync::Mutex;
@@ -38,10 +43,10 @@ use candle_core::{Device, Tensor};
 use rayon::prelude::*;
 
 use int8::{matmul_int8, quantize, quantize_per_pixel, PackedInt8, QuantizedNhwc};
-use matmul::{matmul, Epilogue, PackedB, Rows};
+use matmul::{matmul, Epilogue, PackedB, RowLayout, Rows};
 use winograd::WinogradWeights;
 
-use crate::export::FoldedWeights;
+use crate::fold::FoldedWeights;
 use crate::resnet::{Arch, ConvSpec};
 
 /// Environment variable that chooses a lower kernel level than the CPU's best (`portable`,
@@ -298,7 +303,7 @@ impl Conv {
         let weights = match weights {
             ConvWeights::F32(w) => packed_f32(w)?,
             ConvWeights::Int8(p) if f32_only => {
-                let values = int8::unpack(&p.bytes, cout, cin, k)
+                let values = crate::format::int8::unpack(&p.bytes, cout, cin, k)
                     .into_iter()
                     .enumerate()
                     .map(|(i, q)| f32::from(q) * p.scales[i / (cin * k * k)])
@@ -346,7 +351,8 @@ impl Conv {
         };
         match &self.weights {
             Weights::F32(weight) if self.k == 1 && self.stride == 1 => {
-                let a = Rows::matrix(&x.data, rows, self.cin);
+                let a = Rows::matrix(&x.data, rows, self.cin)
+                    .expect("a 1x1 convolution's input holds rows x cin values");
                 matmul(kernels, &a, weight, &epilogue, &mut out);
             }
             Weights::F32(weight) => {
@@ -359,6 +365,7 @@ impl Conv {
                     (oh, ow),
                     (input.h, input.w, input.c),
                     &taps,
+                    self.cin,
                 );
                 matmul(kernels, &a, weight, &epilogue, &mut out);
                 if let Some(p) = padded {
@@ -405,10 +412,7 @@ impl Conv {
                     }
                 };
                 let taps = self.taps(q.w, q.c);
-                let a = Rows {
-                    tap_depth: q.c,
-                    ..self.rows(&q.data, x.n, (oh, ow), (q.h, q.w, q.c), &taps)
-                };
+                let a = self.rows(&q.data, x.n, (oh, ow), (q.h, q.w, q.c), &taps, q.c);
                 let scale: Vec<f32> = weight.scales.iter().map(|s| s * q.scale).collect();
                 // Output row (b, oy, ox) of a 1x1 convolution reads pixel (b, oy*s, ox*s).
                 let row_scale: Option<Vec<f32>> = q.pixel_scales.as_ref().map(|pixels| {
@@ -460,8 +464,10 @@ impl Conv {
             .collect()
     }
 
-    /// The rows this convolution reads from (padded) NHWC input of `n` images h x w x c:
-    /// output pixel (oy, ox) of tap (ky, kx) is input pixel (oy*s + ky, ox*s + kx).
+    /// The rows this convolution reads from (padded) NHWC input of `n` images h x w x c,
+    /// `tap_depth` values at each tap: output pixel (oy, ox) of tap (ky, kx) is input pixel
+    /// (oy*s + ky, ox*s + kx).
+    #[allow(clippy::too_many_arguments)]
     fn rows<'a, T>(
         &self,
         data: &'a [T],
@@ -469,18 +475,20 @@ impl Conv {
         (oh, ow): (usize, usize),
         (h, w, c): (usize, usize, usize),
         taps: &'a [usize],
+        tap_depth: usize,
     ) -> Rows<'a, T> {
-        Rows {
-            data,
+        let layout = RowLayout {
             lines: n * oh,
             line_len: ow,
             lines_per_image: oh,
             image_stride: h * w * c,
             line_stride: self.stride * w * c,
             row_stride: self.stride * c,
-            taps,
-            tap_depth: self.cin,
-        }
+            tap_depth,
+        };
+        // Output sizes come from the input's (`out_size`), so every tap of every output pixel
+        // lies inside the (padded) input: a failure here is a bug, never bad input.
+        Rows::new(data, layout, taps).expect("convolution rows inside their input")
     }
 }
 
@@ -556,7 +564,7 @@ struct Block {
 }
 
 /// An exported ResNet on our CPU path. Same inputs and outputs as
-/// [`FoldedResNet`](crate::export::FoldedResNet): NCHW batches in, pooled features or logits out.
+/// [`FoldedResNet`](crate::fold::FoldedResNet): NCHW batches in, pooled features or logits out.
 pub struct FastResNet {
     stem: Conv,
     blocks: Vec<Block>,
@@ -688,7 +696,8 @@ impl FastResNet {
             residual: None,
             relu: false,
         };
-        let a = Rows::matrix(&pooled, n, self.features);
+        let a = Rows::matrix(&pooled, n, self.features)
+            .expect("pooled features hold n x features values");
         matmul(self.kernels, &a, &self.fc_weight, &epilogue, &mut logits);
         Tensor::from_vec(logits, (n, self.num_classes()), &Device::Cpu)
     }

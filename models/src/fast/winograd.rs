@@ -16,7 +16,7 @@
 
 use rayon::prelude::*;
 
-use super::matmul::{matmul_serial, Epilogue, PackedB, Rows};
+use super::matmul::{matmul_serial, Epilogue, PackedB, RowLayout, Rows};
 use super::Kernels;
 
 /// Outputs per tile side.
@@ -168,17 +168,18 @@ pub fn conv3x3(
             .zip(weights.positions.par_iter())
             .enumerate()
             .for_each(|(position, (m, u))| {
-                let a = Rows {
-                    data: &transformed[position * cin..],
+                let layout = RowLayout {
                     lines: 1,
                     line_len: tiles,
                     lines_per_image: 1,
                     image_stride: 0,
                     line_stride: 0,
                     row_stride: POSITIONS * cin,
-                    taps: &[0],
                     tap_depth: cin,
                 };
+                // `transformed` holds POSITIONS x cin values per tile (allocated above).
+                let a = Rows::new(&transformed[position * cin..], layout, &[0])
+                    .expect("transformed tiles hold every position");
                 matmul_serial(kernels, &a, u, &plain, m);
             });
         // 3. Y = Aᵀ M A plus bias, residual and ReLU, a row of tiles at a time.
