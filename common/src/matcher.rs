@@ -24,43 +24,7 @@ use crate::gallery::similarity;
 use crate::minutiae::Prepared;
 use crate::{Candidate, Gallery};
 
-/// Which scores a decision rests on.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
-#[serde(rename_all = "lowercase")]
-pub enum MatcherMode {
-    /// Cosine similarity of the network's templates.
-    Network,
-    /// BOZORTH3 score of minutiae; needs no model.
-    Minutiae,
-    /// Both, fused by a fitted logistic regression.
-    #[default]
-    Fused,
-}
-
-impl MatcherMode {
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Network => "network",
-            Self::Minutiae => "minutiae",
-            Self::Fused => "fused",
-        }
-    }
-
-    pub fn needs_network(self) -> bool {
-        self != Self::Minutiae
-    }
-
-    pub fn needs_minutiae(self) -> bool {
-        self != Self::Network
-    }
-}
-
-impl std::fmt::Display for MatcherMode {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
-    }
-}
+pub use crate::decision::MatcherMode;
 
 /// What a calibration's scans were.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
