@@ -7,7 +7,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{Context, Result};
+use crate::engine::EngineError;
+use crate::error::{At, IoError};
 use fingerprint_common::gallery::{normalize, Impression};
 use fingerprint_common::matcher::{Index, MatcherMode, Probe, Rule, SHIPPED_FUSION};
 use fingerprint_common::minutiae::{self, Minutia, Template};
@@ -101,10 +102,26 @@ fn another_impression(t: &Template, rng: &mut Lcg) -> Template {
 
 /// Times extraction on every scan in the folder, then a probe matched against one identity
 /// (1:1, a claim) and against a generated gallery of `identities` (1:N), by `mode`.
-fn bench_matching(engine: &Engine, m: &MatchBench, runs: usize) -> Result<MatchReport> {
+/// Why a benchmark could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error("loading {}: {error}", path.display())]
+    Model {
+        path: PathBuf,
+        error: Box<EngineError>,
+    },
+    #[error(transparent)]
+    Io(#[from] IoError),
+    #[error("{}: fewer than 2 scans with minutiae", .0.display())]
+    TooFewScans(PathBuf),
+    #[error("inference: {0}")]
+    Inference(#[from] candle_core::Error),
+}
+
+fn bench_matching(engine: &Engine, m: &MatchBench, runs: usize) -> Result<MatchReport, BenchError> {
     let limits = ScanLimits::default();
     let mut files: Vec<PathBuf> = std::fs::read_dir(&m.scans)
-        .with_context(|| format!("reading {}", m.scans.display()))?
+        .at("reading", &m.scans)?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.is_file())
         .collect();
@@ -122,11 +139,9 @@ fn bench_matching(engine: &Engine, m: &MatchBench, runs: usize) -> Result<MatchR
             templates.push(template);
         }
     }
-    anyhow::ensure!(
-        templates.len() >= 2,
-        "{}: fewer than 2 scans with minutiae",
-        m.scans.display()
-    );
+    if templates.len() < 2 {
+        return Err(BenchError::TooFewScans(m.scans.clone()));
+    }
     extraction.sort_by(f64::total_cmp);
     let size = engine.preprocessing().size as usize;
     let dim = engine
@@ -229,10 +244,13 @@ pub fn bench(
     batch: usize,
     runs: usize,
     matching: Option<&MatchBench>,
-) -> Result<BenchReport> {
+) -> Result<BenchReport, BenchError> {
     let started = Instant::now();
-    let engine = Engine::load_with(model, "cpu", None, backend)
-        .with_context(|| format!("loading {}", model.display()))?;
+    let engine =
+        Engine::load_with(model, "cpu", None, backend).map_err(|error| BenchError::Model {
+            path: model.to_path_buf(),
+            error: Box::new(error),
+        })?;
     let load_seconds = started.elapsed().as_secs_f64();
     let size = engine.preprocessing().size as usize;
     let per_input = 3 * size * size;

@@ -35,7 +35,7 @@ pub enum CalibrateError {
     #[error(transparent)]
     Policy(#[from] PolicyError),
     #[error("inference failed: {0}")]
-    Inference(String),
+    Inference(#[from] candle_core::Error),
 }
 
 /// What a calibration measured, besides what it writes.
@@ -127,7 +127,7 @@ pub fn calibrate(
                 .collect();
             let embeddings = engine
                 .embeddings(&inputs)
-                .map_err(|e| CalibrateError::Inference(e.to_string()))?;
+                .map_err(CalibrateError::Inference)?;
             for (p, e) in probes.iter_mut().zip(embeddings) {
                 p.embedding = Some(e);
             }

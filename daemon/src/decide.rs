@@ -3,29 +3,17 @@
 //! matcher ranks the identities; the policy's threshold grants or denies. Never panics on
 //! input: a scan that cannot be judged gets an "error" decision that says why.
 
-use std::time::{Instant, SystemTime};
+use std::time::SystemTime;
 
 use fingerprint_common::matcher::{Index, MatcherMode, MinutiaeAhead, Probe};
 use fingerprint_common::minutiae::{self, Prepared};
-use fingerprint_common::{
-    decode_scan, Candidate, Decision, MatchMode, ScanLimits, ScanSource, Verdict,
-};
+use fingerprint_common::{decode_scan, Candidate, Decision, MatchMode, ScanLimits, Verdict};
 use image::GrayImage;
 use rayon::prelude::*;
 
 use crate::engine::Engine;
+use crate::job::ScanRequest;
 use crate::policy::MatchPolicy;
-
-/// A scan waiting for its decision.
-pub struct ScanRequest {
-    pub scan_id: String,
-    pub source: ScanSource,
-    /// The encoded image, or why there is none to decode (too large, bad message).
-    pub payload: Result<Vec<u8>, String>,
-    /// Identity to verify against (1:1) instead of identifying (1:N).
-    pub claim: Option<String>,
-    pub received: Instant,
-}
 
 /// What scans are compared with.
 pub enum Matcher<'a> {
@@ -146,7 +134,7 @@ pub fn decide_batch(
     let decoded: Vec<Result<GrayImage, String>> = scans
         .iter()
         .map(|s| match &s.payload {
-            Err(reason) => Err(reason.clone()),
+            Err(reason) => Err(reason.to_string()),
             Ok(bytes) => decode_scan(bytes, &settings.limits).map_err(|e| e.to_string()),
         })
         .collect();

@@ -9,7 +9,9 @@ use fingerprint_common::gallery::{
 use fingerprint_common::matcher::{MatcherMode, PairScores};
 use fingerprint_common::{decode_scan, minutiae, DaemonConfig, Gallery, ScanLimits};
 
-use crate::engine::Engine;
+use std::sync::Arc;
+
+use crate::engine::{Engine, EngineSlot};
 use crate::policy::{self, DoorCalibration, PolicyError};
 
 #[derive(Debug, thiserror::Error)]
@@ -37,7 +39,7 @@ pub enum EnrollError {
         path: PathBuf,
     },
     #[error("inference failed: {0}")]
-    Inference(String),
+    Inference(#[from] candle_core::Error),
 }
 
 /// What an enrolment stored.
@@ -106,7 +108,7 @@ pub fn enroll(
                 .collect();
             engine
                 .embeddings(&inputs)
-                .map_err(|e| EnrollError::Inference(e.to_string()))?
+                .map_err(EnrollError::Inference)?
                 .into_iter()
                 .map(Some)
                 .collect()
@@ -257,14 +259,22 @@ pub fn failure_reply(enroll: bool, error: &str) -> Vec<u8> {
     .unwrap_or_default()
 }
 
-/// Handles an MQTT enrolment (`enroll`) or removal request and returns the JSON reply:
-/// `{"request_id", "action", "identity", "ok", "templates", "error"}`.
-pub fn handle_request(
-    admin: &crate::mqtt::Admin,
-    enroll: bool,
-    payload: &[u8],
-    limits: &ScanLimits,
-) -> Vec<u8> {
+/// Enrolment and removal on request (over MQTT): what they need of the running service.
+#[derive(Clone)]
+pub struct Admin {
+    pub engine: EngineSlot,
+    pub config: Arc<DaemonConfig>,
+}
+
+impl Admin {
+    /// Handles an enrolment (`enroll`) or removal request and returns the JSON reply:
+    /// `{"request_id", "action", "identity", "ok", "templates", "error"}`.
+    pub fn handle_request(&self, enroll: bool, payload: &[u8], limits: &ScanLimits) -> Vec<u8> {
+        handle_request(self, enroll, payload, limits)
+    }
+}
+
+fn handle_request(admin: &Admin, enroll: bool, payload: &[u8], limits: &ScanLimits) -> Vec<u8> {
     let request: AdminRequest = match serde_json::from_slice(payload) {
         Ok(r) => r,
         Err(e) => return failure_reply(enroll, &format!("bad request: {e}")),
@@ -287,7 +297,7 @@ pub fn handle_request(
             .collect();
         scans.and_then(|scans| {
             let engine = admin.engine.current();
-            crate::enroll::enroll(
+            self::enroll(
                 engine.as_deref(),
                 &admin.config,
                 &request.identity,

@@ -3,6 +3,8 @@
 
 use fingerprint_common::{decode_raw, decode_scan, Preprocessing, ScanError, ScanLimits};
 
+use crate::job::PayloadError;
+
 /// Network input (3 x size x size, CHW) for an encoded scan.
 pub fn encoded_scan_input(
     bytes: &[u8],
@@ -32,7 +34,7 @@ pub struct MqttScan {
     /// Identity to verify against (1:1), from a JSON message.
     pub claim: Option<String>,
     /// The encoded image, or why the message holds none that may be decoded.
-    pub image: Result<Vec<u8>, String>,
+    pub image: Result<Vec<u8>, PayloadError>,
 }
 
 #[derive(serde::Deserialize)]
@@ -49,11 +51,9 @@ struct ScanMessage {
 /// `{"scan_id": ..., "sensor": ..., "image": "<base64>"}` (a JSON payload starts with `{`,
 /// which no supported image format does). Size limits are checked before anything is parsed.
 pub fn parse_mqtt_scan(payload: &[u8], limits: &ScanLimits) -> MqttScan {
-    let too_large = |size: usize| {
-        format!(
-            "scan of {size} bytes is larger than the limit of {} bytes (limits.max_scan_bytes)",
-            limits.max_bytes
-        )
+    let too_large = |size: usize| PayloadError::TooLarge {
+        size,
+        limit: limits.max_bytes,
     };
     let is_json = payload.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
     if !is_json {
@@ -74,12 +74,11 @@ pub fn parse_mqtt_scan(payload: &[u8], limits: &ScanLimits) -> MqttScan {
             scan_id: None,
             sensor: None,
             claim: None,
-            image: Err(format!(
-                "scan message of {} bytes is larger than the limit of {} bytes for a JSON message (limits.max_scan_bytes {} in base64)",
-                payload.len(),
-                limits.largest_message(),
-                limits.max_bytes
-            )),
+            image: Err(PayloadError::MessageTooLarge {
+                size: payload.len(),
+                limit: limits.largest_message(),
+                max_scan: limits.max_bytes,
+            }),
         };
     }
     match serde_json::from_slice::<ScanMessage>(payload) {
@@ -87,13 +86,13 @@ pub fn parse_mqtt_scan(payload: &[u8], limits: &ScanLimits) -> MqttScan {
             scan_id: None,
             sensor: None,
             claim: None,
-            image: Err(format!("bad scan message: {e}")),
+            image: Err(PayloadError::BadMessage(e.to_string())),
         },
         Ok(m) => {
             use base64::Engine as _;
             let image = base64::engine::general_purpose::STANDARD
                 .decode(m.image.trim())
-                .map_err(|e| format!("bad scan message: image is not base64: {e}"))
+                .map_err(|e| PayloadError::NotBase64(e.to_string()))
                 .and_then(|bytes| {
                     if bytes.len() > limits.max_bytes {
                         Err(too_large(bytes.len()))
@@ -126,7 +125,7 @@ mod tests {
         assert_eq!(scan.image.as_deref(), Ok(b"\x89PNG....".as_slice()));
         assert_eq!(scan.scan_id, None);
         let big = parse_mqtt_scan(&[0u8; 101], &LIMITS);
-        let error = big.image.expect_err("too large");
+        let error = big.image.expect_err("too large").to_string();
         assert!(
             error.contains("101 bytes") && error.contains("limit of 100 bytes"),
             "{error}"
@@ -143,9 +142,17 @@ mod tests {
         assert_eq!(scan.sensor.as_deref(), Some("front"));
         assert_eq!(scan.image.as_deref(), Ok(b"\x89PNG".as_slice()));
         let unknown = parse_mqtt_scan(br#"{"image": "", "pin": 1234}"#, &LIMITS);
-        assert!(unknown.image.expect_err("unknown field").contains("pin"));
+        assert!(unknown
+            .image
+            .expect_err("unknown field")
+            .to_string()
+            .contains("pin"));
         let decoded_too_big = format!(r#"{{"image": "{}"}}"#, "A".repeat(200));
         let scan = parse_mqtt_scan(decoded_too_big.as_bytes(), &LIMITS);
-        assert!(scan.image.expect_err("too large").contains("larger"));
+        assert!(scan
+            .image
+            .expect_err("too large")
+            .to_string()
+            .contains("larger"));
     }
 }

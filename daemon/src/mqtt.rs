@@ -12,12 +12,13 @@
 //! oversized scan gets an "error" decision); a larger one cuts the connection, which is why
 //! the broker must refuse such messages itself.
 
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use crate::error::{At, IoError};
 use fingerprint_common::config::{MqttConfig, TlsConfig};
-use fingerprint_common::{DaemonConfig, ScanLimits, ScanSource, SourceKind};
+use fingerprint_common::{ScanLimits, ScanSource, SourceKind};
 use rumqttc::{
     AsyncClient, ConnectionError, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet, QoS,
     StateError, TlsConfiguration, Transport,
@@ -25,13 +26,13 @@ use rumqttc::{
 use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, oneshot, watch, Notify};
 
-use crate::decide::ScanRequest;
-use crate::engine::EngineSlot;
+use crate::enroll::Admin;
 use crate::input::parse_mqtt_scan;
+use crate::job::{Ack, Job, Origin, ScanRequest};
+use crate::lock::lock;
 use crate::outbox::Outbox;
-use crate::output::Settler;
 use crate::publications::Publications;
-use crate::worker::{Job, Origin};
+use crate::settle::Settler;
 
 /// Decisions published but not yet acknowledged, at most.
 const PUBLISH_WINDOW: usize = 32;
@@ -83,7 +84,25 @@ pub fn broker_limit_advice(config: &MqttConfig) -> String {
 
 /// Client options from the configuration: credentials, TLS, last will, a persistent session,
 /// size limits.
-pub fn options(config: &MqttConfig, door_id: &str) -> Result<MqttOptions> {
+/// Why the MQTT connection cannot be set up: a file it names is unreadable or unusable.
+#[derive(Debug, thiserror::Error)]
+pub enum MqttSetupError {
+    #[error(transparent)]
+    Io(#[from] IoError),
+    #[error("{}: {reason}", path.display())]
+    Unusable { path: PathBuf, reason: String },
+    #[error("TLS protocol versions: {0}")]
+    Tls(rustls::Error),
+}
+
+fn unusable(path: &Path, reason: impl std::fmt::Display) -> MqttSetupError {
+    MqttSetupError::Unusable {
+        path: path.to_path_buf(),
+        reason: reason.to_string(),
+    }
+}
+
+pub fn options(config: &MqttConfig, door_id: &str) -> Result<MqttOptions, MqttSetupError> {
     let client_id = config
         .client_id
         .clone()
@@ -108,7 +127,7 @@ pub fn options(config: &MqttConfig, door_id: &str) -> Result<MqttOptions> {
         (Some(p), _) => Some(p.clone()),
         (None, Some(file)) => Some(
             std::fs::read_to_string(file)
-                .with_context(|| format!("reading MQTT password file {}", file.display()))?
+                .at("reading MQTT password file", file)?
                 .trim_end_matches(['\r', '\n'])
                 .to_string(),
         ),
@@ -127,38 +146,36 @@ pub fn options(config: &MqttConfig, door_id: &str) -> Result<MqttOptions> {
 
 /// A rustls client configuration (ring provider) trusting `ca_file`, with the client
 /// certificate when one is configured.
-pub fn rustls_config(tls: &TlsConfig) -> Result<rustls::ClientConfig> {
+pub fn rustls_config(tls: &TlsConfig) -> Result<rustls::ClientConfig, MqttSetupError> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let certs = |path: &std::path::Path| -> Result<Vec<CertificateDer<'static>>> {
+    let certs = |path: &Path| -> Result<Vec<CertificateDer<'static>>, MqttSetupError> {
         let certs = CertificateDer::pem_file_iter(path)
             .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-            .with_context(|| format!("reading certificates from {}", path.display()))?;
-        anyhow::ensure!(
-            !certs.is_empty(),
-            "{}: no PEM certificate in it",
-            path.display()
-        );
+            .map_err(|e| unusable(path, format!("reading certificates: {e}")))?;
+        if certs.is_empty() {
+            return Err(unusable(path, "no PEM certificate in it"));
+        }
         Ok(certs)
     };
     let mut roots = rustls::RootCertStore::empty();
     for cert in certs(&tls.ca_file)? {
         roots
             .add(cert)
-            .with_context(|| format!("{}: unusable CA certificate", tls.ca_file.display()))?;
+            .map_err(|e| unusable(&tls.ca_file, format!("unusable CA certificate: {e}")))?;
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .context("TLS protocol versions")?
+        .map_err(MqttSetupError::Tls)?
         .with_root_certificates(roots);
     Ok(match (&tls.client_cert_file, &tls.client_key_file) {
         (Some(cert), Some(key)) => {
             let key_der = PrivateKeyDer::from_pem_file(key)
-                .with_context(|| format!("reading private key {}", key.display()))?;
+                .map_err(|e| unusable(key, format!("reading private key: {e}")))?;
             builder
                 .with_client_auth_cert(certs(cert)?, key_der)
-                .with_context(|| format!("client certificate {}", cert.display()))?
+                .map_err(|e| unusable(cert, format!("client certificate: {e}")))?
         }
         _ => builder.with_no_client_auth(),
     })
@@ -172,13 +189,6 @@ pub struct Shared {
     pub settler: Option<Settler>,
     /// Enrolment over MQTT, when enabled.
     pub admin: Option<Admin>,
-}
-
-/// What enrolment over MQTT needs.
-#[derive(Clone)]
-pub struct Admin {
-    pub engine: EngineSlot,
-    pub config: Arc<DaemonConfig>,
 }
 
 pub struct Connection {
@@ -273,6 +283,20 @@ async fn poll(mut eventloop: EventLoop, events: mpsc::Sender<LinkEvent>, max_bac
             }
         }
     }
+}
+
+/// The broker acknowledged `pkid`: if it carried a decision, that decision leaves the outbox,
+/// and what is to become of its scan is returned (settled only now, once the decision is
+/// surely out). Any other packet id (an enrolment reply, one from a lost connection) settles
+/// nothing.
+fn acknowledged(
+    publications: &mut Publications,
+    outbox: &mut Outbox,
+    pkid: u16,
+) -> Option<crate::job::Settle> {
+    let seq = publications.acknowledged(pkid)?;
+    tracing::debug!(seq, pkid, "decision acknowledged by the broker");
+    outbox.complete(seq).map(|entry| entry.settle)
 }
 
 /// A scan id for a message that names none: derived from its bytes, so that a scan the broker
@@ -436,15 +460,15 @@ impl Link {
             }
             Event::Outgoing(Outgoing::Publish(pkid)) if pkid != 0 => self.publications.sent(pkid),
             Event::Incoming(Packet::PubAck(ack)) => {
-                if let Some(seq) = self.publications.acknowledged(ack.pkid) {
-                    tracing::debug!(seq, pkid = ack.pkid, "decision acknowledged by the broker");
-                    let entry = lock(&self.shared.outbox).complete(seq);
-                    if let (Some(entry), Some(settler)) = (entry, &self.shared.settler) {
-                        settler.settle(&entry.settle);
-                    }
+                let settle = {
+                    let mut outbox = lock(&self.shared.outbox);
+                    acknowledged(&mut self.publications, &mut outbox, ack.pkid)
+                };
+                if let (Some(settle), Some(settler)) = (settle, &self.shared.settler) {
+                    settler.settle(&settle);
                 }
             }
-            Event::Incoming(Packet::Publish(publish)) => self.scan(publish).await,
+            Event::Incoming(Packet::Publish(publish)) => self.incoming(publish).await,
             _ => {}
         }
     }
@@ -485,7 +509,7 @@ impl Link {
         let replies = self.results_tx.clone();
         tokio::spawn(async move {
             let reply = tokio::task::spawn_blocking(move || {
-                crate::enroll::handle_request(&admin, enroll, &publish.payload, &limits)
+                admin.handle_request(enroll, &publish.payload, &limits)
             })
             .await
             .unwrap_or_else(|e| crate::enroll::failure_reply(enroll, &format!("{e}")));
@@ -493,12 +517,19 @@ impl Link {
         });
     }
 
-    async fn scan(&mut self, publish: rumqttc::Publish) {
+    /// A message from the broker: an administration request, or a scan.
+    async fn incoming(&mut self, publish: rumqttc::Publish) {
         if self.shared.admin.is_some()
             && (publish.topic == self.topics.enroll || publish.topic == self.topics.remove)
         {
-            return self.admin(publish);
+            self.admin(publish)
+        } else {
+            self.scan(publish).await
         }
+    }
+
+    /// A scan message: queued for inference, acknowledged once its decision is stored.
+    async fn scan(&mut self, publish: rumqttc::Publish) {
         let Some(jobs) = &self.jobs else {
             // Shutting down: not acknowledged, so not taken.
             return;
@@ -524,7 +555,7 @@ impl Link {
                 claim: message.claim,
                 received,
             },
-            origin: Origin::Mqtt(publish),
+            origin: Origin::Message(Ack::new(publish)),
         };
         // Waits while the queue is full: back-pressure reaches the broker through the
         // unacknowledged messages.
@@ -554,8 +585,105 @@ impl Link {
     }
 }
 
-/// A mutex's contents even after a panic elsewhere: every value kept under these locks is
-/// whole at all times (single insertions and removals).
-pub fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+/// Acknowledges a scan message to the broker once its decision is stored. Never waits: an
+/// acknowledgement the client cannot take now is lost with it, and the broker delivers the
+/// scan again (same scan id).
+pub fn acknowledge(client: &AsyncClient, ack: &Ack) {
+    if let Some(publish) = ack.get::<rumqttc::Publish>() {
+        let _ = client.try_ack(publish);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::job::Settle;
+    use crate::outbox::Entry;
+    use fingerprint_common::{Decision, MatchMode, Verdict};
+
+    fn entry(id: &str) -> Entry {
+        Entry {
+            decision: Decision {
+                scan_id: id.into(),
+                source: ScanSource {
+                    kind: SourceKind::Directory,
+                    name: id.into(),
+                    sensor: None,
+                },
+                timestamp: String::new(),
+                decision: Verdict::Deny,
+                mode: MatchMode::Identification,
+                claimed_identity: None,
+                identity: None,
+                score: None,
+                threshold: 0.5,
+                matcher: None,
+                network_score: None,
+                minutiae_score: None,
+                fused_score: None,
+                candidates: Vec::new(),
+                model: None,
+                latency_ms: 1.0,
+                error: None,
+            },
+            settle: Settle::Processed(format!("/sensor/{id}").into()),
+        }
+    }
+
+    /// A scan file is settled only by the PUBACK of the publish that carried its own
+    /// decision, once; a reply's packet id and one from a lost connection settle nothing, and
+    /// after the reconnect the decision is published again and settled by its new packet id.
+    #[test]
+    fn a_scan_is_settled_by_its_own_puback_only() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let mut outbox = Outbox::open(dir.path(), 16)?;
+        let mut publications = Publications::new(4);
+        for id in ["a", "b"] {
+            outbox.push(entry(id))?;
+        }
+        let seqs: Vec<u64> = outbox.iter().map(|(seq, _)| *seq).collect();
+        publications.decision_submitted(seqs[0]);
+        publications.other_submitted(); // an enrolment reply between the two
+        publications.decision_submitted(seqs[1]);
+        for pkid in [1, 2, 3] {
+            publications.sent(pkid);
+        }
+        // The reply's PUBACK: nothing settled, nothing leaves the outbox.
+        assert_eq!(acknowledged(&mut publications, &mut outbox, 2), None);
+        assert_eq!(outbox.len(), 2);
+        // b's PUBACK first (brokers may acknowledge out of order): b only.
+        assert_eq!(
+            acknowledged(&mut publications, &mut outbox, 3),
+            Some(Settle::Processed("/sensor/b".into()))
+        );
+        assert_eq!(
+            acknowledged(&mut publications, &mut outbox, 3),
+            None,
+            "once"
+        );
+        // The connection is lost before a's PUBACK: its old packet id settles nothing.
+        publications.reset();
+        assert_eq!(acknowledged(&mut publications, &mut outbox, 1), None);
+        assert_eq!(outbox.len(), 1, "a waits in the outbox");
+        // Published again on the next connection, under a new packet id.
+        publications.decision_submitted(seqs[0]);
+        publications.sent(7);
+        assert_eq!(
+            acknowledged(&mut publications, &mut outbox, 7),
+            Some(Settle::Processed("/sensor/a".into()))
+        );
+        assert!(outbox.is_empty());
+        Ok(())
+    }
+
+    #[test]
+    fn a_message_without_an_id_keeps_its_id_when_delivered_again() {
+        let id = content_scan_id(b"\x89PNG scan bytes");
+        assert_eq!(id, content_scan_id(b"\x89PNG scan bytes"));
+        assert_ne!(id, content_scan_id(b"\x89PNG other bytes"));
+        assert!(
+            id.starts_with("mqtt-") && id.len() == "mqtt-".len() + 16,
+            "{id}"
+        );
+    }
 }

@@ -10,7 +10,7 @@ use fingerprint_common::durable::write_atomically;
 use fingerprint_common::Decision;
 use serde::{Deserialize, Serialize};
 
-use crate::output::Settle;
+use crate::job::Settle;
 
 /// A decision and what to do with its scan once the decision is published.
 #[derive(Clone, Debug, Serialize, Deserialize)]

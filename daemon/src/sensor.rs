@@ -4,15 +4,14 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{Context, Result};
 use fingerprint_common::{read_limited, ScanError, ScanLimits, ScanSource, SourceKind};
 use notify::event::{AccessKind, AccessMode, ModifyKind, RenameMode};
 use notify::{EventKind, RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 
-use crate::decide::ScanRequest;
-use crate::output::Settler;
-use crate::worker::Job;
+use crate::error::{At, IoError};
+use crate::job::{Job, Origin, PayloadError, ScanRequest};
+use crate::settle::Settler;
 
 /// Dot-files and `*.tmp` / `*.part` are still being written (or are not scans).
 pub fn is_candidate_name(path: &Path) -> bool {
@@ -28,25 +27,37 @@ pub struct SensorWatch {
     pub task: tokio::task::JoinHandle<()>,
 }
 
+/// Why the sensor directory cannot be watched.
+#[derive(Debug, thiserror::Error)]
+pub enum SensorError {
+    #[error(transparent)]
+    Io(#[from] IoError),
+    #[error("watching {}: {error}", path.display())]
+    Watch { path: PathBuf, error: notify::Error },
+}
+
 /// Starts watching `dir` and queues every complete scan in it, oldest first.
 pub fn watch(
     dir: &Path,
     limits: ScanLimits,
     settler: Settler,
     jobs: mpsc::Sender<Job>,
-) -> Result<SensorWatch> {
+) -> Result<SensorWatch, SensorError> {
     // Absolute, as the watcher reports paths: one file, one name, one claim.
-    let dir = &std::fs::canonicalize(dir)
-        .with_context(|| format!("sensor directory {}", dir.display()))?;
+    let dir = &std::fs::canonicalize(dir).at("sensor directory", dir)?;
+    let watch_error = |error| SensorError::Watch {
+        path: dir.to_path_buf(),
+        error,
+    };
     let (tx, mut rx) = mpsc::unbounded_channel::<notify::Result<notify::Event>>();
     let mut watcher = notify::recommended_watcher(move |event| {
         let _ = tx.send(event);
     })
-    .context("starting the file watcher")?;
+    .map_err(watch_error)?;
     // Watch before listing, so that no file falls between the two.
     watcher
         .watch(dir, RecursiveMode::NonRecursive)
-        .with_context(|| format!("watching {}", dir.display()))?;
+        .map_err(watch_error)?;
     let existing = list_scans(dir)?;
     let dir = dir.to_path_buf();
     let task = tokio::spawn(async move {
@@ -95,10 +106,10 @@ fn completed_paths(event: notify::Event) -> Vec<PathBuf> {
 }
 
 /// Regular files with candidate names, oldest first.
-fn list_scans(dir: &Path) -> Result<Vec<PathBuf>> {
+fn list_scans(dir: &Path) -> Result<Vec<PathBuf>, IoError> {
     let mut files = Vec::new();
-    for item in std::fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))? {
-        let item = item.with_context(|| format!("listing {}", dir.display()))?;
+    for item in std::fs::read_dir(dir).at("listing", dir)? {
+        let item = item.at("listing", dir)?;
         let Ok(meta) = item.metadata() else { continue };
         if meta.is_file() && is_candidate_name(&item.path()) {
             files.push((meta.modified().ok(), item.path()));
@@ -127,8 +138,8 @@ async fn queue(
             settler.release(path);
             return true;
         }
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(e) => Err(format!("reading failed: {e}")),
+        Ok(Err(e)) => Err(PayloadError::Unreadable(e.to_string())),
+        Err(e) => Err(PayloadError::Unreadable(format!("reading failed: {e}"))),
     };
     let scan_id = path
         .file_name()
@@ -147,7 +158,7 @@ async fn queue(
             claim: None,
             received,
         },
-        origin: crate::worker::Origin::File(path.to_path_buf()),
+        origin: Origin::File(path.to_path_buf()),
     };
     jobs.send(job).await.is_ok()
 }

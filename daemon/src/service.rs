@@ -1,23 +1,32 @@
 //! The running service: model, inputs, inference worker, outputs, and the order in which
 //! they start and stop.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anyhow::{Context, Result};
 use fingerprint_common::{DaemonConfig, Decision, ScanLimits, Verdict};
 use tokio::sync::{mpsc, watch, Notify};
 
 use crate::decide::Settings;
+use crate::decision_log::DecisionLog;
+use crate::engine::EngineError;
 use crate::engine::{Engine, EngineSlot};
+use crate::enroll::Admin;
+use crate::error::IoError;
 use crate::gallery::GallerySlot;
-use crate::mqtt::{self, lock, Topics};
+use crate::gallery::LiveGalleryError;
+use crate::job::{Origin, Outcome, Settle};
+use crate::lock::lock;
+use crate::mqtt::{self, Topics};
+use crate::outbox::OutboxError;
 use crate::outbox::{Entry, Outbox};
-use crate::output::{DecisionLog, Settle, Settler};
 use crate::policy::DoorCalibration;
+use crate::policy::PolicyError;
+use crate::sensor::SensorError;
 use crate::sensor::{self, SensorWatch};
-use crate::worker::{self, Origin, Outcome, Stats, WorkerConfig};
+use crate::settle::Settler;
+use crate::worker::{self, Stats, WorkerConfig};
 
 /// How long a stopping service keeps trying to publish what is left in the outbox.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -26,6 +35,34 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// to [`STORE_RETRY_MAX`]; later decisions wait behind it, and the inputs behind them.
 const STORE_RETRY_FIRST: Duration = Duration::from_secs(1);
 const STORE_RETRY_MAX: Duration = Duration::from_secs(8);
+
+/// Why the service could not start, reload or stop cleanly.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error("loading model {}: {error}", path.display())]
+    Model {
+        path: PathBuf,
+        error: Box<EngineError>,
+    },
+    #[error(transparent)]
+    Gallery(#[from] LiveGalleryError),
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+    #[error(transparent)]
+    Io(#[from] IoError),
+    #[error(transparent)]
+    Outbox(#[from] OutboxError),
+    #[error(transparent)]
+    Mqtt(#[from] mqtt::MqttSetupError),
+    #[error(transparent)]
+    Sensor(#[from] SensorError),
+    #[error("starting the inference thread: {0}")]
+    Thread(std::io::Error),
+    #[error("{0} panicked")]
+    Panicked(&'static str),
+    #[error("the MQTT connection did not close within {0:?}")]
+    MqttStuck(Duration),
+}
 
 pub struct Service {
     config: Arc<DaemonConfig>,
@@ -41,24 +78,18 @@ pub struct Service {
 
 /// Loads the model named by the configuration (on a blocking thread); None when the
 /// configuration names none (minutiae alone).
-pub async fn load_engine(config: &DaemonConfig) -> Result<Option<Engine>> {
+pub async fn load_engine(config: &DaemonConfig) -> Result<Option<Engine>, ServiceError> {
     let m = config.model.clone();
     let Some(path) = m.path.clone() else {
         return Ok(None);
     };
-    let engine = tokio::task::spawn_blocking(move || Engine::load(&path, &m.device, m.threshold))
+    let load = path.clone();
+    let engine = tokio::task::spawn_blocking(move || Engine::load(&load, &m.device, m.threshold))
         .await
-        .context("model loading panicked")?
-        .with_context(|| {
-            format!(
-                "loading model {}",
-                config
-                    .model
-                    .path
-                    .as_deref()
-                    .unwrap_or(Path::new(""))
-                    .display()
-            )
+        .map_err(|_| ServiceError::Panicked("model loading"))?
+        .map_err(|error| ServiceError::Model {
+            path,
+            error: Box::new(error),
         })?;
     Ok(Some(engine))
 }
@@ -76,7 +107,7 @@ enum Sink {
 impl Service {
     /// Loads the model, opens the outputs and then the inputs. When this returns the service
     /// is ready (time to tell systemd).
-    pub async fn start(config: DaemonConfig) -> Result<Self> {
+    pub async fn start(config: DaemonConfig) -> Result<Self, ServiceError> {
         let engine = load_engine(&config).await?;
         match &engine {
             Some(engine) => tracing::info!(
@@ -165,7 +196,7 @@ impl Service {
                     outbox: outbox.clone(),
                     outbox_changed: changed.clone(),
                     settler: settler.clone(),
-                    admin: mqtt_config.enrollment.then(|| mqtt::Admin {
+                    admin: mqtt_config.enrollment.then(|| Admin {
                         engine: engine.clone(),
                         config: config.clone(),
                     }),
@@ -204,7 +235,7 @@ impl Service {
             },
             stats.clone(),
         )
-        .context("starting the inference thread")?;
+        .map_err(ServiceError::Thread)?;
         let router = tokio::spawn(route(
             sink,
             settler.clone(),
@@ -235,7 +266,7 @@ impl Service {
 
     /// Loads the configured model file again and swaps it in; on error the current model
     /// stays and the error is returned.
-    pub async fn reload(&self) -> Result<()> {
+    pub async fn reload(&self) -> Result<(), ServiceError> {
         if let Some(engine) = load_engine(&self.config).await? {
             tracing::info!(digest = %engine.model.digest, "model reloaded");
             self.engine.replace(engine);
@@ -260,7 +291,7 @@ impl Service {
 
     /// Stops taking scans, decides those already queued, publishes their decisions (waiting
     /// a few seconds for the broker), announces "offline" and returns.
-    pub async fn shutdown(self) -> Result<()> {
+    pub async fn shutdown(self) -> Result<(), ServiceError> {
         self.gallery_watch.abort();
         if let Some(sensor) = self.sensor {
             sensor.task.abort();
@@ -270,14 +301,16 @@ impl Service {
         let worker = self.worker;
         tokio::task::spawn_blocking(move || worker.join())
             .await
-            .context("joining the inference thread")?
-            .map_err(|_| anyhow::anyhow!("the inference thread panicked"))?;
-        self.router.await.context("decision router")?;
+            .map_err(|_| ServiceError::Panicked("joining the inference thread"))?
+            .map_err(|_| ServiceError::Panicked("the inference thread"))?;
+        self.router
+            .await
+            .map_err(|_| ServiceError::Panicked("the decision router"))?;
         if let Some(mqtt) = self.mqtt {
             tokio::time::timeout(SHUTDOWN_GRACE * 2, mqtt)
                 .await
-                .context("MQTT connection did not close")?
-                .context("MQTT connection task")?;
+                .map_err(|_| ServiceError::MqttStuck(SHUTDOWN_GRACE * 2))?
+                .map_err(|_| ServiceError::Panicked("the MQTT connection task"))?;
         }
         Ok(())
     }
@@ -303,7 +336,11 @@ async fn watch_gallery(gallery: GallerySlot) {
 }
 
 /// Decisions left in the outbox by a run with MQTT, when MQTT is now off: they go to the log.
-fn flush_old_outbox(dir: &Path, log: &mut DecisionLog, settler: Option<&Settler>) -> Result<()> {
+fn flush_old_outbox(
+    dir: &Path,
+    log: &mut DecisionLog,
+    settler: Option<&Settler>,
+) -> Result<(), ServiceError> {
     if !dir.is_dir() {
         return Ok(());
     }
@@ -347,7 +384,7 @@ impl Sink {
         settle: &Settle,
         origin: &Origin,
         settler: Option<&Settler>,
-    ) -> Result<()> {
+    ) -> Result<(), ServiceError> {
         match self {
             Sink::Log(log) => {
                 log.write(decision)?;
@@ -373,10 +410,8 @@ impl Sink {
                         settler.settle(&old.settle);
                     }
                 }
-                // Never waits: an acknowledgement the client cannot take now is lost with
-                // it, and the broker delivers the scan again (same scan id).
-                if let Origin::Mqtt(publish) = origin {
-                    let _ = client.try_ack(publish);
+                if let Origin::Message(ack) = origin {
+                    mqtt::acknowledge(client, ack);
                 }
                 changed.notify_one();
             }
@@ -405,7 +440,7 @@ async fn route(
                 (Verdict::Error, Some(reason)) => Settle::Rejected(path.clone(), reason.clone()),
                 _ => Settle::Processed(path.clone()),
             },
-            Origin::Mqtt(_) => Settle::Nothing,
+            Origin::Message(_) => Settle::Nothing,
         };
         let mut wait = STORE_RETRY_FIRST;
         loop {
@@ -415,13 +450,13 @@ async fn route(
             stopping = stopping || *shutdown.borrow();
             if stopping {
                 tracing::error!(
-                    "decision for {} not stored ({e:#}); its scan is decided again at the next start",
+                    "decision for {} not stored ({e}); its scan is decided again at the next start",
                     decision.scan_id
                 );
                 break;
             }
             tracing::error!(
-                "decision for {} not stored ({e:#}); trying again in {} s",
+                "decision for {} not stored ({e}); trying again in {} s",
                 decision.scan_id,
                 wait.as_secs()
             );

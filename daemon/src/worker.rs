@@ -1,34 +1,17 @@
 //! Inference off the async runtime: one thread takes scans from the bounded queue, batching
 //! those that wait, and hands decisions on.
 
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use fingerprint_common::{DaemonConfig, Decision};
+use fingerprint_common::DaemonConfig;
 use tokio::sync::mpsc;
 
-use crate::decide::{decide_batch, Matcher, ScanRequest, Settings};
+use crate::decide::{decide_batch, Matcher, Settings};
 use crate::engine::EngineSlot;
 use crate::gallery::GallerySlot;
+use crate::job::{Job, Origin, Outcome, ScanRequest};
 use crate::policy;
-
-/// Where a scan came from, to settle it once its decision is out.
-pub enum Origin {
-    File(PathBuf),
-    /// Acknowledged to the broker once the decision is stored.
-    Mqtt(rumqttc::Publish),
-}
-
-pub struct Job {
-    pub scan: ScanRequest,
-    pub origin: Origin,
-}
-
-pub struct Outcome {
-    pub decision: Decision,
-    pub origin: Origin,
-}
 
 /// Counts kept by the worker, for logs, tests and benchmarks.
 #[derive(Clone, Default)]

@@ -2,8 +2,8 @@
 
 use anyhow::Result;
 use fingerprint_common::{Decision, MatchMode, ModelRef, ScanSource, SourceKind, Verdict};
+use fingerprintd::job::Settle;
 use fingerprintd::outbox::{Entry, Outbox};
-use fingerprintd::output::Settle;
 
 fn entry(id: &str) -> Entry {
     Entry {

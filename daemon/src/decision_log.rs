@@ -1,32 +1,15 @@
-//! Where decisions go without a broker (JSON lines on stdout or in a file), and what happens
-//! to a scan file once its decision is out: moved to `processed/`, deleted, or moved to
-//! `rejected/` with a `.reason` file.
+//! Where decisions go without a broker: JSON lines on stdout or in a file.
 //!
 //! The decision log holds whole lines only: a write that fails part-way (a full disk) is cut
 //! back off before anything else is written, and a file left with a partial last line (a
 //! power cut) is repaired when it is opened. Every line parses, whatever happened.
 
-use std::collections::HashSet;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::path::PathBuf;
 
-use anyhow::{Context, Result};
-use fingerprint_common::config::{AfterDecision, SensorConfig};
+use crate::error::{At, IoError};
 use fingerprint_common::Decision;
-use serde::{Deserialize, Serialize};
-
-/// What to do with a scan after its decision has been published.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub enum Settle {
-    /// Nothing (MQTT scans: their message was acknowledged when the decision was stored).
-    Nothing,
-    /// A sensor file that was judged.
-    Processed(PathBuf),
-    /// A sensor file that could not be judged, and why.
-    Rejected(PathBuf, String),
-}
 
 /// The file under a decision log: appends, cutting back, syncing. A trait so that tests can
 /// make writes fail part-way, as a full disk does.
@@ -62,7 +45,7 @@ pub enum DecisionLog {
 
 impl DecisionLog {
     /// Opens `stdout` or a file (appending), cutting off a partial last line left by a crash.
-    pub fn open(target: &str) -> Result<Self> {
+    pub fn open(target: &str) -> Result<Self, IoError> {
         if target == "stdout" {
             return Ok(Self::Stdout);
         }
@@ -72,16 +55,11 @@ impl DecisionLog {
             .read(true)
             .append(true)
             .open(&path)
-            .with_context(|| format!("opening decision log {}", path.display()))?;
-        let size = file
-            .metadata()
-            .with_context(|| format!("decision log {}", path.display()))?
-            .len();
-        let len = whole_lines_len(&mut file, size)
-            .with_context(|| format!("reading decision log {}", path.display()))?;
+            .at("opening decision log", &path)?;
+        let size = file.metadata().at("decision log", &path)?.len();
+        let len = whole_lines_len(&mut file, size).at("reading decision log", &path)?;
         if len < size {
-            file.set_len(len)
-                .with_context(|| format!("repairing decision log {}", path.display()))?;
+            file.set_len(len).at("repairing decision log", &path)?;
             tracing::warn!(
                 path = %path.display(),
                 "the decision log ended in a partial line ({} bytes, from an interrupted write): removed",
@@ -103,14 +81,18 @@ impl DecisionLog {
 
     /// Writes one decision as one line; returns once it is on disk (or handed to stdout). On
     /// error the file is as it was before.
-    pub fn write(&mut self, decision: &Decision) -> Result<()> {
-        let mut line = serde_json::to_vec(decision)?;
+    pub fn write(&mut self, decision: &Decision) -> Result<(), IoError> {
+        let stdout = std::path::Path::new("stdout");
+        let mut line = serde_json::to_vec(decision)
+            .map_err(io::Error::other)
+            .at("serialising a decision for", stdout)?;
         line.push(b'\n');
         match self {
             Self::Stdout => {
                 let mut out = std::io::stdout().lock();
-                out.write_all(&line)?;
-                out.flush()?;
+                out.write_all(&line)
+                    .and_then(|()| out.flush())
+                    .at("writing decisions to", stdout)?;
             }
             Self::File {
                 path,
@@ -119,17 +101,15 @@ impl DecisionLog {
                 torn,
             } => {
                 if *torn {
-                    file.truncate_to(*len).with_context(|| {
-                        format!("cutting a partial line off decision log {}", path.display())
-                    })?;
+                    file.truncate_to(*len)
+                        .at("cutting a partial line off decision log", path)?;
                     *torn = false;
                 }
                 if let Err(e) = file.write_all(&line).and_then(|()| file.sync()) {
                     // Part of the line may be in the file: cut it off now, or before the next
                     // write, so that no line is ever appended to half of another.
                     *torn = file.truncate_to(*len).is_err();
-                    return Err(e)
-                        .with_context(|| format!("writing decision log {}", path.display()));
+                    return Err(IoError::new("writing decision log", path, e));
                 }
                 *len += line.len() as u64;
             }
@@ -156,95 +136,13 @@ fn whole_lines_len(file: &mut File, size: u64) -> io::Result<u64> {
     Ok(0)
 }
 
-/// Moves or deletes scan files once their decisions are out, and remembers which files are
-/// in progress so that a file is never queued twice.
-#[derive(Clone)]
-pub struct Settler {
-    after: AfterDecision,
-    processed: PathBuf,
-    rejected: PathBuf,
-    in_progress: Arc<Mutex<HashSet<PathBuf>>>,
-}
-
-impl Settler {
-    /// Creates the processed and rejected directories.
-    pub fn new(sensor: &SensorConfig) -> Result<Self> {
-        let (processed, rejected) = (sensor.processed_dir(), sensor.rejected_dir());
-        for dir in [&processed, &rejected] {
-            fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        }
-        Ok(Self {
-            after: sensor.after_decision,
-            processed,
-            rejected,
-            in_progress: Arc::default(),
-        })
-    }
-
-    /// Marks a file as taken; false if it already was.
-    pub fn claim(&self, path: &Path) -> bool {
-        self.lock().insert(path.to_path_buf())
-    }
-
-    /// Forgets a claim without settling (the file vanished before it was read).
-    pub fn release(&self, path: &Path) {
-        self.lock().remove(path);
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashSet<PathBuf>> {
-        crate::mqtt::lock(&self.in_progress)
-    }
-
-    /// Moves or deletes a scan whose decision has been published. Errors are logged: the
-    /// decision is out, and the file stays where it is (it will be judged again after a
-    /// restart, never lost).
-    pub fn settle(&self, settle: &Settle) {
-        let result = match settle {
-            Settle::Nothing => return,
-            Settle::Processed(path) => match self.after {
-                AfterDecision::Delete => {
-                    fs::remove_file(path).with_context(|| format!("deleting {}", path.display()))
-                }
-                AfterDecision::Move => move_into(path, &self.processed).map(drop),
-            },
-            Settle::Rejected(path, reason) => move_into(path, &self.rejected).and_then(|to| {
-                let mut name = to.clone().into_os_string();
-                name.push(".reason");
-                fs::write(&name, format!("{reason}\n"))
-                    .with_context(|| format!("writing {}", PathBuf::from(&name).display()))
-            }),
-        };
-        if let Err(e) = result {
-            tracing::error!("{e:#}");
-        }
-        if let Settle::Processed(path) | Settle::Rejected(path, _) = settle {
-            self.release(path);
-        }
-    }
-}
-
-/// Moves `path` into `dir`, adding `.1`, `.2`, ... when the name is taken there.
-fn move_into(path: &Path, dir: &Path) -> Result<PathBuf> {
-    let name = path
-        .file_name()
-        .with_context(|| format!("{} has no file name", path.display()))?;
-    let mut target = dir.join(name);
-    let mut n = 0;
-    while target.exists() {
-        n += 1;
-        let mut numbered = name.to_os_string();
-        numbered.push(format!(".{n}"));
-        target = dir.join(numbered);
-    }
-    fs::rename(path, &target)
-        .with_context(|| format!("moving {} to {}", path.display(), target.display()))?;
-    Ok(target)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use anyhow::Result;
     use fingerprint_common::{MatchMode, ModelRef, ScanSource, SourceKind, Verdict};
+    use std::fs;
+    use std::sync::{Arc, Mutex};
 
     fn decision(scan_id: &str) -> Decision {
         Decision {
@@ -289,7 +187,7 @@ mod tests {
 
     impl Disk {
         fn state(&self) -> std::sync::MutexGuard<'_, DiskState> {
-            crate::mqtt::lock(&self.0)
+            crate::lock::lock(&self.0)
         }
 
         fn lines(&self) -> Vec<Decision> {
