@@ -16,7 +16,8 @@ use fingerprint_models::Arch;
 use serde::{Deserialize, Serialize};
 
 use crate::loader::{for_each_plain_batch, ImageCache};
-use crate::train::{build_model, load_run_model, write_json, RunDir};
+use crate::model::{build_model, load_run_model};
+use crate::run::{write_json, RunDir};
 
 /// One format's figures.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -80,10 +81,10 @@ pub fn calibrate(
         return Ok(None);
     }
     let limits = ScanLimits::default();
-    let classifier = crate::train::Classifier::Exported(network);
+    let classifier = crate::model::Classifier::Exported(network);
     let embed = |samples: &[crate::dataset::Sample]| -> Result<Vec<Vec<f32>>> {
         let cache = ImageCache::load(samples, pre, &limits, || {})?;
-        crate::train::predict_embeddings(&classifier, &cache, pre, device, 16)
+        crate::evaluate::predict_embeddings(&classifier, &cache, pre, device, 16)
     };
     let named = |samples: &[crate::dataset::Sample], names: &[String], e: Vec<Vec<f32>>| {
         samples

@@ -3,11 +3,14 @@
 
 pub mod augment;
 pub mod dataset;
+pub mod evaluate;
 pub mod export;
 pub mod loader;
+pub mod model;
 pub mod openset;
 pub mod optim;
 pub mod plot;
+pub mod run;
 pub mod saliency;
 pub mod sheet;
 pub mod synth;

@@ -12,8 +12,9 @@ use fingerprint_models::Arch;
 use support::{stdout_of, trainer_command};
 use trainer::dataset::{Dataset, Layout, Split, SplitConfig};
 use trainer::export::export_run;
+use trainer::run::{RunDir, TrainConfig};
 use trainer::synth::{write_dataset, SynthConfig};
-use trainer::train::{start_run, RunDir, Session, TrainConfig};
+use trainer::train::{start_run, Session};
 
 /// 4 synthetic fingers x 6 scans of 48 px.
 fn four_fingers(dir: &std::path::Path) -> Result<()> {

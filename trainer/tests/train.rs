@@ -11,10 +11,9 @@ use fingerprint_common::Preprocessing;
 use fingerprint_models::{Arch, ResNet};
 use trainer::dataset::{Dataset, Layout, Split, SplitConfig};
 use trainer::optim::{Adam, AdamConfig};
+use trainer::run::{EpochMetrics, RunDir, TrainConfig};
 use trainer::synth::{write_dataset, SynthConfig};
-use trainer::train::{
-    method_loss, start_run, train, EpochMetrics, Outcome, RunDir, Session, TrainConfig,
-};
+use trainer::train::{method_loss, start_run, train, Outcome, Session};
 
 #[test]
 fn the_l2_term_touches_only_the_last_layer() -> Result<()> {
@@ -329,7 +328,7 @@ fn feature_extraction_mode_trains_only_the_head() -> Result<()> {
     let run = RunDir(dir.path().join("run"));
     let best = candle_core::safetensors::load(run.file("best.safetensors"), &Device::Cpu)?;
     // Same seed, no training: the backbone the run started from.
-    let (varmap, _) = trainer::train::build_model(Arch::ResNet18, 4, &Device::Cpu, 0, None)?;
+    let (varmap, _) = trainer::model::build_model(Arch::ResNet18, 4, &Device::Cpu, 0, None)?;
     let start = varmap.data().lock().expect("var map");
     for (name, var) in start.iter() {
         let same = (best[name].clone() - var.as_tensor())?

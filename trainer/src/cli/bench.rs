@@ -9,8 +9,9 @@ use fingerprint_models::export::{fold_batch_norm, FoldedResNet};
 use fingerprint_models::resnet::trainable_vars;
 use fingerprint_models::{device_from_name, formula, Arch};
 use serde::Serialize;
+use trainer::model::build_model;
 use trainer::optim::{Adam, AdamConfig};
-use trainer::train::{build_model, method_loss};
+use trainer::train::method_loss;
 
 #[derive(Args, Debug)]
 pub struct BenchArgs {

@@ -9,10 +9,8 @@
 //! strangers nobody ever saw, and checks every decision.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
-use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
@@ -29,11 +27,14 @@ use serde::Serialize;
 use trainer::augment::Augmentation;
 use trainer::dataset::{Dataset, Layout, Split, SplitConfig};
 use trainer::export::{export_run, print_summary};
+use trainer::model::LoadedModel;
+use trainer::run::{LrSchedule, RunDir, TrainConfig};
 use trainer::saliency::Occlusion;
 use trainer::synth::{self, SynthConfig};
-use trainer::train::{start_run, LoadedModel, LrSchedule, Outcome, RunDir, Session, TrainConfig};
+use trainer::train::{start_run, Outcome, Session};
 
 use super::saliency::write_saliency;
+use super::service_process::{DecisionReader, ServiceProcess};
 use super::train::print_report;
 
 /// Written into the output folder; a folder holding it may be replaced by the next demo.
@@ -411,7 +412,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
         .map_or(0.0, |f| f.agreement_with_f32);
     summary.train_seconds = report.train_seconds;
     summary.total_seconds = started.elapsed().as_secs_f64();
-    trainer::train::write_json(&out.join(SUMMARY_FILE), &summary)?;
+    trainer::run::write_json(&out.join(SUMMARY_FILE), &summary)?;
 
     step(7, "summary");
     print_final(&summary, &out);
@@ -481,39 +482,23 @@ decisions = "../{DECISIONS_FILE}"
     Ok(path)
 }
 
-/// Runs the service, drops each probe into its sensor folder as a sensor would (written under
-/// a `.part` name, then renamed), waits for and prints its decision, then stops the service
-/// with SIGTERM. Returns the decisions in probe order.
+/// Starts fingerprintd on the demo's service folder, offers each probe through its sensor
+/// directory as a sensor would (written aside, then renamed in), and collects the decisions.
 fn offer(
     fingerprintd: &Path,
     config: &Path,
     service: &Path,
     probes: &[Probe],
 ) -> Result<Vec<Decision>> {
-    let socket_path = service.join("notify.sock");
-    let socket = UnixDatagram::bind(&socket_path)
-        .with_context(|| format!("binding {}", socket_path.display()))?;
-    let log_path = service.join("fingerprintd.log");
-    let log = std::fs::File::create(&log_path)?;
-    let mut child = Command::new(fingerprintd)
-        .arg("--config")
-        .arg(config)
-        .env("NOTIFY_SOCKET", &socket_path)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .with_context(|| format!("starting {}", fingerprintd.display()))?;
+    let mut process = ServiceProcess::start(fingerprintd, config, service)?;
     let result = (|| {
-        await_ready(&socket, &mut child, &log_path)?;
         println!(
             "fingerprintd is up (pid {}, log {}); {} scans to offer",
-            child.id(),
-            log_path.display(),
+            process.pid(),
+            process.log().display(),
             probes.len()
         );
-        let decisions_path = service.with_file_name(DECISIONS_FILE);
-        let mut reader = DecisionReader::new(decisions_path);
+        let mut reader = DecisionReader::new(service.with_file_name(DECISIONS_FILE));
         let mut decisions = Vec::with_capacity(probes.len());
         for (n, probe) in probes.iter().enumerate() {
             let file = format!("scan-{:03}.png", n + 1);
@@ -522,101 +507,15 @@ fn offer(
                 .with_context(|| format!("copying {}", probe.path.display()))?;
             std::fs::rename(&part, service.join("sensor").join(&file))?;
             let decision = reader
-                .next(Duration::from_secs(60), &mut child)
+                .next(Duration::from_secs(60), process.child())
                 .with_context(|| format!("waiting for the decision on {file}"))?;
             print_decision(n + 1, probes.len(), &file, probe, &decision);
             decisions.push(decision);
         }
         Ok(decisions)
     })();
-    let stopped = stop(&mut child);
-    let _ = std::fs::remove_file(&socket_path);
-    stopped?;
+    process.stop()?;
     result
-}
-
-/// Waits for READY=1 as systemd would, failing early if the service exits.
-fn await_ready(socket: &UnixDatagram, child: &mut Child, log: &Path) -> Result<()> {
-    let until = Instant::now() + Duration::from_secs(60);
-    let mut buf = [0u8; 4096];
-    socket.set_read_timeout(Some(Duration::from_millis(200)))?;
-    while Instant::now() < until {
-        if let Some(status) = child.try_wait()? {
-            bail!(
-                "fingerprintd exited ({status}) before it was ready; see {}",
-                log.display()
-            );
-        }
-        if let Ok(n) = socket.recv(&mut buf) {
-            if String::from_utf8_lossy(&buf[..n])
-                .lines()
-                .any(|l| l == "READY=1")
-            {
-                return Ok(());
-            }
-        }
-    }
-    bail!("fingerprintd not ready within 60 s; see {}", log.display())
-}
-
-/// SIGTERM (the service finishes what is in flight), then SIGKILL if it hangs.
-fn stop(child: &mut Child) -> Result<()> {
-    if child.try_wait()?.is_some() {
-        return Ok(());
-    }
-    let pid = libc::pid_t::try_from(child.id()).context("pid out of range")?;
-    // SAFETY: kill(2) on our own child's pid; no memory is involved.
-    unsafe { libc::kill(pid, libc::SIGTERM) };
-    let until = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < until {
-        if let Some(status) = child.try_wait()? {
-            ensure!(status.success(), "fingerprintd stopped with {status}");
-            println!("fingerprintd stopped on SIGTERM ({status})");
-            return Ok(());
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    child.kill()?;
-    bail!("fingerprintd did not stop within 20 s of SIGTERM: killed")
-}
-
-/// Follows the service's JSON-lines decisions file.
-struct DecisionReader {
-    path: PathBuf,
-    reader: Option<BufReader<std::fs::File>>,
-    partial: String,
-}
-
-impl DecisionReader {
-    fn new(path: PathBuf) -> Self {
-        Self {
-            path,
-            reader: None,
-            partial: String::new(),
-        }
-    }
-
-    fn next(&mut self, timeout: Duration, child: &mut Child) -> Result<Decision> {
-        let until = Instant::now() + timeout;
-        loop {
-            if self.reader.is_none() && self.path.exists() {
-                self.reader = Some(BufReader::new(std::fs::File::open(&self.path)?));
-            }
-            if let Some(reader) = &mut self.reader {
-                let n = reader.read_line(&mut self.partial)?;
-                if n > 0 && self.partial.ends_with('\n') {
-                    let line = std::mem::take(&mut self.partial);
-                    return serde_json::from_str(&line)
-                        .with_context(|| format!("{}: bad decision line", self.path.display()));
-                }
-            }
-            if let Some(status) = child.try_wait()? {
-                bail!("fingerprintd exited ({status})");
-            }
-            ensure!(Instant::now() < until, "no decision within {timeout:?}");
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
 }
 
 fn print_decision(n: usize, total: usize, file: &str, probe: &Probe, decision: &Decision) {
@@ -748,37 +647,8 @@ fn print_final(s: &Summary, out: &Path) {
 
 #[cfg(test)]
 mod tests {
+    use super::super::test_support::decision;
     use super::*;
-    use fingerprint_common::{MatchMode, ModelRef, ScanSource, SourceKind};
-
-    fn decision(verdict: Verdict, identity: Option<&str>, latency_ms: f64) -> Decision {
-        Decision {
-            scan_id: "scan".into(),
-            source: ScanSource {
-                kind: SourceKind::Directory,
-                name: "scan".into(),
-                sensor: None,
-            },
-            timestamp: String::new(),
-            decision: verdict,
-            mode: MatchMode::Identification,
-            claimed_identity: None,
-            identity: identity.map(Into::into),
-            score: Some(0.5),
-            threshold: 0.9,
-            matcher: Some(fingerprint_common::MatcherMode::Fused),
-            network_score: None,
-            minutiae_score: None,
-            fused_score: None,
-            candidates: Vec::new(),
-            model: Some(ModelRef {
-                name: "m".into(),
-                digest: "d".into(),
-            }),
-            latency_ms,
-            error: None,
-        }
-    }
 
     fn probe(truth: Option<&str>) -> Probe {
         Probe {
@@ -854,23 +724,5 @@ mod tests {
         let mut error = safe.clone();
         error[0] = decision(Verdict::Error, None, 2.0);
         assert!(!summarise(&probes, &error, 2, &args(0.0)).passed);
-    }
-
-    #[test]
-    fn the_decision_reader_waits_for_whole_lines() -> Result<()> {
-        let dir = tempfile::tempdir()?;
-        let path = dir.path().join("decisions.jsonl");
-        let mut child = Command::new("sleep").arg("30").spawn()?;
-        let mut reader = DecisionReader::new(path.clone());
-        let line = serde_json::to_string(&decision(Verdict::Deny, None, 1.0))?;
-        // Half a line: not a decision yet.
-        std::fs::write(&path, &line[..10])?;
-        assert!(reader.next(Duration::from_millis(100), &mut child).is_err());
-        std::fs::write(&path, format!("{line}\n"))?;
-        let read = reader.next(Duration::from_secs(5), &mut child);
-        child.kill()?;
-        child.wait()?;
-        assert_eq!(read?.decision, Verdict::Deny);
-        Ok(())
     }
 }

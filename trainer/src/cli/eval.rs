@@ -11,16 +11,34 @@ use fingerprint_common::ScanLimits;
 use fingerprint_models::device_from_name;
 use rayon::prelude::*;
 use trainer::dataset::{Dataset, Layout, Sample};
+use trainer::evaluate::{evaluate_probabilities, predict_embeddings, predict_probabilities};
 use trainer::loader::ImageCache;
+use trainer::model::LoadedModel;
 use trainer::openset::{
     draw_det, enrol_first, evaluate, first_per_identity, fit_door, probe_of, rule, LabelledProbe,
     OpenSetReport,
 };
-use trainer::train::{
-    evaluate_probabilities, predict_embeddings, predict_probabilities, LoadedModel, RunDir,
-};
+use trainer::run::RunDir;
 
 use super::DataArgs;
+
+/// Which checkpoint of a run (`--checkpoint`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum CheckpointArg {
+    /// The best epoch by validation accuracy.
+    Best,
+    /// The last epoch trained.
+    Last,
+}
+
+impl CheckpointArg {
+    fn file_name(self) -> &'static str {
+        match self {
+            CheckpointArg::Best => "best.safetensors",
+            CheckpointArg::Last => "last.safetensors",
+        }
+    }
+}
 
 #[derive(Args, Debug)]
 pub struct EvalArgs {
@@ -31,8 +49,8 @@ pub struct EvalArgs {
     #[arg(long)]
     model: Option<PathBuf>,
     /// Which checkpoint of the run: best or last.
-    #[arg(long, default_value = "best", value_parser = ["best", "last"])]
-    checkpoint: String,
+    #[arg(long, value_enum, default_value_t = CheckpointArg::Best)]
+    checkpoint: CheckpointArg,
     /// Evaluate on these scans instead of the run's test split; their identities must be
     /// among the model's.
     #[command(flatten)]
@@ -105,7 +123,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
         args.model.as_deref(),
         run.as_ref(),
         &device,
-        &format!("{}.safetensors", args.checkpoint),
+        args.checkpoint.file_name(),
     )?;
     if let Some(side) = args.window {
         loaded.preprocessing.resize = fingerprint_common::ResizePolicy::Window { side };

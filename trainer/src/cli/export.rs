@@ -6,7 +6,7 @@ use fingerprint_models::{device_from_name, Arch};
 use trainer::export::{
     export_run, export_run_onnx, export_untrained, print_summary, ExportFormat, Untrained,
 };
-use trainer::train::RunDir;
+use trainer::run::RunDir;
 
 #[derive(Args, Debug)]
 pub struct ExportArgs {

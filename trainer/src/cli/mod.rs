@@ -10,8 +10,11 @@ mod eval;
 mod export;
 mod predict;
 mod saliency;
+mod service_process;
 mod sheet;
 mod synth;
+#[cfg(test)]
+mod test_support;
 mod train;
 
 pub use sheet::ResizeArg;
@@ -64,6 +67,14 @@ impl Cli {
     }
 }
 
+/// How a dataset's files are labelled (`--layout`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LayoutArg {
+    Auto,
+    Folders,
+    Flat,
+}
+
 /// Where the scans are and how they are labelled.
 #[derive(Args, Debug, Clone)]
 pub struct DataArgs {
@@ -72,8 +83,8 @@ pub struct DataArgs {
     pub roots: Vec<PathBuf>,
     /// How files are labelled: a folder per identity, flat files named by --pattern, or
     /// auto (folders if the root has sub-folders, else flat).
-    #[arg(long, default_value = "auto", value_parser = ["auto", "folders", "flat"])]
-    pub layout: String,
+    #[arg(long, value_enum, default_value_t = LayoutArg::Auto)]
+    pub layout: LayoutArg,
     /// Regular expression with a named group `id`, matched against file names of a flat
     /// layout. The default reads FVC/PolyU names: <finger>_<impression>.<ext>.
     #[arg(long, default_value = FVC_PATTERN)]
@@ -85,15 +96,15 @@ impl DataArgs {
         if self.roots.is_empty() {
             anyhow::bail!("no dataset given: pass --data DIR (repeat it to combine several)");
         }
-        let layout = match self.layout.as_str() {
-            "folders" => Layout::Folders,
-            "flat" => Layout::Flat {
+        let layout = match self.layout {
+            LayoutArg::Folders => Layout::Folders,
+            LayoutArg::Flat => Layout::Flat {
                 pattern: self.pattern.clone(),
             },
-            _ if self.pattern != FVC_PATTERN => Layout::Flat {
+            LayoutArg::Auto if self.pattern != FVC_PATTERN => Layout::Flat {
                 pattern: self.pattern.clone(),
             },
-            _ => Layout::Auto,
+            LayoutArg::Auto => Layout::Auto,
         };
         Dataset::load(&self.roots, &layout).context("reading the dataset")
     }

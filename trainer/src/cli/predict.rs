@@ -8,7 +8,8 @@ use fingerprint_common::{read_scan, Preprocessing, ScanLimits};
 use fingerprint_models::resnet::imagenet_classes;
 use fingerprint_models::{device_from_name, Arch};
 use serde::Serialize;
-use trainer::train::{build_model, LoadedModel, RunDir};
+use trainer::model::{build_model, LoadedModel};
+use trainer::run::RunDir;
 
 #[derive(Args, Debug)]
 pub struct PredictArgs {

@@ -8,8 +8,9 @@ use clap::Args;
 use fingerprint_common::{read_scan, ScanLimits};
 use fingerprint_models::device_from_name;
 use image::{imageops, DynamicImage, RgbImage};
+use trainer::model::LoadedModel;
+use trainer::run::RunDir;
 use trainer::saliency::{occlusion_map, overlay, Occlusion};
-use trainer::train::{LoadedModel, RunDir};
 
 #[derive(Args, Debug)]
 pub struct SaliencyArgs {

@@ -9,7 +9,8 @@ use fingerprint_models::{device_from_name, Arch};
 use trainer::augment::Augmentation;
 use trainer::dataset::{Dataset, Layout, Split, SplitConfig};
 use trainer::export::{export_run, print_summary};
-use trainer::train::{start_run, train, LrSchedule, Outcome, Report, RunDir, Session, TrainConfig};
+use trainer::run::{LrSchedule, Report, RunDir, TrainConfig};
+use trainer::train::{start_run, train, Outcome, Session};
 
 use super::{DataArgs, ResizeArg};
 
