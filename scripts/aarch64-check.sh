@@ -22,7 +22,10 @@ if ! command -v aarch64-linux-gnu-gcc >/dev/null || ! command -v qemu-aarch64 >/
         gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user >/dev/null
 fi
 export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc
-export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER="qemu-aarch64 -L /usr/aarch64-linux-gnu"
+# qemu's `max` CPU has NEON and the dot-product instructions: the engine's tests must find and
+# run the neon-dot kernels there (the test checks FINGERPRINT_EXPECT_KERNELS).
+export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER="qemu-aarch64 -cpu max -L /usr/aarch64-linux-gnu"
+export FINGERPRINT_EXPECT_KERNELS=neon-dot
 export CC_aarch64_unknown_linux_gnu=aarch64-linux-gnu-gcc
 # Only the aarch64 build sees these flags (the host's artefacts are not rebuilt).
 export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUSTFLAGS="-D warnings"

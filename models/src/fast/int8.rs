@@ -260,8 +260,11 @@ pub fn matmul_int8(
         |row| a.row_start(row),
         a.rows(),
         b.cols,
-        // `vpdpbusd` needs no temporaries: six rows' accumulators fit the registers.
-        if kernels.level() >= Level::AvxVnni {
+        // `vpdpbusd` and `sdot` need no temporaries: six rows' accumulators fit the registers.
+        if matches!(
+            kernels.level(),
+            Level::AvxVnni | Level::Avx512Vnni | Level::NeonDot
+        ) {
             MR
         } else {
             MR_INT8
@@ -297,9 +300,109 @@ fn kernel(
         #[cfg(target_arch = "x86_64")]
         // SAFETY: see above: this level exists only where the CPU has its instructions.
         Level::Avx2 => unsafe { avx2::kernel(a, starts, panel, height, acc, out) },
+        #[cfg(target_arch = "aarch64")]
+        // SAFETY: see above: this level exists only where the CPU has NEON and `sdot`.
+        Level::NeonDot => unsafe { neon_dot::kernel(a, starts, panel, height, acc) },
         _ => {
             portable_kernel(a, starts, panel, height, acc);
             false
+        }
+    }
+}
+
+/// int8 products on aarch64 with the dot-product instructions: `sdot` sums four u8 x i8
+/// products per lane into i32, exactly (activations are 0..=63, the same bytes as i8), so the
+/// integer results are those of every other kernel. A quad of the panel (16 channels x 4
+/// depths) is four 16-byte loads; each row's four activation bytes are repeated in every lane.
+#[cfg(target_arch = "aarch64")]
+mod neon_dot {
+    use std::arch::aarch64::*;
+    use std::arch::asm;
+
+    use super::{Rows, MR, NR, QUAD};
+
+    /// `acc + a . b` in each 32-bit lane over its four bytes (`sdot`; inline assembly, as
+    /// the dot-product intrinsics are not stable in this Rust).
+    ///
+    /// # Safety
+    /// The CPU must support the dot-product instructions.
+    #[target_feature(enable = "neon,dotprod")]
+    #[inline]
+    unsafe fn sdot(acc: int32x4_t, a: int8x16_t, b: int8x16_t) -> int32x4_t {
+        let mut acc = acc;
+        // SAFETY: a register-only instruction, on a CPU that has it (as the caller guarantees).
+        unsafe {
+            asm!(
+                "sdot {acc:v}.4s, {a:v}.16b, {b:v}.16b",
+                acc = inout(vreg) acc,
+                a = in(vreg) a,
+                b = in(vreg) b,
+                options(pure, nomem, nostack, preserves_flags)
+            );
+        }
+        acc
+    }
+
+    /// # Safety
+    /// The CPU must support NEON and the dot-product instructions; rows `starts[i]`
+    /// (i < height) plus every tap and depth must lie inside `a.data`; the panel must hold
+    /// depth x NR bytes. Returns false: the tile is in `acc`.
+    #[target_feature(enable = "neon,dotprod")]
+    pub unsafe fn kernel(
+        a: &Rows<u8>,
+        starts: &[usize; MR],
+        panel: &[u8],
+        height: usize,
+        acc: &mut [[f32; NR]; MR],
+    ) -> bool {
+        debug_assert!(panel.len() >= a.depth() * NR);
+        // SAFETY: forwarded from the caller.
+        unsafe { for_height!(rows, height, (a, starts, panel, acc)) }
+        false
+    }
+
+    #[target_feature(enable = "neon,dotprod")]
+    #[inline]
+    unsafe fn rows<const H: usize>(
+        a: &Rows<u8>,
+        starts: &[usize; MR],
+        panel: &[u8],
+        acc: &mut [[f32; NR]; MR],
+    ) {
+        let mut c = [[vdupq_n_s32(0); 4]; H];
+        let mut bp = panel.as_ptr() as *const i8;
+        let quads = a.tap_depth() / QUAD;
+        for &tap in a.taps() {
+            // SAFETY: (the whole block) the caller guarantees rows, taps and depths of A lie
+            // inside a.data and the panel holds depth x NR bytes, read in order here; the
+            // CPU has the dot-product instructions.
+            unsafe {
+                let ap: [*const u8; H] =
+                    std::array::from_fn(|i| a.data().as_ptr().add(starts[i] + tap));
+                for q in 0..quads {
+                    let b = [
+                        vld1q_s8(bp),
+                        vld1q_s8(bp.add(16)),
+                        vld1q_s8(bp.add(32)),
+                        vld1q_s8(bp.add(48)),
+                    ];
+                    bp = bp.add(NR * QUAD);
+                    for (i, ci) in c.iter_mut().enumerate() {
+                        let word = std::ptr::read_unaligned(ap[i].add(q * QUAD) as *const u32);
+                        let x = vreinterpretq_s8_u32(vdupq_n_u32(word));
+                        for (cg, bg) in ci.iter_mut().zip(b) {
+                            *cg = sdot(*cg, bg, x);
+                        }
+                    }
+                }
+            }
+        }
+        // Exact i32 sums to f32, as the portable kernel converts them.
+        for (ci, row) in c.iter().zip(acc.iter_mut()) {
+            for (g, cg) in ci.iter().enumerate() {
+                // SAFETY: each accumulator row holds NR = 16 floats.
+                unsafe { vst1q_f32(row.as_mut_ptr().add(4 * g), vcvtq_f32_s32(*cg)) };
+            }
         }
     }
 }

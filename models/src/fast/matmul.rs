@@ -445,6 +445,7 @@ pub(super) fn for_each_tile<F>(
 /// One tile's products: `height` (<= MR) rows of A starting at `starts` against one panel,
 /// stored through the epilogue by the kernel itself when it can (`out` given; returns true),
 /// else left in `acc`.
+// Only the x86 kernels store from their registers (`out`).
 #[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
 fn kernel(
     kernels: Kernels,
@@ -463,6 +464,13 @@ fn kernel(
             // holds depth x NR values; `for_each_tile` gives `out` only for whole-width
             // tiles of its own, inside C.
             unsafe { avx2::kernel(a, starts, panel, height, acc, out) }
+        }
+        #[cfg(target_arch = "aarch64")]
+        k if k.neon() => {
+            // SAFETY: NEON levels exist only where the CPU has NEON; `Rows` exist only with every
+            // row, tap and depth inside their data (`Rows::new`), the panel holds depth x NR
+            // values.
+            unsafe { neon::kernel(a, starts, panel, height, acc) }
         }
         _ => {
             portable_kernel(a, starts, panel, height, acc);
@@ -749,6 +757,76 @@ pub(super) mod avx2 {
         }
         // SAFETY: as the caller guarantees.
         unsafe { deliver_tile(&c, acc, out) };
+    }
+}
+
+/// The f32 kernel on NEON: a 6 x 16 tile in 24 four-wide accumulators, fused multiply-adds in
+/// the depth order of the portable and AVX2 kernels, so the same sums bit for bit. The tile is
+/// left in `acc` and stored by [`store`] (the epilogue in plain Rust, vectorised by the
+/// compiler: NEON is the aarch64 baseline).
+#[cfg(target_arch = "aarch64")]
+pub(super) mod neon {
+    use std::arch::aarch64::*;
+
+    use super::{Rows, MR, NR};
+
+    /// # Safety
+    /// The CPU must support NEON; rows `starts[i]` (i < height) plus every tap and depth must
+    /// lie inside `a.data`; the panel must hold depth x NR values. Returns false: the tile is
+    /// in `acc`.
+    #[target_feature(enable = "neon")]
+    pub unsafe fn kernel(
+        a: &Rows,
+        starts: &[usize; MR],
+        panel: &[f32],
+        height: usize,
+        acc: &mut [[f32; NR]; MR],
+    ) -> bool {
+        debug_assert!(panel.len() >= a.depth() * NR);
+        // SAFETY: forwarded from the caller.
+        unsafe { for_height!(rows, height, (a, starts, panel, acc)) }
+        false
+    }
+
+    #[target_feature(enable = "neon")]
+    #[inline]
+    unsafe fn rows<const H: usize>(
+        a: &Rows,
+        starts: &[usize; MR],
+        panel: &[f32],
+        acc: &mut [[f32; NR]; MR],
+    ) {
+        let mut c = [[vdupq_n_f32(0.0); 4]; H];
+        let mut bp = panel.as_ptr();
+        for &tap in a.taps() {
+            // SAFETY: (the whole block) the caller guarantees rows, taps and depths of A lie
+            // inside a.data and the panel holds depth x NR values, read in order here.
+            unsafe {
+                let ap: [*const f32; H] =
+                    std::array::from_fn(|i| a.data().as_ptr().add(starts[i] + tap));
+                for k in 0..a.tap_depth() {
+                    let b = [
+                        vld1q_f32(bp),
+                        vld1q_f32(bp.add(4)),
+                        vld1q_f32(bp.add(8)),
+                        vld1q_f32(bp.add(12)),
+                    ];
+                    bp = bp.add(NR);
+                    for (i, ci) in c.iter_mut().enumerate() {
+                        let x = vdupq_n_f32(*ap[i].add(k));
+                        for (cq, bq) in ci.iter_mut().zip(b) {
+                            *cq = vfmaq_f32(*cq, x, bq);
+                        }
+                    }
+                }
+            }
+        }
+        for (ci, row) in c.iter().zip(acc.iter_mut()) {
+            for (q, cq) in ci.iter().enumerate() {
+                // SAFETY: each accumulator row holds NR = 16 floats.
+                unsafe { vst1q_f32(row.as_mut_ptr().add(4 * q), *cq) };
+            }
+        }
     }
 }
 

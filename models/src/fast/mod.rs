@@ -7,13 +7,14 @@
 //! activation is written once; the products run on our own kernels ([`matmul`](mod@matmul) for f32,
 //! weights packed at load; [`int8`] for int8 models, u8 x i8 in exact integer sums, weights
 //! read from the memory-mapped file); f32 stride-1 3x3 convolutions run on Winograd
-//! F(4x4, 3x3) ([`winograd`]); the kernels' [`Level`] is found at run time (AVX2 and FMA;
-//! for int8 also AVX-VNNI or AVX-512 VNNI; a portable fallback for other CPUs), and the work
-//! is split over rayon's threads. Candle stays for training and for CUDA.
+//! F(4x4, 3x3) ([`winograd`]); the kernels' [`Level`] is found at run time (on x86-64 AVX2
+//! and FMA, for int8 also AVX-VNNI or AVX-512 VNNI; on aarch64 NEON, for int8 also the
+//! dot-product instructions; a portable fallback for other CPUs), and the work is split over
+//! rayon's threads. Candle stays for training and for CUDA.
 
 /// Calls `$rows::<H>(args)` for a tile height 1..=6 known only at run time (each height is
 /// its own unrolled kernel), and returns false from the caller for any other height.
-#[cfg(target_arch = "x86_64")]
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 macro_rules! for_height {
     ($rows:ident, $height:expr, ($($arg:expr),* $(,)?)) => {
         match $height {
@@ -50,7 +51,7 @@ use crate::fold::FoldedWeights;
 use crate::resnet::{Arch, ConvSpec};
 
 /// Environment variable that chooses a lower kernel level than the CPU's best (`portable`,
-/// `avx2`, `avx-vnni`, `avx512-vnni`), for comparisons and bisecting. A level this CPU cannot
+/// `avx2`, `avx-vnni`, `avx512-vnni`; `neon`, `neon-dot`), for comparisons and bisecting. A level this CPU cannot
 /// run is never taken: the detected best runs instead ([`Kernels::override_problem`]).
 pub const KERNELS_ENV: &str = "FINGERPRINT_KERNELS";
 
@@ -65,14 +66,23 @@ pub enum Level {
     AvxVnni,
     /// AVX2 and FMA, with AVX-512 F/BW/VL and VNNI (`vpdpbusd` on 512 bits) for int8 products.
     Avx512Vnni,
+    /// aarch64 with NEON (every aarch64 CPU): fused multiply-adds for f32 products.
+    Neon,
+    /// NEON with the dot-product instructions (`sdot`, Armv8.2 and later: Cortex-A55/A76/A78,
+    /// a Jetson Orin's, a Raspberry Pi 5's) for int8 products.
+    NeonDot,
 }
 
 impl Level {
-    pub const ALL: [Level; 4] = [
+    /// Every level, from the most portable up on each architecture (a CPU runs levels of its
+    /// own architecture only).
+    pub const ALL: [Level; 6] = [
         Level::Portable,
         Level::Avx2,
         Level::AvxVnni,
         Level::Avx512Vnni,
+        Level::Neon,
+        Level::NeonDot,
     ];
 
     pub fn name(self) -> &'static str {
@@ -81,6 +91,8 @@ impl Level {
             Level::Avx2 => "avx2",
             Level::AvxVnni => "avx-vnni",
             Level::Avx512Vnni => "avx512-vnni",
+            Level::Neon => "neon",
+            Level::NeonDot => "neon-dot",
         }
     }
 
@@ -99,9 +111,21 @@ impl Level {
                         && is_x86_feature_detected!("avx512vl")
                         && is_x86_feature_detected!("avx512vnni")
                 }
+                Level::Neon | Level::NeonDot => false,
             }
         }
-        #[cfg(not(target_arch = "x86_64"))]
+        #[cfg(target_arch = "aarch64")]
+        {
+            use std::arch::is_aarch64_feature_detected;
+            let neon = is_aarch64_feature_detected!("neon");
+            match self {
+                Level::Portable => true,
+                Level::Neon => neon,
+                Level::NeonDot => neon && is_aarch64_feature_detected!("dotprod"),
+                Level::Avx2 | Level::AvxVnni | Level::Avx512Vnni => false,
+            }
+        }
+        #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
         {
             self == Level::Portable
         }
@@ -202,7 +226,14 @@ impl Kernels {
     #[inline]
     #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     pub(crate) fn avx2(self) -> bool {
-        self.level >= Level::Avx2
+        matches!(self.level, Level::Avx2 | Level::AvxVnni | Level::Avx512Vnni)
+    }
+
+    /// NEON (every aarch64 level above portable has it).
+    #[inline]
+    #[cfg_attr(not(target_arch = "aarch64"), allow(dead_code))]
+    pub(crate) fn neon(self) -> bool {
+        matches!(self.level, Level::Neon | Level::NeonDot)
     }
 }
 
@@ -876,10 +907,31 @@ mod tests {
             Kernels::best(),
             *available.last().expect("portable at least")
         );
-        // Every level above portable stands on AVX2 and FMA.
+        // Every level above portable stands on AVX2 and FMA (x86-64) or NEON (aarch64).
         assert!(available
             .iter()
-            .all(|k| k.level() == Level::Portable || k.avx2()));
+            .all(|k| k.level() == Level::Portable || k.avx2() || k.neon()));
+    }
+
+    /// On aarch64 the NEON kernels are the ones chosen: NEON is in every aarch64 CPU, and the
+    /// dot-product level wherever the CPU has `sdot` (qemu's default CPU does: CI runs this).
+    #[test]
+    #[cfg(target_arch = "aarch64")]
+    fn aarch64_chooses_the_neon_kernels() {
+        let levels: Vec<Level> = Kernels::available().iter().map(|k| k.level()).collect();
+        assert!(levels.contains(&Level::Neon), "{levels:?}");
+        let expected = if std::arch::is_aarch64_feature_detected!("dotprod") {
+            Level::NeonDot
+        } else {
+            Level::Neon
+        };
+        assert_eq!(Kernels::detect().level(), expected);
+        assert!(!levels.contains(&Level::Avx2));
+        // CI runs this under qemu's `max` CPU and names the level that must run there, so a
+        // lost feature detection cannot pass as a portable run.
+        if let Ok(name) = std::env::var("FINGERPRINT_EXPECT_KERNELS") {
+            assert_eq!(Kernels::detect().level().name(), name.trim());
+        }
     }
 
     #[test]
