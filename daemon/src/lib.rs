@@ -38,6 +38,8 @@ pub mod publications;
 pub mod sensor;
 pub mod service;
 pub mod settle;
+#[cfg(test)]
+mod test_support;
 pub mod worker;
 
 pub use engine::Engine;

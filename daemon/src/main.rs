@@ -70,14 +70,14 @@ enum Command {
     List,
     /// Time the model on this machine as the service runs it: median batch-1 latency,
     /// images/s at --batch, load time, resident memory (JSON with --json), and the CPU
-    /// kernels in use (the best this CPU runs; FINGERPRINT_KERNELS=portable, avx2, avx-vnni
-    /// or avx512-vnni picks a lower one, for comparisons).
+    /// kernels in use (the best this CPU runs; FINGERPRINT_KERNELS=portable, avx2, avx-vnni,
+    /// avx512-vnni, neon or neon-dot picks a lower one, for comparisons).
     Bench {
         /// Exported model file.
         model: PathBuf,
         /// fast (ours; int8 in integer arithmetic) or candle.
-        #[arg(long, default_value = "fast", value_parser = ["fast", "candle"])]
-        backend: String,
+        #[arg(long, value_enum, default_value_t = BackendArg::Fast)]
+        backend: BackendArg,
         /// Batch size of the throughput runs.
         #[arg(long, default_value_t = 8)]
         batch: usize,
@@ -99,6 +99,15 @@ enum Command {
         #[arg(long, default_value_t = 10_000)]
         gallery: usize,
     },
+}
+
+/// Which implementation `fingerprintd bench --backend` times.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum BackendArg {
+    /// Ours: int8 in integer arithmetic, on the CPU kernels detected.
+    Fast,
+    /// Candle's convolutions (int8 and f16 dequantised to f32).
+    Candle,
 }
 
 fn main() -> Result<()> {
@@ -150,9 +159,9 @@ fn main() -> Result<()> {
             scans,
             gallery,
         } => {
-            let backend = match backend.as_str() {
-                "candle" => fingerprint_models::export::Backend::Candle,
-                _ => fingerprint_models::export::Backend::Auto,
+            let backend = match backend {
+                BackendArg::Candle => fingerprint_models::export::Backend::Candle,
+                BackendArg::Fast => fingerprint_models::export::Backend::Auto,
             };
             let matching = match matcher {
                 MatcherMode::Network => None,

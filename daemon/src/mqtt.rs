@@ -599,33 +599,12 @@ mod tests {
     use super::*;
     use crate::job::Settle;
     use crate::outbox::Entry;
-    use fingerprint_common::{Decision, MatchMode, Verdict};
+    use crate::test_support::decision;
+    use fingerprint_common::Verdict;
 
     fn entry(id: &str) -> Entry {
         Entry {
-            decision: Decision {
-                scan_id: id.into(),
-                source: ScanSource {
-                    kind: SourceKind::Directory,
-                    name: id.into(),
-                    sensor: None,
-                },
-                timestamp: String::new(),
-                decision: Verdict::Deny,
-                mode: MatchMode::Identification,
-                claimed_identity: None,
-                identity: None,
-                score: None,
-                threshold: 0.5,
-                matcher: None,
-                network_score: None,
-                minutiae_score: None,
-                fused_score: None,
-                candidates: Vec::new(),
-                model: None,
-                latency_ms: 1.0,
-                error: None,
-            },
+            decision: decision(id, Verdict::Deny, None),
             settle: Settle::Processed(format!("/sensor/{id}").into()),
         }
     }

@@ -469,3 +469,77 @@ async fn route(
     }
     let _ = drained.send(true);
 }
+
+#[cfg(test)]
+mod tests {
+    use fingerprint_common::config::{AfterDecision, SensorConfig};
+
+    use super::*;
+    use crate::test_support::decision;
+
+    fn decided(path: &Path, verdict: Verdict, error: Option<&str>) -> Outcome {
+        let id = path.file_name().map(|n| n.to_string_lossy().into_owned());
+        Outcome {
+            decision: decision(&id.unwrap_or_default(), verdict, error),
+            origin: Origin::File(path.to_path_buf()),
+        }
+    }
+
+    /// The router stores each decision, in order, before it settles the scan: a judged file
+    /// goes to processed/, an undecodable one to rejected/ with its reason; and it says when
+    /// it has drained.
+    #[tokio::test]
+    async fn decisions_are_stored_in_order_then_their_scans_settled() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let sensor = SensorConfig {
+            dir: dir.path().join("sensor"),
+            after_decision: AfterDecision::Move,
+            processed_dir: None,
+            rejected_dir: None,
+        };
+        std::fs::create_dir_all(&sensor.dir)?;
+        let settler = Settler::new(&sensor)?;
+        let (good, bad) = (sensor.dir.join("a.png"), sensor.dir.join("b.png"));
+        for path in [&good, &bad] {
+            std::fs::write(path, b"scan")?;
+        }
+        let log_path = dir.path().join("decisions.jsonl");
+        let log = DecisionLog::open(&log_path.display().to_string())?;
+        let (outcomes_tx, outcomes) = mpsc::channel(4);
+        let (drained_tx, mut drained) = watch::channel(false);
+        let (_shutdown, shutdown) = watch::channel(false);
+        let router = tokio::spawn(route(
+            Sink::Log(log),
+            Some(settler),
+            outcomes,
+            drained_tx,
+            shutdown,
+        ));
+        outcomes_tx
+            .send(decided(&good, Verdict::Deny, None))
+            .await
+            .map_err(|_| anyhow::anyhow!("router gone"))?;
+        outcomes_tx
+            .send(decided(&bad, Verdict::Error, Some("not an image")))
+            .await
+            .map_err(|_| anyhow::anyhow!("router gone"))?;
+        drop(outcomes_tx);
+        drained.changed().await?;
+        assert!(*drained.borrow());
+        router.await?;
+
+        let lines: Vec<Decision> = std::fs::read_to_string(&log_path)?
+            .lines()
+            .map(serde_json::from_str)
+            .collect::<Result<_, _>>()?;
+        let ids: Vec<&str> = lines.iter().map(|d| d.scan_id.as_str()).collect();
+        assert_eq!(ids, ["a.png", "b.png"]);
+        assert!(!good.exists() && !bad.exists(), "both scans settled");
+        assert!(sensor.processed_dir().join("a.png").exists());
+        let rejected = sensor.rejected_dir().join("b.png");
+        assert!(rejected.exists());
+        let reason = std::fs::read_to_string(sensor.rejected_dir().join("b.png.reason"))?;
+        assert_eq!(reason.trim(), "not an image");
+        Ok(())
+    }
+}

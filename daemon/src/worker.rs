@@ -122,3 +122,88 @@ fn announce(
         *announced = Some(line);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::time::Instant;
+
+    use fingerprint_common::{ScanLimits, ScanSource, SourceKind, Verdict, DEFAULT_CONFIG};
+
+    use super::*;
+    use crate::job::PayloadError;
+
+    fn job(id: &str, payload: Result<Vec<u8>, PayloadError>) -> Job {
+        Job {
+            scan: ScanRequest {
+                scan_id: id.into(),
+                source: ScanSource {
+                    kind: SourceKind::Directory,
+                    name: id.into(),
+                    sensor: None,
+                },
+                payload,
+                claim: None,
+                received: Instant::now(),
+            },
+            origin: Origin::File(format!("/sensor/{id}").into()),
+        }
+    }
+
+    /// Each job gives one outcome, in order, with its own origin; a scan that cannot be
+    /// decided gets an error decision that says why, and does not stop the ones after it.
+    #[test]
+    fn every_job_gives_one_outcome_in_order_with_its_origin() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let config = DaemonConfig::parse(DEFAULT_CONFIG, Path::new("default"))?;
+        let gallery = GallerySlot::open(&dir.path().join("gallery"), &dir.path().join("door"))?;
+        let (jobs_tx, jobs) = mpsc::channel(8);
+        let (outcomes_tx, mut outcomes) = mpsc::channel(8);
+        let stats = Stats::default();
+        let worker = spawn(
+            EngineSlot::new(None),
+            gallery,
+            jobs,
+            outcomes_tx,
+            WorkerConfig {
+                config: Arc::new(config),
+                max_batch: 2,
+                settings: Settings {
+                    limits: ScanLimits::default(),
+                    top_k: 3,
+                    sensor_dpi: 500,
+                },
+            },
+            stats.clone(),
+        )?;
+        let too_large = PayloadError::TooLarge { size: 9, limit: 8 };
+        jobs_tx
+            .blocking_send(job("big", Err(too_large.clone())))
+            .map_err(|_| anyhow::anyhow!("the worker stopped taking jobs"))?;
+        jobs_tx
+            .blocking_send(job("garbage", Ok(b"not an image".to_vec())))
+            .map_err(|_| anyhow::anyhow!("the worker stopped taking jobs"))?;
+        jobs_tx
+            .blocking_send(job("png", Ok(b"\x89PNG\r\n\x1a\n".to_vec())))
+            .map_err(|_| anyhow::anyhow!("the worker stopped taking jobs"))?;
+        drop(jobs_tx);
+        let mut seen = Vec::new();
+        while let Some(Outcome { decision, origin }) = outcomes.blocking_recv() {
+            let Origin::File(path) = origin else {
+                anyhow::bail!("origin changed for {}", decision.scan_id);
+            };
+            assert_eq!(path, Path::new("/sensor").join(&decision.scan_id));
+            assert_eq!(decision.decision, Verdict::Error, "{decision:?}");
+            seen.push((decision.scan_id, decision.error.unwrap_or_default()));
+        }
+        worker
+            .join()
+            .map_err(|_| anyhow::anyhow!("worker panicked"))?;
+        let ids: Vec<&str> = seen.iter().map(|(id, _)| id.as_str()).collect();
+        assert_eq!(ids, ["big", "garbage", "png"]);
+        assert_eq!(seen[0].1, too_large.to_string());
+        assert!(!seen[1].1.is_empty() && !seen[2].1.is_empty(), "{seen:?}");
+        assert_eq!(stats.get().0, 3);
+        Ok(())
+    }
+}
