@@ -1,7 +1,8 @@
 //! The one preprocessing of a scan, used by training and by serving alike.
 //!
-//! A decoded grey scan is (1) made square by the [`ResizePolicy`] (stretched, padded, or a
-//! window of fixed physical size cut around the print) and resized to `size`x`size`, with a
+//! A decoded grey scan is (1) made square by the [`ResizePolicy`] (stretched, padded, a
+//! window of fixed size cut around the print, or a window of fixed ridge count with the
+//! scan rescaled to a fixed ridge period) and resized to `size`x`size`, with a
 //! triangle (bilinear, area-aware when shrinking) filter, then (2) replicated to three
 //! channels and normalised per channel: `(v / 255 - mean[c]) / std[c]`, laid out CHW.
 //! Training augments between (1) and (2); serving does not. Nothing else differs.
@@ -10,7 +11,7 @@ use image::{imageops, GrayImage, Luma};
 use serde::{Deserialize, Serialize};
 
 /// How a scan that is not square becomes square.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ResizePolicy {
     /// Resize width and height independently to `size` (the method's plain down-sampling;
@@ -25,6 +26,13 @@ pub enum ResizePolicy {
     /// then resized: ridges reach the network at the scale it learned whatever the scan's
     /// size (a whole 500 dpi scan squeezed to 64 px leaves ridges 1-2 px apart).
     Window { side: u32 },
+    /// Ridges `period` input pixels apart whatever the sensor's resolution: the scan's own
+    /// ridge period is measured ([`ridge_period`]), and a window of `size * measured / period`
+    /// scan pixels cut around the print (background where it overhangs) is resized to
+    /// `size`: every input shows the same number of ridges (`size / period`; 14 at 64 px and
+    /// 4.5), and the network sees the ridge scale it learned on any sensor.
+    #[serde(rename = "ridge-scale")]
+    RidgeScale { period: f32 },
 }
 
 /// ImageNet statistics, the ones ResNet checkpoints were trained with.
@@ -75,6 +83,11 @@ impl Preprocessing {
             ResizePolicy::Stretch => None,
             ResizePolicy::Pad => pad_to_square(scan),
             ResizePolicy::Window { side } => Some(window_on_print(scan, side.max(1))),
+            ResizePolicy::RidgeScale { period } => {
+                let measured = ridge_period(scan).unwrap_or(DEFAULT_RIDGE_PERIOD);
+                let side = (self.size as f32 * measured / period.max(1.0)).round();
+                Some(window_on_print(scan, (side as u32).max(1)))
+            }
         };
         let source = square.as_ref().unwrap_or(scan);
         if source.width() == self.size && source.height() == self.size {
@@ -176,6 +189,122 @@ fn window_on_print(scan: &GrayImage, side: u32) -> GrayImage {
     window
 }
 
+/// Side of the square, centred on the print, whose spectrum gives a scan's ridge period.
+const SPECTRUM_SIDE: u32 = 128;
+/// Ridge periods a scan may show, in its own pixels: from 3 (a 250 dpi scan squeezed) to 25
+/// (a 1000 dpi one).
+const PERIOD_RANGE: (f32, f32) = (3.0, 25.0);
+/// The period assumed when none can be measured (a blank scan): adult ridges at 500 dpi.
+pub const DEFAULT_RIDGE_PERIOD: f32 = 9.0;
+
+/// The scan's dominant ridge period, in its pixels: the peak of the radially averaged power
+/// spectrum of a Hann-windowed square (up to 128 px) around the print's centre, refined
+/// between frequency bins by a parabola. None when the scan is too small or shows no ridges
+/// in the range.
+pub fn ridge_period(scan: &GrayImage) -> Option<f32> {
+    let (w, h) = scan.dimensions();
+    let side = SPECTRUM_SIDE.min(w).min(h);
+    if side < 24 {
+        return None;
+    }
+    let (cx, cy) = print_centre(scan);
+    let origin = |c: u32, extent: u32| c.saturating_sub(side / 2).min(extent - side);
+    let (x0, y0) = (origin(cx, w), origin(cy, h));
+    let n = side as usize;
+    let mut values: Vec<f64> = Vec::with_capacity(n * n);
+    for y in y0..y0 + side {
+        for x in x0..x0 + side {
+            values.push(f64::from(scan.get_pixel(x, y).0[0]));
+        }
+    }
+    let mean = values.iter().sum::<f64>() / values.len() as f64;
+    let hann: Vec<f64> = (0..n)
+        .map(|i| 0.5 - 0.5 * (2.0 * std::f64::consts::PI * i as f64 / n as f64).cos())
+        .collect();
+    for (i, v) in values.iter_mut().enumerate() {
+        *v = (*v - mean) * hann[i / n] * hann[i % n];
+    }
+    // Frequencies (in cycles per square) whose periods lie in the range.
+    let r_min = (n as f32 / PERIOD_RANGE.1).floor().max(1.0) as usize;
+    let r_max = ((n as f32 / PERIOD_RANGE.0).ceil() as usize).min(n / 2 - 1);
+    let (cos, sin): (Vec<f64>, Vec<f64>) = (0..n)
+        .map(|k| {
+            let a = 2.0 * std::f64::consts::PI * k as f64 / n as f64;
+            (a.cos(), a.sin())
+        })
+        .unzip();
+    // Rows first, for u in 0..=r_max: the input is real, so -u is the conjugate of u.
+    let mut rows = vec![(0f64, 0f64); n * (r_max + 1)];
+    for y in 0..n {
+        let line = &values[y * n..(y + 1) * n];
+        for u in 0..=r_max {
+            let (mut re, mut im) = (0.0, 0.0);
+            for (x, v) in line.iter().enumerate() {
+                let k = (u * x) % n;
+                re += v * cos[k];
+                im -= v * sin[k];
+            }
+            rows[y * (r_max + 1) + u] = (re, im);
+        }
+    }
+    // Then columns, for v in -r_max..=r_max; power summed by ring, each (u, v) split
+    // between the two rings around its radius.
+    let mut ring_power = vec![0f64; r_max + 2];
+    let mut ring_weight = vec![0f64; r_max + 2];
+    for u in 0..=r_max {
+        for v in -(r_max as i64)..=(r_max as i64) {
+            let radius = ((u * u) as f64 + (v * v) as f64).sqrt();
+            if radius < 1.0 || radius > r_max as f64 {
+                continue;
+            }
+            let (mut re, mut im) = (0.0, 0.0);
+            for y in 0..n {
+                let k = ((v.rem_euclid(n as i64) as usize) * y) % n;
+                let (a, b) = rows[y * (r_max + 1) + u];
+                // (a + ib)(cos - i sin)
+                re += a * cos[k] + b * sin[k];
+                im += b * cos[k] - a * sin[k];
+            }
+            let power = re * re + im * im;
+            let low = radius.floor() as usize;
+            let frac = radius - low as f64;
+            ring_power[low] += power * (1.0 - frac);
+            ring_weight[low] += 1.0 - frac;
+            ring_power[low + 1] += power * frac;
+            ring_weight[low + 1] += frac;
+        }
+    }
+    let profile: Vec<f64> = ring_power
+        .iter()
+        .zip(&ring_weight)
+        .enumerate()
+        .map(|(r, (p, w))| {
+            if *w > 0.0 {
+                p / w * (r * r) as f64
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    let peak = (r_min..=r_max).max_by(|a, b| profile[*a].total_cmp(&profile[*b]))?;
+    if profile[peak] <= 0.0 {
+        return None;
+    }
+    // A parabola through the peak and its neighbours places it between bins.
+    let offset = if peak > r_min && peak < r_max {
+        let (l, c, r) = (profile[peak - 1], profile[peak], profile[peak + 1]);
+        let denom = l - 2.0 * c + r;
+        if denom < 0.0 {
+            (0.5 * (l - r) / denom).clamp(-0.5, 0.5)
+        } else {
+            0.0
+        }
+    } else {
+        0.0
+    };
+    Some(n as f32 / (peak as f64 + offset) as f32)
+}
+
 /// Median of the outermost rows and columns: the background a sensor shows around a finger.
 fn border_median(scan: &GrayImage) -> u8 {
     let (w, h) = scan.dimensions();
@@ -200,6 +329,70 @@ fn border_median(scan: &GrayImage) -> u8 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A print-like grating: rings of `period` pixels around an off-centre core, on a light
+    /// background outside an ellipse.
+    fn rings(width: u32, height: u32, period: f32) -> GrayImage {
+        let (cx, cy) = (width as f32 * 0.45, height as f32 * 0.55);
+        GrayImage::from_fn(width, height, |x, y| {
+            let (dx, dy) = (x as f32 - cx, y as f32 - cy);
+            let inside =
+                (dx / (0.4 * width as f32)).powi(2) + (dy / (0.45 * height as f32)).powi(2) < 1.0;
+            let phase = 2.0 * std::f32::consts::PI * (dx * dx + dy * dy).sqrt() / period;
+            Luma([if inside {
+                (128.0 + 100.0 * phase.cos()) as u8
+            } else {
+                230
+            }])
+        })
+    }
+
+    #[test]
+    fn the_ridge_period_is_measured_whatever_the_scale() {
+        for (w, h, period) in [
+            (300, 300, 7.0),
+            (388, 374, 9.0),
+            (296, 560, 10.3),
+            (504, 480, 14.0),
+        ] {
+            let measured = ridge_period(&rings(w, h, period)).expect("a period");
+            assert!(
+                (measured - period).abs() <= 0.07 * period,
+                "{w}x{h}: {period} measured as {measured}"
+            );
+        }
+        assert_eq!(
+            ridge_period(&GrayImage::from_pixel(200, 200, Luma([128]))),
+            None
+        );
+        assert_eq!(ridge_period(&GrayImage::new(16, 16)), None);
+    }
+
+    /// The spec's test on made prints: whatever the scan's ridge period, the network input
+    /// shows ridges within 15% of the target period.
+    #[test]
+    fn ridge_scale_brings_every_scan_to_the_target_period() {
+        let pre = Preprocessing {
+            resize: ResizePolicy::RidgeScale { period: 4.5 },
+            ..Preprocessing::imagenet(64)
+        };
+        for (w, h, period) in [
+            (300, 300, 7.0),
+            (388, 374, 9.0),
+            (296, 560, 10.3),
+            (504, 480, 14.0),
+        ] {
+            let input = pre.resize(&rings(w, h, period));
+            assert_eq!(input.dimensions(), (64, 64));
+            let seen = ridge_period(&input).expect("ridges in the input");
+            assert!(
+                (seen - 4.5).abs() <= 0.15 * 4.5,
+                "{w}x{h} at {period}: {seen}"
+            );
+        }
+        let json = serde_json::to_string(&pre.resize).unwrap_or_default();
+        assert_eq!(json, r#"{"ridge-scale":{"period":4.5}}"#);
+    }
 
     #[test]
     fn normalisation_is_imagenet_per_channel_chw() {

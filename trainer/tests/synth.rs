@@ -139,3 +139,33 @@ fn generation_is_deterministic_and_sized() {
     assert_ne!(a[0][0], a[0][1], "impressions differ");
     assert_ne!(a[0][0], a[1][0], "fingers differ");
 }
+
+/// The ridge-scale preprocessing on synthetic prints of two scan sizes: the network input
+/// shows ridges within 15% of the target period (the same check the README reports on real
+/// sets with `common/examples/ridge_scale.rs`).
+#[test]
+fn ridge_scale_puts_synthetic_ridges_at_the_target_period() {
+    use fingerprint_common::preprocess::{ridge_period, Preprocessing, ResizePolicy};
+    let pre = Preprocessing {
+        resize: ResizePolicy::RidgeScale { period: 4.5 },
+        ..Preprocessing::imagenet(64)
+    };
+    for size in [128, 256] {
+        let prints = generate(&SynthConfig {
+            fingers: 6,
+            impressions: 2,
+            size,
+            seed: 3,
+        });
+        let periods: Vec<f32> = prints
+            .iter()
+            .flatten()
+            .map(|scan| ridge_period(&pre.resize(scan)).unwrap_or(f32::NAN))
+            .collect();
+        let within = periods
+            .iter()
+            .filter(|p| (*p - 4.5).abs() <= 0.15 * 4.5)
+            .count();
+        assert!(within * 10 >= periods.len() * 9, "{size} px: {periods:?}");
+    }
+}

@@ -101,7 +101,13 @@ impl ModelFile {
                 manifest.num_classes
             )));
         }
-        if manifest.preprocessing.size < 32 || manifest.preprocessing.std.iter().any(|s| *s <= 0.0)
+        let ridge_period_bad = matches!(
+            manifest.preprocessing.resize,
+            fingerprint_common::ResizePolicy::RidgeScale { period } if !(1.0..=64.0).contains(&period)
+        );
+        if manifest.preprocessing.size < 32
+            || manifest.preprocessing.std.iter().any(|s| *s <= 0.0)
+            || ridge_period_bad
         {
             return Err(bad("preprocessing parameters out of range".into()));
         }

@@ -31,6 +31,9 @@ pub struct SheetArgs {
     /// With --resize window: the window's side in scan pixels.
     #[arg(long, default_value_t = 128)]
     window: u32,
+    /// With --resize ridge-scale: the ridge period in input pixels.
+    #[arg(long, default_value_t = 4.5)]
+    ridge_period: f32,
     #[arg(long, default_value_t = 0)]
     seed: u64,
 }
@@ -43,15 +46,22 @@ pub enum ResizeArg {
     Pad,
     /// A window of --window scan pixels around the print (ridges keep their scale).
     Window,
+    /// The scan rescaled so that ridges are --ridge-period input pixels apart (its period
+    /// measured), a window of the same number of ridges around the print.
+    RidgeScale,
 }
 
 impl ResizeArg {
-    /// The policy, with `window` pixels a side for [`ResizeArg::Window`].
-    pub fn policy(self, window: u32) -> ResizePolicy {
+    /// The policy, with `window` pixels a side for [`ResizeArg::Window`] and ridges
+    /// `ridge_period` input pixels apart for [`ResizeArg::RidgeScale`].
+    pub fn policy(self, window: u32, ridge_period: f32) -> ResizePolicy {
         match self {
             ResizeArg::Stretch => ResizePolicy::Stretch,
             ResizeArg::Pad => ResizePolicy::Pad,
             ResizeArg::Window => ResizePolicy::Window { side: window },
+            ResizeArg::RidgeScale => ResizePolicy::RidgeScale {
+                period: ridge_period,
+            },
         }
     }
 }
@@ -60,7 +70,7 @@ impl ResizeArg {
 pub fn run(args: SheetArgs) -> Result<()> {
     let dataset = args.data.load()?;
     let pre = Preprocessing {
-        resize: args.resize.policy(args.window),
+        resize: args.resize.policy(args.window, args.ridge_period),
         ..Preprocessing::imagenet(args.size)
     };
     let augmentation = Augmentation::default();

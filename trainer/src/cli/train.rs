@@ -55,14 +55,19 @@ pub struct TrainArgs {
     /// Side of the square network input, in pixels.
     #[arg(long, default_value_t = 224)]
     size: u32,
-    /// How scans are made square: stretched (the method's), padded, or a window of
-    /// --window scan pixels cut around the print (ridges reach the network at the scale
-    /// they have in the scan, whatever its size; the daemon cuts the same window).
+    /// How scans are made square: stretched (the method's), padded, a window of --window
+    /// scan pixels cut around the print (ridges reach the network at the scale they have in
+    /// the scan, whatever its size; the daemon cuts the same window), or ridge-scale (the
+    /// scan rescaled to --ridge-period, whatever its sensor).
     #[arg(long, value_enum, default_value = "stretch")]
     resize: ResizeArg,
     /// With --resize window: the window's side in scan pixels (128 at 500 dpi: 6.5 mm).
     #[arg(long, default_value_t = 128)]
     window: u32,
+    /// With --resize ridge-scale: the ridge period in input pixels (4.5: what a 64 px
+    /// network sees of 128 px synthetic scans; the scan's own period is measured).
+    #[arg(long, default_value_t = 4.5)]
+    ridge_period: f32,
     /// Train on the scans as they are, without flips, crops and distortions.
     #[arg(long)]
     no_augment: bool,
@@ -186,7 +191,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
             },
             l2: args.l2,
             preprocessing: Preprocessing {
-                resize: args.resize.policy(args.window),
+                resize: args.resize.policy(args.window, args.ridge_period),
                 ..Preprocessing::imagenet(args.size)
             },
             augmentation: match (args.no_augment, args.no_flip) {
