@@ -89,8 +89,12 @@ pub struct EvalArgs {
     /// Feed the network a window of this many scan pixels around the print instead of the
     /// model's own resize policy (e.g. real 500 dpi scans to a model trained on 128 px
     /// synthetic scans: ridges then arrive at the scale it learned).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "ridge_period")]
     window: Option<u32>,
+    /// Feed the network each scan rescaled so that its ridges are this many input pixels
+    /// apart (`ridge-scale`: its own period measured) instead of the model's resize policy.
+    #[arg(long)]
+    ridge_period: Option<f32>,
     /// Calibrate as `fingerprintd calibrate` would before evaluating: the threshold (and for
     /// the fused matcher the fusion) fitted on the enrolled gallery and these scans of other
     /// never-enrolled fingers (a dataset root; keep them apart from --strangers).
@@ -127,6 +131,9 @@ pub fn run(args: EvalArgs) -> Result<()> {
     )?;
     if let Some(side) = args.window {
         loaded.preprocessing.resize = fingerprint_common::ResizePolicy::Window { side };
+    }
+    if let Some(period) = args.ridge_period {
+        loaded.preprocessing.resize = fingerprint_common::ResizePolicy::RidgeScale { period };
     }
     if args.open_set {
         return open_set(&args, Some(&loaded), run.as_ref(), &device);
