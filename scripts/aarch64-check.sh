@@ -3,7 +3,8 @@
 # tests (fingerprint-models: `fast` unit tests and tests/fast.rs) for aarch64-unknown-linux-gnu
 # with Debian's cross gcc, warnings as errors, and runs them under qemu-user. They include
 # `int8_logits_are_the_same_on_every_cpu`, whose expected int8 logits were computed on x86-64:
-# an int8 model must answer to the bit the same on both. About 5 minutes on 2 cores.
+# an int8 model must answer to the bit the same on both, on the portable, neon and neon-dot
+# kernels (qemu's max CPU has the dot product). About 3 minutes on 2 cores.
 # Needs rustup, and apt (as root or with sudo) when the cross gcc or qemu-user is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."

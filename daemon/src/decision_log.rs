@@ -83,9 +83,13 @@ impl DecisionLog {
     /// error the file is as it was before.
     pub fn write(&mut self, decision: &Decision) -> Result<(), IoError> {
         let stdout = std::path::Path::new("stdout");
+        let target = match self {
+            Self::Stdout => stdout,
+            Self::File { path, .. } => path.as_path(),
+        };
         let mut line = serde_json::to_vec(decision)
             .map_err(io::Error::other)
-            .at("serialising a decision for", stdout)?;
+            .at("serialising a decision for", target)?;
         line.push(b'\n');
         match self {
             Self::Stdout => {
