@@ -82,11 +82,13 @@ impl Preprocessing {
         let square = match self.resize {
             ResizePolicy::Stretch => None,
             ResizePolicy::Pad => pad_to_square(scan),
-            ResizePolicy::Window { side } => Some(window_on_print(scan, side.max(1))),
+            ResizePolicy::Window { side } => Some(window_at(scan, side.max(1), print_centre(scan))),
             ResizePolicy::RidgeScale { period } => {
-                let measured = ridge_period(scan).unwrap_or(DEFAULT_RIDGE_PERIOD);
+                // One centre for both: the period is measured where the window is cut.
+                let centre = print_centre(scan);
+                let measured = ridge_period_at(scan, centre).unwrap_or(DEFAULT_RIDGE_PERIOD);
                 let side = (self.size as f32 * measured / period.max(1.0)).round();
-                Some(window_on_print(scan, (side as u32).max(1)))
+                Some(window_at(scan, (side as u32).max(1), centre))
             }
         };
         let source = square.as_ref().unwrap_or(scan);
@@ -170,10 +172,10 @@ pub fn print_centre(scan: &GrayImage) -> (u32, u32) {
     (cx.round() as u32, cy.round() as u32)
 }
 
-/// A `side`x`side` window of `scan` centred on its print, background where it overhangs.
-fn window_on_print(scan: &GrayImage, side: u32) -> GrayImage {
+/// A `side`x`side` window of `scan` centred on `(cx, cy)` (the print's centre), background
+/// where it overhangs.
+fn window_at(scan: &GrayImage, side: u32, (cx, cy): (u32, u32)) -> GrayImage {
     let (w, h) = scan.dimensions();
-    let (cx, cy) = print_centre(scan);
     // Keep the window inside the scan where the scan is large enough.
     let origin = |c: u32, extent: u32| -> i64 {
         let start = i64::from(c) - i64::from(side / 2);
@@ -202,12 +204,16 @@ pub const DEFAULT_RIDGE_PERIOD: f32 = 9.0;
 /// between frequency bins by a parabola. None when the scan is too small or shows no ridges
 /// in the range.
 pub fn ridge_period(scan: &GrayImage) -> Option<f32> {
+    ridge_period_at(scan, print_centre(scan))
+}
+
+/// [`ridge_period`] around a centre already found.
+fn ridge_period_at(scan: &GrayImage, (cx, cy): (u32, u32)) -> Option<f32> {
     let (w, h) = scan.dimensions();
     let side = SPECTRUM_SIDE.min(w).min(h);
     if side < 24 {
         return None;
     }
-    let (cx, cy) = print_centre(scan);
     let origin = |c: u32, extent: u32| c.saturating_sub(side / 2).min(extent - side);
     let (x0, y0) = (origin(cx, w), origin(cy, h));
     let n = side as usize;
@@ -433,7 +439,7 @@ mod tests {
         assert!(dark > 50 * 50 / 4, "{dark}");
         // A scan smaller than the window is padded with its background.
         let small = GrayImage::from_pixel(40, 40, Luma([200]));
-        let w = window_on_print(&small, 100);
+        let w = window_at(&small, 100, print_centre(&small));
         assert_eq!(w.dimensions(), (100, 100));
         assert_eq!(w.get_pixel(0, 0).0[0], 200);
         // Old manifests name the policy as a word; the window carries its side.

@@ -144,37 +144,12 @@ fn whole_lines_len(file: &mut File, size: u64) -> io::Result<u64> {
 mod tests {
     use super::*;
     use anyhow::Result;
-    use fingerprint_common::{MatchMode, ModelRef, ScanSource, SourceKind, Verdict};
+    use fingerprint_common::Verdict;
     use std::fs;
     use std::sync::{Arc, Mutex};
 
     fn decision(scan_id: &str) -> Decision {
-        Decision {
-            scan_id: scan_id.into(),
-            source: ScanSource {
-                kind: SourceKind::Directory,
-                name: format!("sensor/{scan_id}"),
-                sensor: None,
-            },
-            timestamp: "2026-12-02T00:00:00.000Z".into(),
-            decision: Verdict::Deny,
-            mode: MatchMode::Identification,
-            claimed_identity: None,
-            identity: None,
-            score: Some(0.5),
-            threshold: 0.9,
-            matcher: None,
-            network_score: None,
-            minutiae_score: None,
-            fused_score: None,
-            candidates: Vec::new(),
-            model: Some(ModelRef {
-                name: "m".into(),
-                digest: "sha256:0".into(),
-            }),
-            latency_ms: 1.0,
-            error: None,
-        }
+        crate::test_support::decision(scan_id, Verdict::Deny, None)
     }
 
     /// A file in memory that takes `room` more bytes, then fails as a full disk does (after
