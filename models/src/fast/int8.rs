@@ -22,7 +22,7 @@ use std::sync::Arc;
 
 use rayon::prelude::*;
 
-use super::matmul::{for_each_tile, Epilogue, Rows, TileOut, MR, NR};
+use super::matmul::{for_each_tile, Epilogue, Rows, TileOut, MR, NR, WIDE_512};
 use super::{Kernels, Level};
 
 use crate::format::int8::{pack, padded_channels, quantize_rows, DEPTH_GROUP, PANEL_CHANNELS};
@@ -94,8 +94,9 @@ impl PackedInt8 {
         )
     }
 
-    fn panel(&self, p: usize) -> &[u8] {
-        &self.bytes[p * self.depth * NR..(p + 1) * self.depth * NR]
+    /// Panels `p..p + count`, one after the other.
+    fn panels(&self, p: usize, count: usize) -> &[u8] {
+        &self.bytes[p * self.depth * NR..(p + count) * self.depth * NR]
     }
 }
 
@@ -119,6 +120,9 @@ pub struct QuantizedNhwc {
 #[inline]
 fn quantize_values(kernels: Kernels, dst: &mut [u8], values: &[f32], inv: f32) {
     match kernels {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: this level exists only where the CPU has AVX-512 F/BW/VL.
+        k if k.avx512() => unsafe { avx512::quantize_values(dst, values, inv) },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `Kernels` above portable exist only where the CPU has AVX2.
         k if k.avx2() => unsafe { avx2::quantize_values(dst, values, inv) },
@@ -146,6 +150,9 @@ fn quantize_values_portable(dst: &mut [u8], values: &[f32], inv: f32) {
 #[inline]
 fn max_of(kernels: Kernels, values: &[f32]) -> f32 {
     match kernels {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: this level exists only where the CPU has AVX-512 F/BW/VL.
+        k if k.avx512() => unsafe { avx512::max_of(values) },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `Kernels` above portable exist only where the CPU has AVX2.
         k if k.avx2() => unsafe { avx2::max_of(values) },
@@ -269,9 +276,15 @@ pub fn matmul_int8(
         } else {
             MR_INT8
         },
+        // AVX-512 has 32 registers: six rows by four panels of accumulators, so each
+        // broadcast activation feeds four `vpdpbusd` and each panel load six.
+        if kernels.avx512() { WIDE_512 } else { 1 },
         epilogue,
         c,
-        |starts, height, p, acc, out| kernel(kernels, a, starts, b.panel(p), height, acc, out),
+        |starts, height, p, acc, out| {
+            let count = out.map_or(1, TileOut::panels);
+            kernel(kernels, a, starts, b.panels(p, count), height, acc, out)
+        },
     );
 }
 
@@ -484,8 +497,18 @@ mod avx2 {
     /// The CPU must support AVX2.
     #[target_feature(enable = "avx2")]
     pub unsafe fn max_of(values: &[f32]) -> f32 {
-        let mut m = _mm256_setzero_ps();
-        let chunks = values.chunks_exact(8);
+        // Four running maxima: one would wait on the previous `vmaxps` at every step.
+        let mut m4 = [_mm256_setzero_ps(); 4];
+        let blocks = values.chunks_exact(32);
+        let rest = blocks.remainder();
+        for block in blocks {
+            for (k, m) in m4.iter_mut().enumerate() {
+                // SAFETY: a block holds 32 values, four times eight.
+                *m = _mm256_max_ps(*m, unsafe { _mm256_loadu_ps(block.as_ptr().add(8 * k)) });
+            }
+        }
+        let mut m = _mm256_max_ps(_mm256_max_ps(m4[0], m4[1]), _mm256_max_ps(m4[2], m4[3]));
+        let chunks = rest.chunks_exact(8);
         let tail = chunks.remainder();
         for c in chunks {
             // SAFETY: a chunk holds eight values.
@@ -591,6 +614,71 @@ mod avx2 {
     }
 }
 
+/// Quantisation on AVX-512: sixteen values a step, the operations of the AVX2 and portable
+/// code in the same order (so the same bytes).
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use std::arch::x86_64::*;
+
+    use super::ACTIVATION_MAX;
+
+    /// [`super::quantize_values_portable`], 16 values at a time.
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512 F/BW/VL.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+    pub unsafe fn quantize_values(dst: &mut [u8], values: &[f32], inv: f32) {
+        let n = dst.len().min(values.len());
+        let (inv16, zero, top, half) = (
+            _mm512_set1_ps(inv),
+            _mm512_setzero_ps(),
+            _mm512_set1_ps(ACTIVATION_MAX),
+            _mm512_set1_ps(0.5),
+        );
+        let mut i = 0;
+        while i + 16 <= n {
+            // SAFETY: i + 16 <= n: sixteen values read, sixteen bytes written.
+            unsafe {
+                let v = _mm512_mul_ps(_mm512_loadu_ps(values.as_ptr().add(i)), inv16);
+                // max(v, 0) takes 0 for NaN, as the portable code does.
+                let clamped = _mm512_min_ps(_mm512_max_ps(v, zero), top);
+                let q = _mm512_cvttps_epi32(_mm512_add_ps(clamped, half));
+                // 0..=63: narrowing loses nothing.
+                let bytes = _mm512_cvtepi32_epi8(q);
+                _mm_storeu_si128(dst.as_mut_ptr().add(i) as *mut __m128i, bytes);
+            }
+            i += 16;
+        }
+        super::quantize_values_portable(&mut dst[i..n], &values[i..n], inv);
+    }
+
+    /// The largest of `values` and 0.
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512 F.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn max_of(values: &[f32]) -> f32 {
+        // Four running maxima: one would wait on the previous `vmaxps` at every step.
+        let mut m4 = [_mm512_setzero_ps(); 4];
+        let blocks = values.chunks_exact(64);
+        let rest = blocks.remainder();
+        for block in blocks {
+            for (k, m) in m4.iter_mut().enumerate() {
+                // SAFETY: a block holds 64 values, four times sixteen.
+                *m = _mm512_max_ps(*m, unsafe { _mm512_loadu_ps(block.as_ptr().add(16 * k)) });
+            }
+        }
+        let m = _mm512_max_ps(_mm512_max_ps(m4[0], m4[1]), _mm512_max_ps(m4[2], m4[3]));
+        let mut lanes = [0f32; 16];
+        // SAFETY: sixteen lanes into sixteen floats.
+        unsafe { _mm512_storeu_ps(lanes.as_mut_ptr(), m) };
+        lanes
+            .iter()
+            .chain(rest)
+            .fold(0f32, |m, &v| if v > m { v } else { m })
+    }
+}
+
 /// The int8 product on `vpdpbusd` (VNNI): four u8 x i8 products summed into each i32 lane in
 /// one instruction, exactly (no i16 step, so no saturation to avoid), the same sums as the
 /// other kernels. A panel's quad, 16 channels x 4 bytes, is one 512-bit register or two
@@ -599,7 +687,7 @@ mod avx2 {
 mod vnni {
     use std::arch::x86_64::*;
 
-    use super::{Rows, TileOut, MR, NR, QUAD};
+    use super::{Rows, TileOut, MR, NR, QUAD, WIDE_512};
     use crate::fast::matmul::avx2::{deliver_tile, prefetch_tile};
 
     /// # Safety
@@ -633,10 +721,78 @@ mod vnni {
         acc: &mut [[f32; NR]; MR],
         out: Option<&TileOut>,
     ) -> bool {
-        debug_assert!(panel.len() >= a.depth() * NR);
-        // SAFETY: forwarded from the caller.
-        unsafe { for_height!(rows_512, height, (a, starts, panel, acc, out)) }
+        debug_assert!(panel.len() >= a.depth() * NR * out.map_or(1, TileOut::panels));
+        match out {
+            Some(out) if out.panels() == WIDE_512 => {
+                // SAFETY: forwarded from the caller; the panels follow one another.
+                unsafe { for_height!(rows_512_wide, height, (a, starts, panel, out)) }
+            }
+            // SAFETY: forwarded from the caller.
+            _ => unsafe { for_height!(rows_512, height, (a, starts, panel, acc, out)) },
+        }
         out.is_some()
+    }
+
+    /// H rows x WIDE_512 panels of 16 channels: per quad, one load per panel, and per row
+    /// one broadcast and a `vpdpbusd` per panel (up to 24 accumulators of the 32 registers).
+    #[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512vl,avx512vnni")]
+    #[inline]
+    unsafe fn rows_512_wide<const H: usize>(
+        a: &Rows<u8>,
+        starts: &[usize; MR],
+        panels: &[u8],
+        out: &TileOut,
+    ) {
+        let tiles: [TileOut; WIDE_512] = std::array::from_fn(|k| out.panel(k));
+        for tile in &tiles {
+            // SAFETY: as the caller guarantees.
+            unsafe { prefetch_tile::<H>(tile) };
+        }
+        let mut c = [[_mm512_setzero_si512(); WIDE_512]; H];
+        let panel_len = a.depth() * NR;
+        let mut bp = panels.as_ptr();
+        let quads = a.tap_depth() / QUAD;
+        for &tap in a.taps() {
+            // SAFETY: (the whole block) as in `rows_256`; panel k starts panel_len bytes
+            // after panel k - 1, and the caller gives all WIDE_512 of them.
+            unsafe {
+                let ap: [*const u8; H] =
+                    std::array::from_fn(|i| a.data().as_ptr().add(starts[i] + tap));
+                for q in 0..quads {
+                    let b: [__m512i; WIDE_512] = std::array::from_fn(|k| {
+                        _mm512_loadu_si512(bp.add(k * panel_len) as *const __m512i)
+                    });
+                    bp = bp.add(NR * QUAD);
+                    for (i, ci) in c.iter_mut().enumerate() {
+                        let x =
+                            _mm512_set1_epi32((ap[i].add(q * QUAD) as *const i32).read_unaligned());
+                        for (cik, bk) in ci.iter_mut().zip(&b) {
+                            *cik = _mm512_dpbusd_epi32(*cik, x, *bk);
+                        }
+                    }
+                }
+            }
+        }
+        let mut unused = [[0f32; NR]; MR];
+        // Panel by panel with constant indices: a loop index into `c` made the compiler keep
+        // the accumulators in memory and store each one after every `vpdpbusd`.
+        macro_rules! deliver_panel {
+            ($k:literal) => {{
+                let sums: [[__m256; 2]; H] = std::array::from_fn(|i| {
+                    [
+                        _mm256_cvtepi32_ps(_mm512_castsi512_si256(c[i][$k])),
+                        _mm256_cvtepi32_ps(_mm512_extracti64x4_epi64::<1>(c[i][$k])),
+                    ]
+                });
+                // SAFETY: as the caller guarantees: each panel's tile lies inside C.
+                unsafe { deliver_tile(&sums, &mut unused, Some(&tiles[$k])) };
+            }};
+        }
+        const _: () = assert!(WIDE_512 == 4, "one delivery per panel below");
+        deliver_panel!(0);
+        deliver_panel!(1);
+        deliver_panel!(2);
+        deliver_panel!(3);
     }
 
     /// H rows x 16 channels: per quad, two panel loads, and per row one broadcast of its four
@@ -742,6 +898,10 @@ mod tests {
             (13, 40, 9, 12),
             (30, 24, 3, 64),
             (6, 16, 2, 8),
+            // Wide tiles (four whole panels) beside a one-panel rest and a partial panel.
+            (13, 88, 9, 12),
+            (50, 128, 2, 8),
+            (200, 136, 2, 8),
         ] {
             let depth = taps * tap_depth;
             let a: Vec<u8> = (0..rows * depth).map(|i| (i * 37 % 64) as u8).collect();
@@ -771,6 +931,12 @@ mod tests {
             };
             let mut portable = vec![0f32; rows * cols];
             matmul_int8(Kernels::portable(), &rows_a, &b, &epilogue, &mut portable);
+            // On one thread too: tasks then hold every panel, so wide tiles meet a
+            // one-panel rest in the same task.
+            let one_thread = rayon::ThreadPoolBuilder::new()
+                .num_threads(1)
+                .build()
+                .expect("a thread pool");
             for kernels in Kernels::available() {
                 let mut fast = vec![0f32; rows * cols];
                 matmul_int8(kernels, &rows_a, &b, &epilogue, &mut fast);
@@ -778,6 +944,9 @@ mod tests {
                     fast, portable,
                     "{kernels}: {rows}x{cols}, {taps} taps of {tap_depth}"
                 );
+                let mut serial = vec![0f32; rows * cols];
+                one_thread.install(|| matmul_int8(kernels, &rows_a, &b, &epilogue, &mut serial));
+                assert_eq!(serial, portable, "{kernels} on one thread: {rows}x{cols}");
             }
             // And both equal the plain sum.
             let q: Vec<i8> = unpack(&b.bytes, cols, depth, 1);
@@ -789,6 +958,36 @@ mod tests {
                     assert_eq!(portable[r * cols + c], sum as f32 + 0.5);
                 }
             }
+        }
+    }
+
+    /// Every level's quantisation gives the portable bytes and scales: negatives, values past
+    /// the maximum, exact halves and tails shorter than a vector.
+    #[test]
+    fn every_level_quantises_as_the_portable_code() {
+        for (n, h, w, c) in [(1, 3, 5, 67), (2, 2, 3, 16), (1, 4, 4, 3), (1, 2, 2, 130)] {
+            let len = n * h * w * c;
+            let data: Vec<f32> = (0..len)
+                .map(|i| match i % 11 {
+                    0 => -1.5,
+                    1 => 0.0,
+                    2 => 1e6,
+                    _ => ((i * 29 % 97) as f32 - 10.0) * 0.37,
+                })
+                .collect();
+            let dims = (n, h, w, c);
+            let portable = quantize(Kernels::portable(), &data, dims, 1, Vec::new());
+            let portable_pixels = quantize_per_pixel(Kernels::portable(), &data, dims, Vec::new());
+            for kernels in Kernels::available() {
+                let q = quantize(kernels, &data, dims, 1, Vec::new());
+                assert_eq!(q.scale, portable.scale, "{kernels}: {dims:?}");
+                assert_eq!(q.data, portable.data, "{kernels}: {dims:?}");
+                let p = quantize_per_pixel(kernels, &data, dims, Vec::new());
+                assert_eq!(p.pixel_scales, portable_pixels.pixel_scales, "{kernels}");
+                assert_eq!(p.data, portable_pixels.data, "{kernels}: {dims:?}");
+            }
+            // The largest value maps to the top of the range.
+            assert!(portable.data.contains(&(ACTIVATION_MAX as u8)));
         }
     }
 

@@ -5,7 +5,8 @@
 //! streams it. A is read in place, described by [`Rows`]: a plain matrix, or the rows a
 //! convolution sees in (padded) NHWC activations, each row's depth gathered from several
 //! taps; so no convolution copies its input into an im2col matrix. The x86-64 kernel keeps a
-//! 6 x 16 tile of C in twelve AVX registers (FMA); the portable one is plain Rust the compiler
+//! 6 x 16 tile of C in twelve AVX registers (FMA), or with AVX-512 a 6 x 64 tile (four panels)
+//! in 24 of its 32; the portable one is plain Rust the compiler
 //! vectorises for the target (SSE2, NEON). Bias, residual and ReLU are applied as each tile is
 //! stored, so C is written once. Work is split into independent tiles of C over rayon's
 //! threads.
@@ -88,8 +89,9 @@ impl PackedB {
         self.cols
     }
 
-    fn panel(&self, p: usize) -> &[f32] {
-        &self.data[p * self.depth * NR..(p + 1) * self.depth * NR]
+    /// Panels `p..p + count`, one after the other.
+    fn panels(&self, p: usize, count: usize) -> &[f32] {
+        &self.data[p * self.depth * NR..(p + count) * self.depth * NR]
     }
 }
 
@@ -236,7 +238,30 @@ pub(super) struct TileOut<'a> {
     cols: usize,
     row: usize,
     col0: usize,
+    /// Panels of NR columns the tile covers (1 but for wide kernels).
+    panels: usize,
     epilogue: &'a Epilogue<'a>,
+}
+
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+impl<'a> TileOut<'a> {
+    /// Panels of NR columns the tile covers.
+    pub(super) fn panels(&self) -> usize {
+        self.panels
+    }
+
+    /// The one-panel tile of panel `k` of this tile (k < `panels()`).
+    pub(super) fn panel(&self, k: usize) -> TileOut<'a> {
+        assert!(k < self.panels, "panel {k} of a tile of {}", self.panels);
+        TileOut {
+            c: self.c,
+            cols: self.cols,
+            row: self.row,
+            col0: self.col0 + k * NR,
+            panels: 1,
+            epilogue: self.epilogue,
+        }
+    }
 }
 
 /// A pointer to C that tasks share; each task writes only its own tile.
@@ -296,9 +321,13 @@ pub fn matmul(kernels: Kernels, a: &Rows, b: &PackedB, epilogue: &Epilogue, c: &
         a.rows(),
         b.cols,
         MR,
+        wide(kernels),
         epilogue,
         c,
-        |starts, height, p, acc, out| kernel(kernels, a, starts, b.panel(p), height, acc, out),
+        |starts, height, p, acc, out| {
+            let count = out.map_or(1, TileOut::panels);
+            kernel(kernels, a, starts, b.panels(p, count), height, acc, out)
+        },
     );
 }
 
@@ -318,11 +347,14 @@ pub(super) fn matmul_serial(
     // Filled by each kernel call that does not store its tile itself.
     let mut acc = [[0f32; NR]; MR];
     let blocks = RowBlocks::new(rows, MR);
+    let (wide, whole_panels) = (wide(kernels), cols / NR);
     for index in 0..blocks.blocks {
         let (block, block_end) = (blocks.range(index).start, blocks.range(index).end);
-        for p in 0..cols.div_ceil(NR) {
+        let mut p = 0;
+        while p < cols.div_ceil(NR) {
             let col0 = p * NR;
             let width = NR.min(cols - col0);
+            let step = if p + wide <= whole_panels { wide } else { 1 };
             for r in (block..block_end).step_by(MR) {
                 let height = MR.min(block_end - r);
                 let starts: [usize; MR] =
@@ -332,17 +364,20 @@ pub(super) fn matmul_serial(
                     cols,
                     row: r,
                     col0,
+                    panels: step,
                     epilogue,
                 });
-                if kernel(
+                let stored = kernel(
                     kernels,
                     a,
                     &starts,
-                    b.panel(p),
+                    b.panels(p, step),
                     height,
                     &mut acc,
                     tile_out.as_ref(),
-                ) {
+                );
+                assert!(stored || step == 1, "a wide tile is stored by its kernel");
+                if stored {
                     continue;
                 }
                 for (i, acc_row) in acc.iter().enumerate().take(height) {
@@ -358,13 +393,16 @@ pub(super) fn matmul_serial(
                     );
                 }
             }
+            p += step;
         }
     }
 }
 
 /// The tiles of C (`rows` x `cols`) split over rayon's threads: `product` fills a tile's
 /// accumulators (`height` <= `mr` rows, whose starts in A `a_starts` gives, against panel
-/// `p`), then the epilogue stores it.
+/// `p`), then the epilogue stores it. Where `wide` > 1 whole panels follow in one task,
+/// `product` is called once for `wide` panels `p..p + wide` with a tile that covers them all
+/// (`TileOut::panels`), and must store it itself (return true).
 #[allow(clippy::too_many_arguments)]
 pub(super) fn for_each_tile<F>(
     kernels: Kernels,
@@ -372,6 +410,7 @@ pub(super) fn for_each_tile<F>(
     rows: usize,
     cols: usize,
     mr: usize,
+    wide: usize,
     epilogue: &Epilogue,
     c: &mut [f32],
     product: F,
@@ -393,7 +432,13 @@ pub(super) fn for_each_tile<F>(
     } else {
         panels.min((4 * threads).div_ceil(row_blocks))
     };
-    let panels_per_group = panels.div_ceil(panel_groups);
+    // Whole multiples of `wide` panels per group where there are enough of them.
+    let wide = wide.max(1);
+    let panels_per_group = match panels.div_ceil(panel_groups) {
+        per_group if per_group >= wide => per_group.div_ceil(wide) * wide,
+        per_group => per_group,
+    };
+    let whole_panels = cols / NR;
     let out = SharedOut(c.as_mut_ptr());
     (0..row_blocks * panel_groups)
         .into_par_iter()
@@ -408,9 +453,17 @@ pub(super) fn for_each_tile<F>(
                 *s = a_starts(row);
             }
             let first_panel = group * panels_per_group;
-            for p in first_panel..(first_panel + panels_per_group).min(panels) {
+            let group_end = (first_panel + panels_per_group).min(panels);
+            let mut p = first_panel;
+            while p < group_end {
                 let col0 = p * NR;
                 let width = NR.min(cols - col0);
+                // Panels this step covers: `wide` whole ones where the group has them.
+                let step = if wide > 1 && p + wide <= group_end.min(whole_panels) {
+                    wide
+                } else {
+                    1
+                };
                 let mut r = row_range.start;
                 while r < row_range.end {
                     let height = mr.min(row_range.end - r);
@@ -423,9 +476,12 @@ pub(super) fn for_each_tile<F>(
                         cols,
                         row: r,
                         col0,
+                        panels: step,
                         epilogue,
                     });
-                    if product(&tile_starts, height, p, &mut acc, tile_out.as_ref()) {
+                    let stored = product(&tile_starts, height, p, &mut acc, tile_out.as_ref());
+                    assert!(stored || step == 1, "a wide tile is stored by its kernel");
+                    if stored {
                         r += height;
                         continue;
                     }
@@ -438,9 +494,23 @@ pub(super) fn for_each_tile<F>(
                     }
                     r += height;
                 }
+                p += step;
             }
         });
 }
+
+/// Panels one kernel call covers on these kernels, when whole panels allow.
+fn wide(kernels: Kernels) -> usize {
+    if kernels.avx512() {
+        WIDE_512
+    } else {
+        1
+    }
+}
+
+/// Panels a tile of the AVX-512 kernel covers: 6 rows x 4 panels are 24 accumulators of the
+/// 32 registers, so each broadcast feeds four FMAs and each panel load six.
+pub(super) const WIDE_512: usize = 4;
 
 /// One tile's products: `height` (<= MR) rows of A starting at `starts` against one panel,
 /// stored through the epilogue by the kernel itself when it can (`out` given; returns true),
@@ -457,6 +527,14 @@ fn kernel(
     out: Option<&TileOut>,
 ) -> bool {
     match kernels {
+        #[cfg(target_arch = "x86_64")]
+        k if k.avx512() && out.is_some_and(|o| o.panels() == WIDE_512) => {
+            // SAFETY: this level exists only where the CPU has AVX-512 F; `Rows` exist only
+            // with every row, tap and depth inside their data, the panels hold WIDE_512 x
+            // depth x NR values; `for_each_tile` gives a wide `out` only for whole panels of
+            // its own, inside C.
+            unsafe { avx512::kernel(a, starts, panel, height, out) }
+        }
         #[cfg(target_arch = "x86_64")]
         k if k.avx2() => {
             // SAFETY: `Kernels` above portable exist only where the CPU has AVX2 and FMA; `Rows`
@@ -569,6 +647,93 @@ fn portable_kernel(
 }
 
 #[cfg(target_arch = "x86_64")]
+/// The f32 product on AVX-512: 6 rows x 4 panels (64 columns) in 24 of the 32 registers. Each
+/// output's sum is the same chain of FMAs in the same order as on AVX2, so the same results.
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use std::arch::x86_64::*;
+
+    use super::avx2::{deliver_tile, prefetch_tile};
+    use super::{Rows, TileOut, MR, NR, WIDE_512};
+
+    /// Stores through `out` (a tile of WIDE_512 whole panels); returns true.
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512 F, AVX2 and FMA; rows `starts[i]` (i < height) plus every
+    /// tap and depth must lie inside `a.data`; `panels` must hold WIDE_512 panels of depth x NR
+    /// values one after the other; `out` a tile of as many whole panels inside C, the
+    /// caller's alone.
+    #[target_feature(enable = "avx2,fma,avx512f")]
+    pub unsafe fn kernel(
+        a: &Rows,
+        starts: &[usize; MR],
+        panels: &[f32],
+        height: usize,
+        out: Option<&TileOut>,
+    ) -> bool {
+        let Some(out) = out else {
+            return false;
+        };
+        debug_assert!(panels.len() >= WIDE_512 * a.depth() * NR);
+        // SAFETY: forwarded from the caller.
+        unsafe { for_height!(rows, height, (a, starts, panels, out)) }
+        true
+    }
+
+    #[target_feature(enable = "avx2,fma,avx512f")]
+    #[inline]
+    unsafe fn rows<const H: usize>(a: &Rows, starts: &[usize; MR], panels: &[f32], out: &TileOut) {
+        let tiles: [TileOut; WIDE_512] = std::array::from_fn(|k| out.panel(k));
+        for tile in &tiles {
+            // SAFETY: as the caller guarantees.
+            unsafe { prefetch_tile::<H>(tile) };
+        }
+        let mut c = [[_mm512_setzero_ps(); WIDE_512]; H];
+        let panel_len = a.depth() * NR;
+        let mut bp = panels.as_ptr();
+        for &tap in a.taps() {
+            // SAFETY: (the whole block) the caller guarantees rows, taps and depths of A lie
+            // inside a.data and the panels hold WIDE_512 x depth x NR values, panel k
+            // panel_len values after panel k - 1, read in order here.
+            unsafe {
+                let ap: [*const f32; H] =
+                    std::array::from_fn(|i| a.data().as_ptr().add(starts[i] + tap));
+                for k in 0..a.tap_depth() {
+                    let b: [__m512; WIDE_512] =
+                        std::array::from_fn(|j| _mm512_loadu_ps(bp.add(j * panel_len)));
+                    bp = bp.add(NR);
+                    for (i, ci) in c.iter_mut().enumerate() {
+                        let x = _mm512_set1_ps(*ap[i].add(k));
+                        for (cij, bj) in ci.iter_mut().zip(&b) {
+                            *cij = _mm512_fmadd_ps(x, *bj, *cij);
+                        }
+                    }
+                }
+            }
+        }
+        let mut unused = [[0f32; NR]; MR];
+        // Panel by panel with constant indices: a loop index into `c` made the compiler keep
+        // the accumulators in memory and store each one after every FMA.
+        macro_rules! deliver_panel {
+            ($j:literal) => {{
+                let sums: [[__m256; 2]; H] = std::array::from_fn(|i| {
+                    [
+                        _mm512_castps512_ps256(c[i][$j]),
+                        _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(c[i][$j]))),
+                    ]
+                });
+                // SAFETY: as the caller guarantees: each panel's tile lies inside C.
+                unsafe { deliver_tile(&sums, &mut unused, Some(&tiles[$j])) };
+            }};
+        }
+        const _: () = assert!(WIDE_512 == 4, "one delivery per panel below");
+        deliver_panel!(0);
+        deliver_panel!(1);
+        deliver_panel!(2);
+        deliver_panel!(3);
+    }
+}
+
 pub(super) mod avx2 {
     use std::arch::x86_64::*;
 
