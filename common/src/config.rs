@@ -88,8 +88,10 @@ pub struct MatcherConfig {
     pub shortlist: usize,
     /// Galleries with fewer identities are compared in full by minutiae.
     pub exhaustive_below: usize,
-    /// The sensor's resolution; minutiae are found at 500 dpi, so other scans are resampled.
-    pub sensor_dpi: u32,
+    /// The sensor's resolution, where it is known. Minutiae are found at 500 dpi, so other
+    /// scans are resampled (unset: taken as 500); a ridge-scale model gets a window of fixed
+    /// physical size (unset: sized by each scan's measured ridge period).
+    pub sensor_dpi: Option<u32>,
     /// Overrides the minutiae or fused threshold in force (the door's calibration, else the
     /// one shipped).
     pub threshold: Option<f32>,
@@ -103,10 +105,17 @@ impl Default for MatcherConfig {
             mode: MatcherMode::Fused,
             shortlist: 5,
             exhaustive_below: 200,
-            sensor_dpi: 500,
+            sensor_dpi: None,
             threshold: None,
             accept_synthetic_threshold: false,
         }
+    }
+}
+
+impl MatcherConfig {
+    /// The resolution minutiae are found at: the sensor's, else taken as 500 dpi.
+    pub fn minutiae_dpi(&self) -> u32 {
+        self.sensor_dpi.unwrap_or(crate::minutiae::NATIVE_DPI)
     }
 }
 
@@ -388,11 +397,12 @@ impl DaemonConfig {
         if self.matcher.shortlist == 0 {
             return Err("matcher.shortlist must be at least 1".into());
         }
-        if !(100..=5000).contains(&self.matcher.sensor_dpi) {
-            return Err(format!(
-                "matcher.sensor_dpi {} is outside 100..=5000",
-                self.matcher.sensor_dpi
-            ));
+        if let Some(dpi) = self
+            .matcher
+            .sensor_dpi
+            .filter(|d| !(100..=5000).contains(d))
+        {
+            return Err(format!("matcher.sensor_dpi {dpi} is outside 100..=5000"));
         }
         if self.queue.capacity == 0 || self.queue.max_batch == 0 {
             return Err("queue.capacity and queue.max_batch must be at least 1".into());

@@ -26,11 +26,14 @@ pub enum ResizePolicy {
     /// then resized: ridges reach the network at the scale it learned whatever the scan's
     /// size (a whole 500 dpi scan squeezed to 64 px leaves ridges 1-2 px apart).
     Window { side: u32 },
-    /// Ridges `period` input pixels apart whatever the sensor's resolution: the scan's own
-    /// ridge period is measured ([`ridge_period`]), and a window of `size * measured / period`
-    /// scan pixels cut around the print (background where it overhangs) is resized to
-    /// `size`: every input shows the same number of ridges (`size / period`; 14 at 64 px and
-    /// 4.5), and the network sees the ridge scale it learned on any sensor.
+    /// Ridges `period` input pixels apart whatever the sensor's resolution: a window of
+    /// `size * scan_period / period` scan pixels cut around the print (background where it
+    /// overhangs) is resized to `size`, so every input shows about the same number of ridges
+    /// (`size / period`; 14 at 64 px and 4.5), and the network sees the ridge scale it
+    /// learned on any sensor. `scan_period` is the adult ridge period at the sensor's
+    /// resolution where the door knows it ([`Preprocessing::resize_at`]: a fixed physical
+    /// window, so a finger's own ridge spacing still shows), else the scan's own period,
+    /// measured ([`ridge_period`]).
     #[serde(rename = "ridge-scale")]
     RidgeScale { period: f32 },
 }
@@ -77,8 +80,14 @@ impl Preprocessing {
         self.size == 0
     }
 
-    /// Step (1): the scan as a `size`x`size` grey image.
+    /// Step (1): the scan as a `size`x`size` grey image, its sensor's resolution unknown.
     pub fn resize(&self, scan: &GrayImage) -> GrayImage {
+        self.resize_at(scan, None)
+    }
+
+    /// Step (1) for a scan from a sensor of `sensor_dpi` (known: the door's configuration
+    /// says so; only [`ResizePolicy::RidgeScale`] uses it).
+    pub fn resize_at(&self, scan: &GrayImage, sensor_dpi: Option<u32>) -> GrayImage {
         let square = match self.resize {
             ResizePolicy::Stretch => None,
             ResizePolicy::Pad => pad_to_square(scan),
@@ -86,8 +95,11 @@ impl Preprocessing {
             ResizePolicy::RidgeScale { period } => {
                 // One centre for both: the period is measured where the window is cut.
                 let centre = print_centre(scan);
-                let measured = ridge_period_at(scan, centre).unwrap_or(DEFAULT_RIDGE_PERIOD);
-                let side = (self.size as f32 * measured / period.max(1.0)).round();
+                let scan_period = match sensor_dpi {
+                    Some(dpi) => ridge_period_at_dpi(dpi),
+                    None => ridge_period_at(scan, centre).unwrap_or(DEFAULT_RIDGE_PERIOD),
+                };
+                let side = (self.size as f32 * scan_period / period.max(1.0)).round();
                 Some(window_at(scan, (side as u32).max(1), centre))
             }
         };
@@ -110,8 +122,13 @@ impl Preprocessing {
 
     /// Both steps: the network input for one scan, 3 x size x size values, CHW.
     pub fn apply(&self, scan: &GrayImage) -> Vec<f32> {
+        self.apply_at(scan, None)
+    }
+
+    /// Both steps for a scan from a sensor of known resolution (see [`resize_at`](Self::resize_at)).
+    pub fn apply_at(&self, scan: &GrayImage, sensor_dpi: Option<u32>) -> Vec<f32> {
         let mut out = Vec::with_capacity(self.len());
-        self.normalize_into(&self.resize(scan), &mut out);
+        self.normalize_into(&self.resize_at(scan, sensor_dpi), &mut out);
         out
     }
 }
@@ -198,6 +215,12 @@ const SPECTRUM_SIDE: u32 = 128;
 const PERIOD_RANGE: (f32, f32) = (3.0, 25.0);
 /// The period assumed when none can be measured (a blank scan): adult ridges at 500 dpi.
 pub const DEFAULT_RIDGE_PERIOD: f32 = 9.0;
+
+/// The adult ridge period ([`DEFAULT_RIDGE_PERIOD`] at 500 dpi, about 0.46 mm) in the pixels
+/// of a sensor of `dpi`.
+pub fn ridge_period_at_dpi(dpi: u32) -> f32 {
+    DEFAULT_RIDGE_PERIOD * dpi.max(1) as f32 / 500.0
+}
 
 /// The scan's dominant ridge period, in its pixels: the peak of the radially averaged power
 /// spectrum of a Hann-windowed square (up to 128 px) around the print's centre, refined
@@ -398,6 +421,34 @@ mod tests {
         }
         let json = serde_json::to_string(&pre.resize).unwrap_or_default();
         assert_eq!(json, r#"{"ridge-scale":{"period":4.5}}"#);
+    }
+
+    /// With the sensor's resolution known, the window is a fixed physical size: scans of
+    /// one finger at two resolutions give the same input, and a finger whose ridges are
+    /// closer than an adult's keeps them closer (its spacing is part of what identifies it).
+    #[test]
+    fn a_known_resolution_cuts_a_fixed_physical_window() {
+        let pre = Preprocessing {
+            resize: ResizePolicy::RidgeScale { period: 4.5 },
+            ..Preprocessing::imagenet(64)
+        };
+        // An adult finger at 500 and 1000 dpi: ridges 9 and 18 scan pixels apart.
+        for (dpi, w, h, period) in [(500, 388, 374, 9.0), (1000, 776, 748, 18.0)] {
+            let seen = ridge_period(&pre.resize_at(&rings(w, h, period), Some(dpi)))
+                .expect("ridges in the input");
+            assert!((seen - 4.5).abs() <= 0.15 * 4.5, "{dpi} dpi: {seen}");
+        }
+        // A child's finger at 500 dpi, ridges 6.5 px apart: measured, it would be stretched
+        // to 4.5; at the known resolution it stays at 4.5 x 6.5 / 9 = 3.25.
+        let child = rings(388, 374, 6.5);
+        let known = ridge_period(&pre.resize_at(&child, Some(500))).expect("ridges");
+        let measured = ridge_period(&pre.resize_at(&child, None)).expect("ridges");
+        assert!((known - 3.25).abs() <= 0.15 * 3.25, "known: {known}");
+        assert!((measured - 4.5).abs() <= 0.15 * 4.5, "measured: {measured}");
+        // Other policies ignore the resolution.
+        let stretch = Preprocessing::imagenet(64);
+        assert_eq!(stretch.resize_at(&child, Some(300)), stretch.resize(&child));
+        assert!((ridge_period_at_dpi(569) - 10.24).abs() < 0.01);
     }
 
     #[test]

@@ -36,6 +36,7 @@ fn keys(value: &toml::Value, prefix: &str, out: &mut Vec<String>) {
 fn every_option_is_in_the_documented_default() -> Result<()> {
     let mut config = DaemonConfig::parse(DEFAULT_CONFIG, Path::new("config.toml"))?;
     config.model.threshold = Some(0.5);
+    config.matcher.sensor_dpi = Some(500);
     config.mqtt = Some(MqttConfig {
         host: "broker".into(),
         port: 8883,
@@ -70,6 +71,30 @@ fn every_option_is_in_the_documented_default() -> Result<()> {
             || DEFAULT_CONFIG.contains(&format!(".{key}]"));
         assert!(documented, "option '{key}' is not in systemd/config.toml");
     }
+    Ok(())
+}
+
+/// Unset, the sensor's resolution is unknown: minutiae take scans as 500 dpi (and ridge-scale
+/// models measure each scan); set, it must be a sensor's.
+#[test]
+fn the_sensor_resolution_is_optional_and_checked() -> Result<()> {
+    let default = DaemonConfig::parse(DEFAULT_CONFIG, Path::new("config.toml"))?;
+    assert_eq!(default.matcher.sensor_dpi, None);
+    assert_eq!(default.matcher.minutiae_dpi(), 500);
+    let with = |dpi: &str| {
+        DaemonConfig::parse(
+            &DEFAULT_CONFIG.replace("# sensor_dpi = 500", &format!("sensor_dpi = {dpi}")),
+            Path::new("config.toml"),
+        )
+    };
+    let known = with("569")?;
+    assert_eq!(known.matcher.sensor_dpi, Some(569));
+    assert_eq!(known.matcher.minutiae_dpi(), 569);
+    let error = with("20").err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(
+        error.contains("matcher.sensor_dpi 20 is outside 100..=5000"),
+        "{error}"
+    );
     Ok(())
 }
 

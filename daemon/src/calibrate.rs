@@ -86,7 +86,7 @@ pub fn calibrate(
     let digest = engine.map(|e| e.model.digest.as_str());
     let (mode, _) =
         policy::mode_for(config.matcher.mode, &gallery, digest).map_err(PolicyError::Unusable)?;
-    let dpi = config.matcher.sensor_dpi;
+    let dpi = config.matcher.minutiae_dpi();
 
     // The strangers, as the door would see them.
     let mut skipped = Vec::new();
@@ -123,7 +123,11 @@ pub fn calibrate(
         for (chunk, probes) in images.chunks(16).zip(probes.chunks_mut(16)) {
             let inputs: Vec<Vec<f32>> = chunk
                 .iter()
-                .map(|i| engine.preprocessing().apply(i))
+                .map(|i| {
+                    engine
+                        .preprocessing()
+                        .apply_at(i, config.matcher.sensor_dpi)
+                })
                 .collect();
             let embeddings = engine
                 .embeddings(&inputs)

@@ -33,8 +33,9 @@ pub enum Matcher<'a> {
 pub struct Settings {
     pub limits: ScanLimits,
     pub top_k: usize,
-    /// The sensor's resolution (minutiae are found at 500 dpi).
-    pub sensor_dpi: u32,
+    /// The sensor's resolution where the configuration gives it (minutiae are found at
+    /// 500 dpi; ridge-scale models cut a window of fixed physical size).
+    pub sensor_dpi: Option<u32>,
 }
 
 /// The network's output for one scan: class probabilities or its template.
@@ -45,6 +46,7 @@ fn run_network(
     engine: Option<&Engine>,
     images: &[Option<&GrayImage>],
     classify: bool,
+    sensor_dpi: Option<u32>,
 ) -> Vec<NetworkRow> {
     let Some(engine) = engine else {
         return images
@@ -55,7 +57,7 @@ fn run_network(
     let inputs: Vec<Vec<f32>> = images
         .iter()
         .flatten()
-        .map(|img| engine.preprocessing().apply(img))
+        .map(|img| engine.preprocessing().apply_at(img, sensor_dpi))
         .collect();
     let run = || {
         if classify {
@@ -158,14 +160,15 @@ pub fn decide_batch(
     let (network, minutiae) = rayon::join(
         || {
             if needs_network {
-                run_network(engine, &images, mode.is_none())
+                run_network(engine, &images, mode.is_none(), settings.sensor_dpi)
             } else {
                 none(images.len())
             }
         },
         || {
             if needs_minutiae {
-                minutiae_side(matcher, scans, &images, settings.sensor_dpi)
+                let dpi = settings.sensor_dpi.unwrap_or(minutiae::NATIVE_DPI);
+                minutiae_side(matcher, scans, &images, dpi)
             } else {
                 none(images.len())
             }

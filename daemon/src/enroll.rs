@@ -104,7 +104,11 @@ pub fn enroll(
         Some(engine) => {
             let inputs: Vec<Vec<f32>> = images
                 .iter()
-                .map(|i| engine.preprocessing().apply(i))
+                .map(|i| {
+                    engine
+                        .preprocessing()
+                        .apply_at(i, config.matcher.sensor_dpi)
+                })
                 .collect();
             engine
                 .embeddings(&inputs)
@@ -117,7 +121,7 @@ pub fn enroll(
     };
     let extracted: Vec<Result<minutiae::Template, minutiae::MinutiaeError>> = images
         .iter()
-        .map(|i| minutiae::extract(i, config.matcher.sensor_dpi))
+        .map(|i| minutiae::extract(i, config.matcher.minutiae_dpi()))
         .collect();
     if config.matcher.mode.needs_minutiae() {
         let refused: Vec<String> = scans

@@ -5,13 +5,15 @@ use fingerprint_common::{decode_raw, decode_scan, Preprocessing, ScanError, Scan
 
 use crate::job::PayloadError;
 
-/// Network input (3 x size x size, CHW) for an encoded scan.
+/// Network input (3 x size x size, CHW) for an encoded scan from a sensor of `sensor_dpi`
+/// (where the configuration gives it: `[matcher] sensor_dpi`).
 pub fn encoded_scan_input(
     bytes: &[u8],
     pre: &Preprocessing,
+    sensor_dpi: Option<u32>,
     limits: &ScanLimits,
 ) -> Result<Vec<f32>, ScanError> {
-    Ok(pre.apply(&decode_scan(bytes, limits)?))
+    Ok(pre.apply_at(&decode_scan(bytes, limits)?, sensor_dpi))
 }
 
 /// Network input for a raw 8-bit grey sensor buffer of `width` x `height` pixels.
@@ -20,9 +22,10 @@ pub fn raw_scan_input(
     width: u32,
     height: u32,
     pre: &Preprocessing,
+    sensor_dpi: Option<u32>,
     limits: &ScanLimits,
 ) -> Result<Vec<f32>, ScanError> {
-    Ok(pre.apply(&decode_raw(bytes, width, height, limits)?))
+    Ok(pre.apply_at(&decode_raw(bytes, width, height, limits)?, sensor_dpi))
 }
 
 /// A scan message from MQTT, unpacked but not decoded.

@@ -171,7 +171,7 @@ mod tests {
                 settings: Settings {
                     limits: ScanLimits::default(),
                     top_k: 3,
-                    sensor_dpi: 500,
+                    sensor_dpi: None,
                 },
             },
             stats.clone(),

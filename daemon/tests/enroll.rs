@@ -30,7 +30,7 @@ fn embed(engine: &Engine, scans: &[Vec<u8>]) -> Result<Vec<Vec<f32>>> {
     let limits = fingerprint_common::ScanLimits::default();
     let inputs = scans
         .iter()
-        .map(|s| encoded_scan_input(s, engine.preprocessing(), &limits))
+        .map(|s| encoded_scan_input(s, engine.preprocessing(), None, &limits))
         .collect::<Result<Vec<_>, _>>()?;
     Ok(engine.embeddings(&inputs)?)
 }

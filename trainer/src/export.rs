@@ -68,6 +68,7 @@ pub fn calibrate(
     network: &Network,
     split: &crate::dataset::Split,
     pre: &fingerprint_common::Preprocessing,
+    sensor_dpi: Option<u32>,
     target_far: f64,
     device: &Device,
 ) -> Result<Option<(Calibration, crate::openset::OpenSetReport)>> {
@@ -83,7 +84,7 @@ pub fn calibrate(
     let limits = ScanLimits::default();
     let classifier = crate::model::Classifier::Exported(network);
     let embed = |samples: &[crate::dataset::Sample]| -> Result<Vec<Vec<f32>>> {
-        let cache = ImageCache::load(samples, pre, &limits, || {})?;
+        let cache = ImageCache::load(samples, pre, sensor_dpi, &limits, || {})?;
         crate::evaluate::predict_embeddings(&classifier, &cache, pre, device, 16)
     };
     let named = |samples: &[crate::dataset::Sample], names: &[String], e: Vec<Vec<f32>>| {
@@ -183,7 +184,8 @@ pub fn export_run(
     let weights = fold_batch_norm(&model)?;
     let split = run.split()?;
     let pre = &info.config.preprocessing;
-    let cache = ImageCache::load(&split.test, pre, &ScanLimits::default(), || {})
+    let sensor_dpi = info.config.sensor_dpi;
+    let cache = ImageCache::load(&split.test, pre, sensor_dpi, &ScanLimits::default(), || {})
         .context("reading the test split")?;
     let manifest = Manifest::new(
         info.config.arch,
@@ -208,8 +210,15 @@ pub fn export_run(
         )?;
         let exported = ExportedModel::open(&path, device)?;
         if q == quantization {
-            calibration =
-                calibrate(&exported.network, &split, pre, target_far, device)?.map(|(c, _)| c);
+            calibration = calibrate(
+                &exported.network,
+                &split,
+                pre,
+                sensor_dpi,
+                target_far,
+                device,
+            )?
+            .map(|(c, _)| c);
         }
         let predictions = top1_predictions(&exported.network, &cache, pre, device)?;
         if q == Quantization::F32 {

@@ -21,11 +21,13 @@ pub struct ImageCache {
 }
 
 impl ImageCache {
-    /// Decodes and resizes every sample, in parallel. `on_done` is called once per scan (for
+    /// Decodes and resizes every sample, in parallel (`sensor_dpi`: the scans' resolution,
+    /// where known; see [`Preprocessing::resize_at`]). `on_done` is called once per scan (for
     /// a progress bar).
     pub fn load(
         samples: &[Sample],
         pre: &Preprocessing,
+        sensor_dpi: Option<u32>,
         limits: &ScanLimits,
         on_done: impl Fn() + Sync,
     ) -> Result<Self, ScanError> {
@@ -34,7 +36,7 @@ impl ImageCache {
             .map(|s| {
                 let scan = read_scan(&s.path, limits)?;
                 on_done();
-                Ok(pre.resize(&scan))
+                Ok(pre.resize_at(&scan, sensor_dpi))
             })
             .collect::<Result<Vec<_>, ScanError>>()?;
         Ok(Self {

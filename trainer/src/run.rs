@@ -37,6 +37,11 @@ pub struct TrainConfig {
     /// Weight of the squared Frobenius norm of the last layer's weights in the loss.
     pub l2: f64,
     pub preprocessing: Preprocessing,
+    /// The training scans' sensor resolution, where known: ridge-scale preprocessing then
+    /// cuts windows of fixed physical size, as a door configured with it does (runs saved
+    /// before this field: unknown, each scan's ridge period measured).
+    #[serde(default)]
+    pub sensor_dpi: Option<u32>,
     /// None: no augmentation.
     pub augmentation: Option<Augmentation>,
     /// Each training scan appears this many times an epoch: once as is, the rest augmented
@@ -60,6 +65,7 @@ impl Default for TrainConfig {
             lr_schedule: LrSchedule::Constant,
             l2: 1e-3,
             preprocessing: Preprocessing::imagenet(224),
+            sensor_dpi: None,
             augmentation: Some(Augmentation::default()),
             copies: 3,
             patience: Some(20),

@@ -163,7 +163,9 @@ pub fn train(run: &RunDir, session: &Session) -> Result<Outcome> {
 
     let load = |samples: &[crate::dataset::Sample], what: &str| -> Result<ImageCache> {
         let pb = bar(samples.len() as u64, what);
-        let cache = ImageCache::load(samples, pre, &session.limits, || pb.inc(1))?;
+        let cache = ImageCache::load(samples, pre, config.sensor_dpi, &session.limits, || {
+            pb.inc(1)
+        })?;
         pb.finish_and_clear();
         Ok(cache)
     };

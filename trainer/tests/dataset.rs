@@ -180,26 +180,40 @@ fn trainer_and_daemon_preprocess_a_file_identically() -> Result<()> {
     let path = dir.path().join("7_1.png");
     // A non-square scan, so the resize does real work.
     GrayImage::from_fn(300, 410, |x, y| Luma([((x * x + 3 * y) % 251) as u8])).save(&path)?;
-    for pre in [
-        Preprocessing::imagenet(224),
-        Preprocessing {
-            resize: fingerprint_common::ResizePolicy::Pad,
-            ..Preprocessing::imagenet(96)
-        },
+    let ridge_scale = Preprocessing {
+        resize: fingerprint_common::ResizePolicy::RidgeScale { period: 4.5 },
+        ..Preprocessing::imagenet(64)
+    };
+    for (pre, sensor_dpi) in [
+        (Preprocessing::imagenet(224), None),
+        (
+            Preprocessing {
+                resize: fingerprint_common::ResizePolicy::Pad,
+                ..Preprocessing::imagenet(96)
+            },
+            None,
+        ),
+        // The sensor's resolution unknown (the scan's period measured), then known.
+        (ridge_scale.clone(), None),
+        (ridge_scale, Some(569)),
     ] {
         let limits = ScanLimits::default();
         let sample = trainer::dataset::Sample {
             path: path.clone(),
             identity: 0,
         };
-        let cache = ImageCache::load(&[sample], &pre, &limits, || {})?;
+        let cache = ImageCache::load(&[sample], &pre, sensor_dpi, &limits, || {})?;
         let (trainer_input, _) = make_batch(&cache, &[(0, 0)], &pre, BatchMode::Plain);
-        let daemon_input =
-            fingerprintd::input::encoded_scan_input(&std::fs::read(&path)?, &pre, &limits)?;
+        let daemon_input = fingerprintd::input::encoded_scan_input(
+            &std::fs::read(&path)?,
+            &pre,
+            sensor_dpi,
+            &limits,
+        )?;
         assert_eq!(trainer_input.len(), pre.len());
         assert!(
             trainer_input == daemon_input,
-            "the two paths differ for {pre:?}"
+            "the two paths differ for {pre:?} at {sensor_dpi:?} dpi"
         );
     }
     Ok(())

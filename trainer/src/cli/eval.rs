@@ -83,9 +83,12 @@ pub struct EvalArgs {
     /// fused (a logistic regression: the shipped one, or fitted with --calibrate-strangers).
     #[arg(long, value_enum, default_value = "network", requires = "open_set")]
     matcher: MatcherMode,
-    /// Resolution of the scans, for minutiae (found at 500 dpi; others are resampled).
-    #[arg(long, default_value_t = 500)]
-    sensor_dpi: u32,
+    /// Resolution of the scans, where known: minutiae are found at 500 dpi (others are
+    /// resampled; unset: taken as 500), and ridge-scale inputs cut a window of fixed physical
+    /// size (unset: sized by each scan's measured ridge period), as fingerprintd's
+    /// [matcher] sensor_dpi.
+    #[arg(long)]
+    sensor_dpi: Option<u32>,
     /// Feed the network a window of this many scan pixels around the print instead of the
     /// model's own resize policy (e.g. real 500 dpi scans to a model trained on 128 px
     /// synthetic scans: ridges then arrive at the scale it learned).
@@ -177,8 +180,14 @@ pub fn run(args: EvalArgs) -> Result<()> {
             bail!("an exported model needs --data DIR, or --run RUN for its test split")
         }
     };
-    let cache =
-        ImageCache::load(&samples, pre, &ScanLimits::default(), || {}).context("reading scans")?;
+    let cache = ImageCache::load(
+        &samples,
+        pre,
+        args.sensor_dpi,
+        &ScanLimits::default(),
+        || {},
+    )
+    .context("reading scans")?;
     let probs = predict_probabilities(&classifier, &cache, pre, &device, args.batch_size)?;
     let evaluation = evaluate_probabilities(&probs, &cache, identities)?;
     if args.json {
@@ -217,7 +226,8 @@ fn impressions(
     let limits = ScanLimits::default();
     let embeddings: Vec<Option<Vec<f32>>> = match (loaded, mode.needs_network()) {
         (Some(loaded), true) => {
-            let cache = ImageCache::load(samples, &loaded.preprocessing, &limits, || {})
+            let pre = &loaded.preprocessing;
+            let cache = ImageCache::load(samples, pre, args.sensor_dpi, &limits, || {})
                 .context("reading scans")?;
             predict_embeddings(
                 &loaded.classifier(),
@@ -238,7 +248,8 @@ fn impressions(
             .par_iter()
             .map(|s| {
                 let image = fingerprint_common::read_scan(&s.path, &limits)?;
-                Ok(minutiae::extract(&image, args.sensor_dpi).ok())
+                let dpi = args.sensor_dpi.unwrap_or(minutiae::NATIVE_DPI);
+                Ok(minutiae::extract(&image, dpi).ok())
             })
             .collect::<Result<Vec<_>>>()?
     } else {

@@ -68,6 +68,11 @@ pub struct TrainArgs {
     /// network sees of 128 px synthetic scans; the scan's own period is measured).
     #[arg(long, default_value_t = 4.5)]
     ridge_period: f32,
+    /// With --resize ridge-scale: the training scans' resolution, where known (windows of
+    /// fixed physical size, as on a door with [matcher] sensor_dpi); unset: each scan's
+    /// ridge period is measured.
+    #[arg(long)]
+    sensor_dpi: Option<u32>,
     /// Train on the scans as they are, without flips, crops and distortions.
     #[arg(long)]
     no_augment: bool,
@@ -194,6 +199,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
                 resize: args.resize.policy(args.window, args.ridge_period),
                 ..Preprocessing::imagenet(args.size)
             },
+            sensor_dpi: args.sensor_dpi,
             augmentation: match (args.no_augment, args.no_flip) {
                 (true, _) => None,
                 (false, true) => Some(Augmentation::without_flips()),
