@@ -689,6 +689,7 @@ mod vnni {
 
     use super::{Rows, TileOut, MR, NR, QUAD, WIDE_512};
     use crate::fast::matmul::avx2::{deliver_tile, prefetch_tile};
+    use crate::fast::matmul::avx512::{deliver_wide, prefetch_wide};
 
     /// # Safety
     /// The CPU must support AVX2, FMA and AVX-VNNI; rows `starts[i]` (i < height) plus every
@@ -743,11 +744,8 @@ mod vnni {
         panels: &[u8],
         out: &TileOut,
     ) {
-        let tiles: [TileOut; WIDE_512] = std::array::from_fn(|k| out.panel(k));
-        for tile in &tiles {
-            // SAFETY: as the caller guarantees.
-            unsafe { prefetch_tile::<H>(tile) };
-        }
+        // SAFETY: as the caller guarantees.
+        unsafe { prefetch_wide::<H>(out) };
         let mut c = [[_mm512_setzero_si512(); WIDE_512]; H];
         let panel_len = a.depth() * NR;
         let mut bp = panels.as_ptr();
@@ -773,26 +771,10 @@ mod vnni {
                 }
             }
         }
-        let mut unused = [[0f32; NR]; MR];
-        // Panel by panel with constant indices: a loop index into `c` made the compiler keep
-        // the accumulators in memory and store each one after every `vpdpbusd`.
-        macro_rules! deliver_panel {
-            ($k:literal) => {{
-                let sums: [[__m256; 2]; H] = std::array::from_fn(|i| {
-                    [
-                        _mm256_cvtepi32_ps(_mm512_castsi512_si256(c[i][$k])),
-                        _mm256_cvtepi32_ps(_mm512_extracti64x4_epi64::<1>(c[i][$k])),
-                    ]
-                });
-                // SAFETY: as the caller guarantees: each panel's tile lies inside C.
-                unsafe { deliver_tile(&sums, &mut unused, Some(&tiles[$k])) };
-            }};
-        }
-        const _: () = assert!(WIDE_512 == 4, "one delivery per panel below");
-        deliver_panel!(0);
-        deliver_panel!(1);
-        deliver_panel!(2);
-        deliver_panel!(3);
+        let sums: [[__m512; WIDE_512]; H] =
+            std::array::from_fn(|i| std::array::from_fn(|k| _mm512_cvtepi32_ps(c[i][k])));
+        // SAFETY: as the caller guarantees: the tile lies inside C.
+        unsafe { deliver_wide(&sums, out) };
     }
 
     /// H rows x 16 channels: per quad, two panel loads, and per row one broadcast of its four

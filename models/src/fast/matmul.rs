@@ -249,19 +249,6 @@ impl<'a> TileOut<'a> {
     pub(super) fn panels(&self) -> usize {
         self.panels
     }
-
-    /// The one-panel tile of panel `k` of this tile (k < `panels()`).
-    pub(super) fn panel(&self, k: usize) -> TileOut<'a> {
-        assert!(k < self.panels, "panel {k} of a tile of {}", self.panels);
-        TileOut {
-            c: self.c,
-            cols: self.cols,
-            row: self.row,
-            col0: self.col0 + k * NR,
-            panels: 1,
-            epilogue: self.epilogue,
-        }
-    }
 }
 
 /// A pointer to C that tasks share; each task writes only its own tile.
@@ -650,11 +637,10 @@ fn portable_kernel(
 /// The f32 product on AVX-512: 6 rows x 4 panels (64 columns) in 24 of the 32 registers. Each
 /// output's sum is the same chain of FMAs in the same order as on AVX2, so the same results.
 #[cfg(target_arch = "x86_64")]
-mod avx512 {
+pub(super) mod avx512 {
     use std::arch::x86_64::*;
 
-    use super::avx2::{deliver_tile, prefetch_tile};
-    use super::{Rows, TileOut, MR, NR, WIDE_512};
+    use super::{Epilogue, Rows, TileOut, MR, NR, WIDE_512};
 
     /// Stores through `out` (a tile of WIDE_512 whole panels); returns true.
     ///
@@ -683,11 +669,8 @@ mod avx512 {
     #[target_feature(enable = "avx2,fma,avx512f")]
     #[inline]
     unsafe fn rows<const H: usize>(a: &Rows, starts: &[usize; MR], panels: &[f32], out: &TileOut) {
-        let tiles: [TileOut; WIDE_512] = std::array::from_fn(|k| out.panel(k));
-        for tile in &tiles {
-            // SAFETY: as the caller guarantees.
-            unsafe { prefetch_tile::<H>(tile) };
-        }
+        // SAFETY: as the caller guarantees.
+        unsafe { prefetch_wide::<H>(out) };
         let mut c = [[_mm512_setzero_ps(); WIDE_512]; H];
         let panel_len = a.depth() * NR;
         let mut bp = panels.as_ptr();
@@ -711,26 +694,89 @@ mod avx512 {
                 }
             }
         }
-        let mut unused = [[0f32; NR]; MR];
-        // Panel by panel with constant indices: a loop index into `c` made the compiler keep
-        // the accumulators in memory and store each one after every FMA.
-        macro_rules! deliver_panel {
-            ($j:literal) => {{
-                let sums: [[__m256; 2]; H] = std::array::from_fn(|i| {
-                    [
-                        _mm512_castps512_ps256(c[i][$j]),
-                        _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(c[i][$j]))),
-                    ]
-                });
-                // SAFETY: as the caller guarantees: each panel's tile lies inside C.
-                unsafe { deliver_tile(&sums, &mut unused, Some(&tiles[$j])) };
-            }};
+        // SAFETY: as the caller guarantees.
+        unsafe { deliver_wide(&c, out) };
+    }
+
+    /// Asks for the cache lines of a wide tile's outputs (and residual): each row's
+    /// WIDE_512 x NR values, every line once (see `avx2::prefetch_tile`).
+    ///
+    /// # Safety
+    /// As [`deliver_wide`].
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    pub(in super::super) unsafe fn prefetch_wide<const H: usize>(out: &TileOut) {
+        const LINE: usize = 16;
+        for i in 0..H {
+            let at = (out.row + i) * out.cols + out.col0;
+            let last = at + WIDE_512 * NR - 1;
+            for offset in (at..last).step_by(LINE).chain(std::iter::once(last)) {
+                // SAFETY: as the caller guarantees: the tile's row lies inside C (and the
+                // residual), so every value of it does.
+                unsafe {
+                    _mm_prefetch::<_MM_HINT_T0>(out.c.at(offset) as *const i8);
+                    if let Some(res) = out.epilogue.residual {
+                        _mm_prefetch::<_MM_HINT_T0>(res.as_ptr().add(offset) as *const i8);
+                    }
+                }
+            }
         }
-        const _: () = assert!(WIDE_512 == 4, "one delivery per panel below");
-        deliver_panel!(0);
-        deliver_panel!(1);
-        deliver_panel!(2);
-        deliver_panel!(3);
+    }
+
+    /// [`super::store_portable`]'s operations on 16 outputs of row `row` from column `col`
+    /// (`at` their offset in C), in the same order, so the same results.
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512 F; bias (and scale) hold columns `col..col + 16`, the row
+    /// scales row `row`, the residual `at..at + 16`.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn finish(v: __m512, epilogue: &Epilogue, col: usize, row: usize, at: usize) -> __m512 {
+        // SAFETY: as the caller guarantees.
+        unsafe {
+            let bias = _mm512_loadu_ps(epilogue.bias.as_ptr().add(col));
+            let mut v = match epilogue.scale {
+                Some(scale) => {
+                    let s = _mm512_loadu_ps(scale.as_ptr().add(col));
+                    let row_scale = _mm512_set1_ps(epilogue.row_scale.map_or(1.0, |r| r[row]));
+                    _mm512_add_ps(_mm512_mul_ps(_mm512_mul_ps(v, s), row_scale), bias)
+                }
+                None => _mm512_add_ps(v, bias),
+            };
+            if let Some(res) = epilogue.residual {
+                v = _mm512_add_ps(v, _mm512_loadu_ps(res.as_ptr().add(at)));
+            }
+            if epilogue.relu {
+                // max(0, v) returns v when v is NaN, and -0.0 for -0.0: as the portable
+                // comparison does.
+                v = _mm512_max_ps(_mm512_setzero_ps(), v);
+            }
+            v
+        }
+    }
+
+    /// Delivers a wide tile (`c[i][k]`: row i's panel k) through the epilogue into C, 16
+    /// outputs a step.
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512 F; `out` describes a tile of WIDE_512 whole panels of rows
+    /// inside C that belongs to the caller, with its epilogue's bias, scales and residual
+    /// covering it.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    pub(in super::super) unsafe fn deliver_wide<const H: usize>(
+        c: &[[__m512; WIDE_512]; H],
+        out: &TileOut,
+    ) {
+        for (i, ci) in c.iter().enumerate() {
+            let row = out.row + i;
+            for (k, &v) in ci.iter().enumerate() {
+                let col = out.col0 + k * NR;
+                let at = row * out.cols + col;
+                // SAFETY: as the caller guarantees.
+                unsafe { _mm512_storeu_ps(out.c.at(at), finish(v, out.epilogue, col, row, at)) };
+            }
+        }
     }
 }
 
