@@ -29,6 +29,21 @@ pub enum PatternClass {
     Whorl,
 }
 
+/// How much of a real sensor's output an impression imitates.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Realism {
+    /// Pose, skin distortion, pressure, contact area, dry blotches and light noise (the
+    /// prints every test and the demo were tuned on).
+    #[default]
+    Plain,
+    /// Also what differs between sensors and skins: creases and scars that every impression
+    /// of a finger shares; ridge breaks (pores, dry skin) and wet smudges; the sensor's
+    /// response curve (gamma), uneven lighting, background, contrast, blur and noise each
+    /// drawn over a wide range.
+    Sensor,
+}
+
 /// What to generate.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SynthConfig {
@@ -37,6 +52,9 @@ pub struct SynthConfig {
     /// Side of the square scans, in pixels (ridge period about 9 px, as at 500 dpi).
     pub size: u32,
     pub seed: u64,
+    /// Markers written before this field: plain.
+    #[serde(default)]
+    pub realism: Realism,
 }
 
 impl Default for SynthConfig {
@@ -46,6 +64,7 @@ impl Default for SynthConfig {
             impressions: 8,
             size: 256,
             seed: 0,
+            realism: Realism::Plain,
         }
     }
 }
@@ -224,6 +243,55 @@ impl MasterPrint {
         }
     }
 
+    /// Creases and scars, which every impression of the finger shows: lines (mostly across
+    /// the finger) and short wider cuts where the skin does not touch the sensor.
+    fn add_marks(&mut self, rng: &mut impl Rng) {
+        let s = self.side as f32;
+        let marks: Vec<(f32, f32, f32, f32, f32, f32)> = (0..rng.gen_range(0..5))
+            .map(|i| {
+                let scar = i == 0 && rng.gen_bool(0.3);
+                let angle = if scar {
+                    rng.gen_range(0.0..PI)
+                } else {
+                    rng.gen_range(-0.5..0.5f32)
+                };
+                let (cx, cy) = (rng.gen_range(0.15..0.85) * s, rng.gen_range(0.2..0.9) * s);
+                let half_len = if scar {
+                    rng.gen_range(0.05..0.15) * s
+                } else {
+                    rng.gen_range(0.2..0.6) * s
+                };
+                let width = if scar {
+                    rng.gen_range(2.5..5.0)
+                } else {
+                    rng.gen_range(0.8..2.2)
+                };
+                (cx, cy, angle, half_len, width, rng.gen_range(0.6..1.0))
+            })
+            .collect();
+        if marks.is_empty() {
+            return;
+        }
+        for (x, y, p) in self.ridges.enumerate_pixels_mut() {
+            let (x, y) = (x as f32, y as f32);
+            let mut keep = 1f32;
+            for &(cx, cy, angle, half_len, width, depth) in &marks {
+                let (sin, cos) = angle.sin_cos();
+                let (dx, dy) = (x - cx, y - cy);
+                let along = dx * cos + dy * sin;
+                let across = (-dx * sin + dy * cos).abs();
+                if along.abs() < half_len {
+                    let taper = 1.0 - (along.abs() / half_len).powi(4);
+                    let cut = (1.0 - across / width).clamp(0.0, 1.0) * depth * taper;
+                    keep = keep.min(1.0 - cut);
+                }
+            }
+            // Towards a valley (0 in the picture's -1..1 scale is 127.5): no ink.
+            let v = f32::from(p.0[0]);
+            p.0[0] = (v * keep).round() as u8;
+        }
+    }
+
     /// The ridge pattern as a picture (ridges dark).
     pub fn picture(&self) -> GrayImage {
         let mut img = self.ridges.clone();
@@ -233,6 +301,11 @@ impl MasterPrint {
 
     /// One impression of the finger, `size`x`size`, drawn with `rng`.
     pub fn impression(&self, size: u32, rng: &mut impl Rng) -> GrayImage {
+        self.impression_as(size, Realism::Plain, rng)
+    }
+
+    /// One impression with the given realism (plain draws exactly what it always drew).
+    pub fn impression_as(&self, size: u32, realism: Realism, rng: &mut impl Rng) -> GrayImage {
         let m = self.side as f32;
         let s = size as f32;
         let angle = rng.gen_range(-12f32..12.0).to_radians();
@@ -275,6 +348,11 @@ impl MasterPrint {
                 )
             })
             .collect();
+        let sensor = (realism == Realism::Sensor).then(|| SensorLook::draw(s, rng));
+        let (background, contrast, noise) = match &sensor {
+            Some(look) => (look.background, look.contrast, look.noise),
+            None => (background, contrast, noise),
+        };
 
         let mut img = GrayImage::new(size, size);
         for (u, v, px) in img.enumerate_pixels_mut() {
@@ -290,7 +368,10 @@ impl MasterPrint {
                 my += a * (fx * mx + fy * my + q).cos();
             }
             let ridge = sample_bilinear(&self.ridges, mx, my) / 127.5 - 1.0;
-            let ink = 1.0 / (1.0 + (-(ridge + pressure) * 4.0).exp());
+            let mut ink = 1.0 / (1.0 + (-(ridge + pressure) * 4.0).exp());
+            if let Some(look) = &sensor {
+                ink = look.ink(ink, mx, my, x, y);
+            }
             let d = ((x - ex) / rx).powi(2) + ((y - ey) / ry).powi(2);
             // Fade out towards the master's border, which would otherwise repeat its edge.
             let edge = mx.min(my).min(m - 1.0 - mx).min(m - 1.0 - my);
@@ -300,11 +381,79 @@ impl MasterPrint {
                 let dd = ((x - bx).powi(2) + (y - by).powi(2)).sqrt() / br;
                 contact *= dd.clamp(0.3, 1.0);
             }
-            let clean = background * (1.0 - contrast * ink * contact);
-            let value = clean + noise * gaussian(rng);
+            let lit = match &sensor {
+                Some(look) => background * look.light(x / s, y / s),
+                None => background,
+            };
+            let mut value = lit * (1.0 - contrast * ink * contact) + noise * gaussian(rng);
+            if let Some(look) = &sensor {
+                value = 255.0 * (value.clamp(0.0, 255.0) / 255.0).powf(look.gamma);
+            }
             *px = Luma([value.round().clamp(0.0, 255.0) as u8]);
         }
-        image::imageops::blur(&img, 0.6)
+        image::imageops::blur(&img, sensor.as_ref().map_or(0.6, |look| look.blur))
+    }
+}
+
+/// What one sensor and one touch add to an impression ([`Realism::Sensor`]).
+struct SensorLook {
+    background: f32,
+    contrast: f32,
+    noise: f32,
+    gamma: f32,
+    blur: f32,
+    /// Lighting gradient across x and y.
+    light: (f32, f32),
+    /// Ridge breaks: a coarse random grid (cells of about a third of a ridge period, in
+    /// master pixels) and how much of a ridge's ink a break takes.
+    breaks: (Vec<f32>, usize, f32, f32),
+    /// Wet smudges: (x, y, radius) in scan pixels, and how dark.
+    smudges: Vec<(f32, f32, f32, f32)>,
+}
+
+impl SensorLook {
+    fn draw(s: f32, rng: &mut impl Rng) -> Self {
+        let cell = rng.gen_range(2.5..4.0f32);
+        let cells = (s * 1.4 / cell).ceil() as usize + 2;
+        let grid = (0..cells * cells).map(|_| rng.gen::<f32>()).collect();
+        Self {
+            background: rng.gen_range(170.0..252.0),
+            contrast: rng.gen_range(0.35..0.95),
+            noise: rng.gen_range(2.0..14.0),
+            gamma: rng.gen_range(0.6..1.6),
+            blur: rng.gen_range(0.4..1.3),
+            light: (rng.gen_range(-0.2..0.2), rng.gen_range(-0.2..0.2)),
+            breaks: (grid, cells, cell, rng.gen_range(0.0..0.8)),
+            smudges: (0..rng.gen_range(0..3))
+                .map(|_| {
+                    (
+                        rng.gen_range(0.0..s),
+                        rng.gen_range(0.0..s),
+                        rng.gen_range(0.04..0.15) * s,
+                        rng.gen_range(0.3..0.8),
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    /// Lighting at (u, v) in 0..1 of the scan.
+    fn light(&self, u: f32, v: f32) -> f32 {
+        1.0 + self.light.0 * (u - 0.5) + self.light.1 * (v - 0.5)
+    }
+
+    /// `ink` at master point (mx, my), scan point (x, y), after breaks and smudges.
+    fn ink(&self, ink: f32, mx: f32, my: f32, x: f32, y: f32) -> f32 {
+        let (grid, cells, cell, strength) = &self.breaks;
+        let (gx, gy) = ((mx / cell).max(0.0) as usize, (my / cell).max(0.0) as usize);
+        let r = grid[gy.min(cells - 1) * cells + gx.min(cells - 1)];
+        // A break where the grid's value is high: a pore or a dry spot on the ridge.
+        let mut ink = ink * (1.0 - strength * ((r - 0.7) / 0.3).clamp(0.0, 1.0));
+        for &(sx, sy, radius, darkness) in &self.smudges {
+            let d = ((x - sx).powi(2) + (y - sy).powi(2)).sqrt() / radius;
+            ink = ink.max(darkness * (1.0 - d).clamp(0.0, 1.0));
+        }
+        ink
     }
 }
 
@@ -331,9 +480,12 @@ pub fn generate(config: &SynthConfig) -> Vec<Vec<GrayImage>> {
         .into_par_iter()
         .map(|finger| {
             let mut rng = finger_rng(config.seed, finger);
-            let master = MasterPrint::new(master_side, &mut rng);
+            let mut master = MasterPrint::new(master_side, &mut rng);
+            if config.realism == Realism::Sensor {
+                master.add_marks(&mut rng);
+            }
             (0..config.impressions)
-                .map(|_| master.impression(config.size, &mut rng))
+                .map(|_| master.impression_as(config.size, config.realism, &mut rng))
                 .collect()
         })
         .collect()

@@ -24,6 +24,7 @@ fn four_fingers(dir: &std::path::Path) -> Result<()> {
             impressions: 6,
             size: 48,
             seed: 2,
+            ..SynthConfig::default()
         },
         dir,
     )?;
@@ -140,6 +141,7 @@ fn a_background_class_is_trained_never_enrolled_and_calibrated_for_the_trained_f
             impressions: 2,
             size: 48,
             seed: 9,
+            ..SynthConfig::default()
         },
         &background,
     )?;

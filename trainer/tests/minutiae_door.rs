@@ -58,6 +58,7 @@ async fn a_door_without_a_model_enrols_calibrates_and_decides_by_minutiae() -> R
             impressions: 6,
             size: 256,
             seed: 7,
+            ..SynthConfig::default()
         },
         &prints,
     )?;

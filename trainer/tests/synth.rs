@@ -3,7 +3,7 @@
 //! best alignment).
 
 use image::GrayImage;
-use trainer::synth::{generate, SynthConfig};
+use trainer::synth::{generate, Realism, SynthConfig};
 
 const BLOCK: usize = 8;
 
@@ -14,6 +14,7 @@ fn orientation_field(img: &GrayImage) -> (usize, Vec<(f32, f32)>) {
     let p = |x: usize, y: usize| img.get_pixel(x as u32, y as u32).0[0] as f32;
     let n = w / BLOCK;
     let mut field = vec![(0.0, 0.0); n * (h / BLOCK)];
+    let mut energies = vec![0f32; n * (h / BLOCK)];
     for by in 0..h / BLOCK {
         for bx in 0..n {
             let (mut gxx, mut gyy, mut gxy) = (0.0, 0.0, 0.0);
@@ -27,11 +28,22 @@ fn orientation_field(img: &GrayImage) -> (usize, Vec<(f32, f32)>) {
                 }
             }
             let (c, s) = (gxx - gyy, 2.0 * gxy);
-            let energy: f32 = gxx + gyy;
-            // Flat blocks (background) have little gradient energy: they count for nothing.
-            let weight = if energy > 2e5 { 1.0 / energy } else { 0.0 };
-            field[by * n + bx] = (c * weight, s * weight);
+            energies[by * n + bx] = gxx + gyy;
+            field[by * n + bx] = (c, s);
         }
+    }
+    // Flat blocks (background) have little gradient energy: under a tenth of the print's
+    // typical block (whatever the scan's contrast) they count for nothing.
+    let mut sorted = energies.clone();
+    sorted.sort_by(f32::total_cmp);
+    let floor = 0.1 * sorted[sorted.len() * 9 / 10];
+    for (f, &energy) in field.iter_mut().zip(&energies) {
+        let weight = if energy > floor && energy > 0.0 {
+            1.0 / energy
+        } else {
+            0.0
+        };
+        *f = (f.0 * weight, f.1 * weight);
     }
     (n, field)
 }
@@ -78,11 +90,23 @@ fn similarity(a: &(usize, Vec<(f32, f32)>), b: &(usize, Vec<(f32, f32)>)) -> f32
 
 #[test]
 fn impressions_of_a_finger_are_closer_to_each_other_than_to_other_fingers() {
+    distinguishable(Realism::Plain);
+}
+
+/// Sensor realism (gamma, lighting, contrast, blur, breaks, smudges, creases) changes how a
+/// print looks, not which finger it is.
+#[test]
+fn sensor_realism_keeps_fingers_apart() {
+    distinguishable(Realism::Sensor);
+}
+
+fn distinguishable(realism: Realism) {
     let config = SynthConfig {
         fingers: 12,
         impressions: 2,
         size: 192,
         seed: 3,
+        realism,
     };
     let prints = generate(&config);
     let fields: Vec<Vec<_>> = prints
@@ -125,19 +149,66 @@ fn impressions_of_a_finger_are_closer_to_each_other_than_to_other_fingers() {
 
 #[test]
 fn generation_is_deterministic_and_sized() {
-    let config = SynthConfig {
-        fingers: 2,
-        impressions: 2,
-        size: 96,
-        seed: 9,
+    for realism in [Realism::Plain, Realism::Sensor] {
+        let config = SynthConfig {
+            fingers: 2,
+            impressions: 2,
+            size: 96,
+            seed: 9,
+            realism,
+        };
+        let a = generate(&config);
+        let b = generate(&config);
+        assert_eq!(a, b);
+        assert_eq!(a.len(), 2);
+        assert!(a.iter().flatten().all(|img| img.dimensions() == (96, 96)));
+        assert_ne!(a[0][0], a[0][1], "impressions differ");
+        assert_ne!(a[0][0], a[1][0], "fingers differ");
+    }
+}
+
+/// What sensor realism is for: impressions whose grey levels vary from scan to scan as
+/// sensors' and touches' do (background, contrast, gamma), where plain prints barely vary;
+/// and a marker written before the field existed still reads as plain.
+#[test]
+fn sensor_realism_varies_the_look_of_each_impression() -> Result<(), serde_json::Error> {
+    let spread = |realism| {
+        let prints = generate(&SynthConfig {
+            fingers: 4,
+            impressions: 6,
+            size: 128,
+            seed: 11,
+            realism,
+        });
+        // Per impression: its median grey (mostly background) and its 5th percentile (ink).
+        let stats: Vec<(f32, f32)> = prints
+            .iter()
+            .flatten()
+            .map(|img| {
+                let mut v: Vec<u8> = img.as_raw().clone();
+                v.sort_unstable();
+                (f32::from(v[v.len() / 2]), f32::from(v[v.len() / 20]))
+            })
+            .collect();
+        let sd = |f: &dyn Fn(&(f32, f32)) -> f32| {
+            let m = stats.iter().map(f).sum::<f32>() / stats.len() as f32;
+            (stats.iter().map(|s| (f(s) - m).powi(2)).sum::<f32>() / stats.len() as f32).sqrt()
+        };
+        (sd(&|s| s.0), sd(&|s| s.1))
     };
-    let a = generate(&config);
-    let b = generate(&config);
-    assert_eq!(a, b);
-    assert_eq!(a.len(), 2);
-    assert!(a.iter().flatten().all(|img| img.dimensions() == (96, 96)));
-    assert_ne!(a[0][0], a[0][1], "impressions differ");
-    assert_ne!(a[0][0], a[1][0], "fingers differ");
+    let (plain, sensor) = (spread(Realism::Plain), spread(Realism::Sensor));
+    assert!(
+        sensor.0 > 2.0 * plain.0,
+        "background spread {sensor:?} vs {plain:?}"
+    );
+    assert!(
+        sensor.1 > 1.5 * plain.1,
+        "ink spread {sensor:?} vs {plain:?}"
+    );
+    let old: SynthConfig =
+        serde_json::from_str(r#"{"fingers": 1, "impressions": 1, "size": 64, "seed": 0}"#)?;
+    assert_eq!(old.realism, Realism::Plain);
+    Ok(())
 }
 
 /// The ridge-scale preprocessing on synthetic prints of two scan sizes: the network input
@@ -150,12 +221,17 @@ fn ridge_scale_puts_synthetic_ridges_at_the_target_period() {
         resize: ResizePolicy::RidgeScale { period: 4.5 },
         ..Preprocessing::imagenet(64)
     };
-    for size in [128, 256] {
+    for (size, realism) in [
+        (128, Realism::Plain),
+        (256, Realism::Plain),
+        (128, Realism::Sensor),
+    ] {
         let prints = generate(&SynthConfig {
             fingers: 6,
             impressions: 2,
             size,
             seed: 3,
+            realism,
         });
         let periods: Vec<f32> = prints
             .iter()

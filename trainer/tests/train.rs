@@ -107,6 +107,7 @@ fn synthetic_split_val(
             impressions,
             size,
             seed: 11,
+            ..SynthConfig::default()
         },
         &data,
     )?;

@@ -30,7 +30,7 @@ use trainer::export::{export_run, print_summary};
 use trainer::model::LoadedModel;
 use trainer::run::{LrSchedule, RunDir, TrainConfig};
 use trainer::saliency::Occlusion;
-use trainer::synth::{self, SynthConfig};
+use trainer::synth::{self, Realism, SynthConfig};
 use trainer::train::{start_run, Outcome, Session};
 
 use super::saliency::write_saliency;
@@ -167,6 +167,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
         impressions: args.impressions,
         size,
         seed: args.seed,
+        realism: Realism::Plain,
     };
     synth::write_dataset(&config, &scans).context("writing the synthetic scans")?;
     // Another seed: fingers the model and its calibration never see.
@@ -175,6 +176,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
         impressions: 4,
         size,
         seed: args.seed.wrapping_add(1_000_003),
+        realism: Realism::Plain,
     };
     synth::write_dataset(&stranger_config, &strangers_dir)
         .context("writing the strangers' scans")?;
@@ -185,6 +187,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
         impressions: BACKGROUND_IMPRESSIONS,
         size,
         seed: args.seed.wrapping_add(2_000_003),
+        realism: Realism::Plain,
     };
     let background_scans = if args.background > 0 {
         synth::write_dataset(&background_config, &background_dir)

@@ -2,7 +2,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use trainer::synth::{self, SynthConfig};
+use trainer::synth::{self, Realism, SynthConfig};
 
 #[derive(Args, Debug)]
 pub struct SynthArgs {
@@ -18,9 +18,20 @@ pub struct SynthArgs {
     size: u32,
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// plain (pose, distortion, pressure, contact, light noise: what the tests and the demo
+    /// use) or sensor (also creases and scars, ridge breaks, wet smudges, and each
+    /// impression's own gamma, lighting, background, contrast, blur and noise).
+    #[arg(long, value_enum, default_value = "plain")]
+    realism: RealismArg,
     /// Also write a contact sheet (up to 6 fingers x 6 impressions, a finger a row) here.
     #[arg(long)]
     sheet: Option<PathBuf>,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum RealismArg {
+    Plain,
+    Sensor,
 }
 
 pub fn run(args: SynthArgs) -> Result<()> {
@@ -29,6 +40,10 @@ pub fn run(args: SynthArgs) -> Result<()> {
         impressions: args.impressions,
         size: args.size,
         seed: args.seed,
+        realism: match args.realism {
+            RealismArg::Plain => Realism::Plain,
+            RealismArg::Sensor => Realism::Sensor,
+        },
     };
     let started = std::time::Instant::now();
     let paths = synth::write_dataset(&config, &args.out)
