@@ -633,7 +633,6 @@ fn portable_kernel(
     }
 }
 
-#[cfg(target_arch = "x86_64")]
 /// The f32 product on AVX-512: 6 rows x 4 panels (64 columns) in 24 of the 32 registers. Each
 /// output's sum is the same chain of FMAs in the same order as on AVX2, so the same results.
 #[cfg(target_arch = "x86_64")]
@@ -780,6 +779,7 @@ pub(super) mod avx512 {
     }
 }
 
+#[cfg(target_arch = "x86_64")]
 pub(super) mod avx2 {
     use std::arch::x86_64::*;
 
