@@ -115,7 +115,7 @@ impl Default for MatcherConfig {
 impl MatcherConfig {
     /// The resolution minutiae are found at: the sensor's, else taken as 500 dpi.
     pub fn minutiae_dpi(&self) -> u32 {
-        self.sensor_dpi.unwrap_or(crate::minutiae::NATIVE_DPI)
+        crate::minutiae::scan_dpi(self.sensor_dpi)
     }
 }
 

@@ -22,6 +22,11 @@ use serde::{Deserialize, Serialize};
 /// The resolution MINDTCT and BOZORTH3 are tuned for.
 pub const NATIVE_DPI: u32 = 500;
 
+/// The resolution to extract a sensor's scans at: its own where known, else taken as native.
+pub fn scan_dpi(sensor_dpi: Option<u32>) -> u32 {
+    sensor_dpi.unwrap_or(NATIVE_DPI)
+}
+
 /// Fewest minutiae a scan must show to be compared or enrolled: BOZORTH3 itself gives up
 /// below 10, and a print with barely 10 matches strangers by chance.
 pub const MIN_MINUTIAE: usize = 12;

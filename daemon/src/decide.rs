@@ -167,7 +167,7 @@ pub fn decide_batch(
         },
         || {
             if needs_minutiae {
-                let dpi = settings.sensor_dpi.unwrap_or(minutiae::NATIVE_DPI);
+                let dpi = minutiae::scan_dpi(settings.sensor_dpi);
                 minutiae_side(matcher, scans, &images, dpi)
             } else {
                 none(images.len())

@@ -22,7 +22,7 @@ use std::sync::Arc;
 
 use rayon::prelude::*;
 
-use super::matmul::{for_each_tile, Epilogue, Rows, TileOut, MR, NR, WIDE_512};
+use super::matmul::{for_each_tile, wide, Epilogue, Rows, TileOut, MR, NR};
 use super::{Kernels, Level};
 
 use crate::format::int8::{pack, padded_channels, quantize_rows, DEPTH_GROUP, PANEL_CHANNELS};
@@ -276,9 +276,7 @@ pub fn matmul_int8(
         } else {
             MR_INT8
         },
-        // AVX-512 has 32 registers: six rows by four panels of accumulators, so each
-        // broadcast activation feeds four `vpdpbusd` and each panel load six.
-        if kernels.avx512() { WIDE_512 } else { 1 },
+        wide(kernels),
         epilogue,
         c,
         |starts, height, p, acc, out| {
@@ -687,9 +685,10 @@ mod avx512 {
 mod vnni {
     use std::arch::x86_64::*;
 
-    use super::{Rows, TileOut, MR, NR, QUAD, WIDE_512};
+    use super::{Rows, TileOut, MR, NR, QUAD};
     use crate::fast::matmul::avx2::{deliver_tile, prefetch_tile};
     use crate::fast::matmul::avx512::{deliver_wide, prefetch_wide};
+    use crate::fast::matmul::WIDE_512;
 
     /// # Safety
     /// The CPU must support AVX2, FMA and AVX-VNNI; rows `starts[i]` (i < height) plus every

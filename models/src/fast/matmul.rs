@@ -243,8 +243,7 @@ pub(super) struct TileOut<'a> {
     epilogue: &'a Epilogue<'a>,
 }
 
-#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
-impl<'a> TileOut<'a> {
+impl TileOut<'_> {
     /// Panels of NR columns the tile covers.
     pub(super) fn panels(&self) -> usize {
         self.panels
@@ -486,8 +485,9 @@ pub(super) fn for_each_tile<F>(
         });
 }
 
-/// Panels one kernel call covers on these kernels, when whole panels allow.
-fn wide(kernels: Kernels) -> usize {
+/// Panels one kernel call covers on these kernels (f32 and int8 alike), when whole panels
+/// allow.
+pub(super) fn wide(kernels: Kernels) -> usize {
     if kernels.avx512() {
         WIDE_512
     } else {

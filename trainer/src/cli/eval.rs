@@ -248,8 +248,7 @@ fn impressions(
             .par_iter()
             .map(|s| {
                 let image = fingerprint_common::read_scan(&s.path, &limits)?;
-                let dpi = args.sensor_dpi.unwrap_or(minutiae::NATIVE_DPI);
-                Ok(minutiae::extract(&image, dpi).ok())
+                Ok(minutiae::extract(&image, minutiae::scan_dpi(args.sensor_dpi)).ok())
             })
             .collect::<Result<Vec<_>>>()?
     } else {
