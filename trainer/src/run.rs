@@ -36,6 +36,9 @@ pub struct TrainConfig {
     pub lr_schedule: LrSchedule,
     /// Weight of the squared Frobenius norm of the last layer's weights in the loss.
     pub l2: f64,
+    /// What the head is trained with (runs saved before this field: softmax).
+    #[serde(default)]
+    pub loss: Loss,
     pub preprocessing: Preprocessing,
     /// The training scans' sensor resolution, where known: ridge-scale preprocessing then
     /// cuts windows of fixed physical size, as a door configured with it does (runs saved
@@ -64,6 +67,7 @@ impl Default for TrainConfig {
             lr: 1e-4,
             lr_schedule: LrSchedule::Constant,
             l2: 1e-3,
+            loss: Loss::Softmax,
             preprocessing: Preprocessing::imagenet(224),
             sensor_dpi: None,
             augmentation: Some(Augmentation::default()),
@@ -73,6 +77,22 @@ impl Default for TrainConfig {
             seed: 0,
         }
     }
+}
+
+/// The loss the network is trained with.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum Loss {
+    /// Cross-entropy of the head's logits, as the method trains.
+    #[default]
+    Softmax,
+    /// CosFace (large-margin cosine loss, Wang et al. 2018): cross-entropy of `scale` times
+    /// the cosines between the feature and each class's weight, with `margin` taken off the
+    /// true class's. It asks a finger's features to lie closer to their own class than to any
+    /// other by the margin, which is what a door compares unseen fingers by (cosines). The
+    /// head's rows are kept at unit length and its bias at zero, so its logits rank classes
+    /// as the cosines do and every other part (evaluation, export, the daemon) is unchanged.
+    CosFace { scale: f64, margin: f64 },
 }
 
 /// How the learning rate moves over a run.

@@ -10,9 +10,9 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use candle_core::{Device, Tensor, D};
-use candle_nn::{loss::cross_entropy, Module, ModuleT, VarMap};
+use candle_nn::{loss::cross_entropy, Module, VarMap};
 use fingerprint_common::ScanLimits;
 use fingerprint_models::checkpoint::save_varmap;
 use fingerprint_models::resnet::trainable_vars;
@@ -28,7 +28,7 @@ use crate::model::Classifier;
 use crate::model::{build_model, load_run_model};
 use crate::optim::{Adam, AdamConfig};
 use crate::run::{
-    draw_curves, write_json, EpochMetrics, Evaluation, Report, RunDir, RunInfo, RunState,
+    draw_curves, write_json, EpochMetrics, Evaluation, Loss, Report, RunDir, RunInfo, RunState,
     TrainConfig,
 };
 
@@ -43,6 +43,56 @@ pub fn method_loss(
     let ce = cross_entropy(logits, labels)?;
     let total = (&ce + (head_weight.sqr()?.sum_all()? * l2)?)?;
     Ok((total, ce))
+}
+
+/// The logits the loss is taken of: the head's own (softmax), or CosFace's: `scale` times the
+/// cosines between each feature row and each row of the head's weight, with `margin` taken off
+/// each sample's true class.
+pub fn loss_logits(
+    loss: Loss,
+    logits: &Tensor,
+    features: &Tensor,
+    head_weight: &Tensor,
+    labels: &Tensor,
+) -> Result<Tensor> {
+    match loss {
+        Loss::Softmax => Ok(logits.clone()),
+        Loss::CosFace { scale, margin } => {
+            let cosines = unit_rows(features)?.matmul(&unit_rows(head_weight)?.t()?)?;
+            let margins = candle_nn::encoding::one_hot(
+                labels.clone(),
+                head_weight.dim(0)?,
+                margin as f32,
+                0f32,
+            )?;
+            Ok(((cosines - margins)? * scale)?)
+        }
+    }
+}
+
+/// `x` (a matrix) with each row scaled to unit length.
+fn unit_rows(x: &Tensor) -> Result<Tensor> {
+    let norms = (x.sqr()?.sum_keepdim(1)? + 1e-12)?.sqrt()?;
+    Ok(x.broadcast_div(&norms)?)
+}
+
+/// Puts the head in the form CosFace trains it in: unit rows and zero bias, so that its logits
+/// (the feature's length times the cosines) rank classes as the cosines do, wherever the
+/// model is used as a plain classifier. The loss does not depend on the rows' lengths, so
+/// this changes nothing it sees.
+pub fn normalise_head(varmap: &VarMap) -> Result<()> {
+    let vars = varmap
+        .data()
+        .lock()
+        .map_err(|_| anyhow!("the model's variables are poisoned"))?;
+    let weight = vars
+        .get("fc.weight")
+        .context("the model has no fc.weight")?;
+    weight.set(&unit_rows(weight.as_tensor())?)?;
+    if let Some(bias) = vars.get("fc.bias") {
+        bias.set(&bias.as_tensor().zeros_like()?)?;
+    }
+    Ok(())
 }
 
 /// Options of one invocation that are not part of the run's definition.
@@ -141,6 +191,10 @@ pub fn train(run: &RunDir, session: &Session) -> Result<Outcome> {
             config.pretrained.as_deref(),
         )?
     };
+    let cosface = matches!(config.loss, Loss::CosFace { .. });
+    if cosface && !resuming {
+        normalise_head(&varmap)?;
+    }
     let params: Vec<_> = trainable_vars(&varmap)
         .into_iter()
         .filter(|(name, _)| !config.freeze_backbone || name.starts_with("fc."))
@@ -218,22 +272,28 @@ pub fn train(run: &RunDir, session: &Session) -> Result<Outcome> {
                 pb.finish_and_clear();
                 return interrupted(run, &varmap, &adam, &state);
             }
-            let (logits, labels) = match &frozen {
+            let (logits, features, labels) = match &frozen {
                 Some(f) => {
                     let labels = batch.iter().map(|&(i, _)| train_cache.labels[i]).collect();
-                    (model.head().forward(&f.train_rows(batch, device)?)?, labels)
+                    let features = f.train_rows(batch, device)?;
+                    (model.head().forward(&features)?, features, labels)
                 }
                 None => {
                     let (x, labels) = training_batch(&train_cache, batch, config, epoch, device)?;
-                    (model.forward_t(&x, true)?, labels)
+                    let (logits, features) = model.forward_with_features(&x, true)?;
+                    (logits, features, labels)
                 }
             };
             let y = Tensor::new(labels.as_slice(), device)?;
-            let (loss, ce) = method_loss(&logits, &y, &head_weight, config.l2)?;
+            let trained_logits = loss_logits(config.loss, &logits, &features, &head_weight, &y)?;
+            let (loss, ce) = method_loss(&trained_logits, &y, &head_weight, config.l2)?;
             adam.config.lr = config
                 .lr_schedule
                 .rate(config.lr, adam.steps_taken(), total_steps);
             adam.backward_step(&loss)?;
+            if cosface {
+                normalise_head(&varmap)?;
+            }
             let predicted = logits.argmax(D::Minus1)?.to_vec1::<u32>()?;
             correct += predicted
                 .iter()

@@ -11,9 +11,9 @@ use fingerprint_common::Preprocessing;
 use fingerprint_models::{Arch, ResNet};
 use trainer::dataset::{Dataset, Layout, Split, SplitConfig};
 use trainer::optim::{Adam, AdamConfig};
-use trainer::run::{EpochMetrics, RunDir, TrainConfig};
+use trainer::run::{EpochMetrics, Loss, RunDir, TrainConfig};
 use trainer::synth::{write_dataset, SynthConfig};
-use trainer::train::{method_loss, start_run, train, Outcome, Session};
+use trainer::train::{loss_logits, method_loss, start_run, train, Outcome, Session};
 
 #[test]
 fn the_l2_term_touches_only_the_last_layer() -> Result<()> {
@@ -46,6 +46,46 @@ fn the_l2_term_touches_only_the_last_layer() -> Result<()> {
             assert_eq!(max, 0.0, "{name} gets an L2 gradient");
         }
     }
+    Ok(())
+}
+
+#[test]
+fn cosface_logits_are_scaled_cosines_with_the_margin_off_the_true_class() -> Result<()> {
+    let dev = Device::Cpu;
+    // Two samples, three classes, 2-d features; weights of any length.
+    let features = Tensor::new(&[[3.0f32, 4.0], [0.0, -2.0]], &dev)?;
+    let weight = Tensor::new(&[[2.0f32, 0.0], [0.0, 5.0], [1.0, 1.0]], &dev)?;
+    let labels = Tensor::new(&[1u32, 0], &dev)?;
+    let plain = Tensor::zeros((2, 3), DType::F32, &dev)?;
+    let (scale, margin) = (10.0, 0.25);
+    let got = loss_logits(
+        Loss::CosFace { scale, margin },
+        &plain,
+        &features,
+        &weight,
+        &labels,
+    )?
+    .to_vec2::<f32>()?;
+    let r = std::f32::consts::FRAC_1_SQRT_2;
+    let cos = [[0.6, 0.8, 1.4 * r], [0.0, -1.0, -r]];
+    let expected = [
+        [
+            10.0 * cos[0][0],
+            10.0 * (cos[0][1] - 0.25),
+            10.0 * cos[0][2],
+        ],
+        [
+            10.0 * (cos[1][0] - 0.25),
+            10.0 * cos[1][1],
+            10.0 * cos[1][2],
+        ],
+    ];
+    for (g, e) in got.iter().flatten().zip(expected.iter().flatten()) {
+        assert!((g - e).abs() < 1e-5, "{got:?} against {expected:?}");
+    }
+    // Softmax takes the head's logits as they are.
+    let softmax = loss_logits(Loss::Softmax, &features, &features, &weight, &labels)?;
+    assert_eq!(softmax.to_vec2::<f32>()?, features.to_vec2::<f32>()?);
     Ok(())
 }
 
@@ -309,25 +349,68 @@ fn the_default_resnet50_configuration_runs_one_step() -> Result<()> {
     Ok(())
 }
 
+/// A run of `config` with a fixed backbone at 48 px (fast) on 4 synthetic fingers; its folder
+/// and best checkpoint.
+fn frozen_backbone_run(
+    dir: &Path,
+    config: TrainConfig,
+) -> Result<(RunDir, std::collections::HashMap<String, Tensor>)> {
+    let split = synthetic_split(dir, 4, 6, 64, 2)?;
+    let config = TrainConfig {
+        freeze_backbone: true,
+        preprocessing: Preprocessing::imagenet(48),
+        ..config
+    };
+    let stop = AtomicBool::new(false);
+    start_run(&dir.join("run"), config, split, &session(&stop, None))?;
+    let run = RunDir(dir.join("run"));
+    let best = candle_core::safetensors::load(run.file("best.safetensors"), &Device::Cpu)?;
+    Ok((run, best))
+}
+
+/// CosFace on a fixed backbone (fast): the head stays a unit-row, zero-bias classifier, so
+/// the plain classifier every other part uses ranks classes by cosine; and it learns.
+#[test]
+fn cosface_keeps_a_normalised_head_that_learns() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    // One batch an epoch: the head needs a few dozen steps.
+    let config = TrainConfig {
+        epochs: 60,
+        lr: 1e-2,
+        loss: Loss::CosFace {
+            scale: 16.0,
+            margin: 0.2,
+        },
+        ..small_config()
+    };
+    let (run, best) = frozen_backbone_run(dir.path(), config)?;
+    let norms = best["fc.weight"].sqr()?.sum(1)?.sqrt()?.to_vec1::<f32>()?;
+    assert!(
+        norms.iter().all(|n| (n - 1.0).abs() < 1e-4),
+        "head rows {norms:?}"
+    );
+    let bias = best["fc.bias"].abs()?.max_all()?.to_scalar::<f32>()?;
+    assert_eq!(bias, 0.0);
+    let metrics = run.metrics()?;
+    let last = metrics.last().expect("epochs ran");
+    // 4 fingers: chance is 25%.
+    assert!(
+        last.train_accuracy > 0.6,
+        "train accuracy {:.2}",
+        last.train_accuracy
+    );
+    assert!(last.train_loss < metrics[0].train_loss, "{metrics:?}");
+    Ok(())
+}
+
 #[test]
 fn feature_extraction_mode_trains_only_the_head() -> Result<()> {
     let dir = tempfile::tempdir()?;
-    let split = synthetic_split(dir.path(), 4, 6, 64, 2)?;
     let config = TrainConfig {
         epochs: 5,
-        freeze_backbone: true,
-        preprocessing: Preprocessing::imagenet(48),
         ..small_config()
     };
-    let stop = AtomicBool::new(false);
-    start_run(
-        &dir.path().join("run"),
-        config,
-        split,
-        &session(&stop, None),
-    )?;
-    let run = RunDir(dir.path().join("run"));
-    let best = candle_core::safetensors::load(run.file("best.safetensors"), &Device::Cpu)?;
+    let (_, best) = frozen_backbone_run(dir.path(), config)?;
     // Same seed, no training: the backbone the run started from.
     let (varmap, _) = trainer::model::build_model(Arch::ResNet18, 4, &Device::Cpu, 0, None)?;
     let start = varmap.data().lock().expect("var map");

@@ -9,10 +9,16 @@ use fingerprint_models::{device_from_name, Arch};
 use trainer::augment::Augmentation;
 use trainer::dataset::{Dataset, Layout, Split, SplitConfig};
 use trainer::export::{export_run, print_summary};
-use trainer::run::{LrSchedule, Report, RunDir, TrainConfig};
+use trainer::run::{Loss, LrSchedule, Report, RunDir, TrainConfig};
 use trainer::train::{start_run, train, Outcome, Session};
 
 use super::{DataArgs, ResizeArg};
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum LossArg {
+    Softmax,
+    Cosface,
+}
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
 enum LrScheduleArg {
@@ -52,6 +58,17 @@ pub struct TrainArgs {
     /// Weight of the squared Frobenius norm of the last layer's weights in the loss.
     #[arg(long, default_value_t = 1e-3)]
     l2: f64,
+    /// The loss: softmax cross-entropy (the method's), or cosface (a margin between each
+    /// finger's features and every other finger's, in cosine: features that tell unseen
+    /// fingers apart; the head stays a plain classifier, see the README).
+    #[arg(long, value_enum, default_value = "softmax")]
+    loss: LossArg,
+    /// With --loss cosface: the margin taken off the true class's cosine.
+    #[arg(long, default_value_t = 0.35)]
+    margin: f64,
+    /// With --loss cosface: the scale of the cosines in the logits.
+    #[arg(long, default_value_t = 30.0)]
+    margin_scale: f64,
     /// Side of the square network input, in pixels.
     #[arg(long, default_value_t = 224)]
     size: u32,
@@ -184,6 +201,15 @@ pub fn run(args: TrainArgs) -> Result<()> {
             split.impostor_names.len(),
             split.impostors.len()
         );
+        if matches!(args.loss, LossArg::Cosface)
+            && !(args.margin >= 0.0 && args.margin < 1.0 && args.margin_scale > 0.0)
+        {
+            bail!(
+                "--margin must lie in 0..1 and --margin-scale above 0 (got {} and {})",
+                args.margin,
+                args.margin_scale
+            );
+        }
         let config = TrainConfig {
             arch: args.arch,
             pretrained: args.pretrained,
@@ -195,6 +221,13 @@ pub fn run(args: TrainArgs) -> Result<()> {
                 LrScheduleArg::Cosine => LrSchedule::Cosine,
             },
             l2: args.l2,
+            loss: match args.loss {
+                LossArg::Softmax => Loss::Softmax,
+                LossArg::Cosface => Loss::CosFace {
+                    scale: args.margin_scale,
+                    margin: args.margin,
+                },
+            },
             preprocessing: Preprocessing {
                 resize: args.resize.policy(args.window, args.ridge_period),
                 ..Preprocessing::imagenet(args.size)
