@@ -31,4 +31,8 @@ export CC_aarch64_unknown_linux_gnu=aarch64-linux-gnu-gcc
 # Only the aarch64 build sees these flags (the host's artefacts are not rebuilt).
 export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUSTFLAGS="-D warnings"
 cargo test --release --target "$target" -p fingerprint-models --lib fast
-cargo test --release --target "$target" -p fingerprint-models --test fast
+# Candle's own f32 forward is slow under qemu (about 45 s of the 113): the comparison with
+# it runs on x86-64 only. Here NEON is compared with the portable path (the same code x86
+# compares with candle) and int8 with the committed logits.
+cargo test --release --target "$target" -p fingerprint-models --test fast -- \
+    --skip fast_path_matches_candle_on_every_architecture
