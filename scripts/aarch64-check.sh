@@ -4,7 +4,8 @@
 # with Debian's cross gcc, warnings as errors, and runs them under qemu-user. They include
 # `int8_logits_are_the_same_on_every_cpu`, whose expected int8 logits were computed on x86-64:
 # an int8 model must answer to the bit the same on both, on the portable, neon and neon-dot
-# kernels (qemu's max CPU has the dot product). About 3 minutes on 2 cores.
+# kernels (qemu's max CPU has the dot product). About 8 minutes on 2 cores from a clean
+# target directory (6 of them the cross build), under 2 when it is warm.
 # Needs rustup, and apt (as root or with sudo) when the cross gcc or qemu-user is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,7 +32,7 @@ export CC_aarch64_unknown_linux_gnu=aarch64-linux-gnu-gcc
 # Only the aarch64 build sees these flags (the host's artefacts are not rebuilt).
 export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUSTFLAGS="-D warnings"
 cargo test --release --target "$target" -p fingerprint-models --lib fast
-# Candle's own f32 forward is slow under qemu (about 45 s of the 113): the comparison with
+# Candle's own f32 forward is slow under qemu (about 45 s of these tests' 113): the comparison with
 # it runs on x86-64 only. Here NEON is compared with the portable path (the same code x86
 # compares with candle) and int8 with the committed logits.
 cargo test --release --target "$target" -p fingerprint-models --test fast -- \
