@@ -7,13 +7,19 @@
 # kernels (qemu's max CPU has the dot product). About 8 minutes on 2 cores from a clean
 # target directory (6 of them the cross build), under 2 when it is warm.
 # Needs rustup, and apt (as root or with sudo) when the cross gcc or qemu-user is missing.
+#
+# CI runs it only when `.ci/inputs aarch64` (common/, models/, Cargo.lock, the manifests, the
+# toolchain and this script) differs from the hash of its last recorded pass: after a change
+# to any of those, `.ci/record aarch64` and commit .ci/verified/aarch64.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 target=aarch64-unknown-linux-gnu
 if ! rustup target add "$target" >/dev/null; then
     # The standard library for aarch64 comes from rustup's server, which a machine limited to
     # the package registries may not reach: say so loudly rather than fail the whole CI.
+    # (.ci/record sets AARCH64_CHECK_REQUIRED=1: a skip is no pass to record.)
     echo "aarch64-check: SKIPPED: rustup could not install the $target standard library" >&2
+    [ "${AARCH64_CHECK_REQUIRED:-0}" = 1 ] && exit 1
     exit 0
 fi
 if ! command -v aarch64-linux-gnu-gcc >/dev/null || ! command -v qemu-aarch64 >/dev/null; then
@@ -37,3 +43,4 @@ cargo test --release --target "$target" -p fingerprint-models --lib fast
 # compares with candle) and int8 with the committed logits.
 cargo test --release --target "$target" -p fingerprint-models --test fast -- \
     --skip fast_path_matches_candle_on_every_architecture
+echo "aarch64 check passed"
