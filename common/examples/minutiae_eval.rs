@@ -1,4 +1,4 @@
-//! Where the shipped minutiae threshold and fusion come from: BOZORTH3 scores of real prints,
+//! Where the shipped minutiae threshold and fusion come from: minutiae scores (MCC) of real prints,
 //! as a door sees them. For each folder (FVC/PolyU names `<finger>_<impression>.<ext>`, given
 //! as `DIR:DPI`), every finger is enrolled from its first 3 impressions; its other
 //! impressions are genuine probes; every scan of the folder's other fingers is an impostor
@@ -6,8 +6,8 @@
 //! templates, as in `fingerprint_common::matcher`.
 //!
 //! Prints, per folder: the highest impostor score, and the share of genuine probes accepted
-//! at the zero-false-accept threshold; then the pooled threshold (one above the highest
-//! impostor score of all folders), each folder's result at the threshold its *other* folders
+//! at the zero-false-accept threshold; then the pooled threshold (the highest impostor score
+//! of all folders, rounded up to the next tenth above it), each folder's result at the threshold its *other* folders
 //! give (leave one out: how it carries to a sensor it was not fitted on), and the logistic
 //! fusion fitted on all pairs (minutiae alone). Scans are read, never copied.
 //!
@@ -23,8 +23,8 @@ use fingerprint_common::minutiae::{self, Prepared};
 struct Folder {
     name: String,
     minutiae_mean: f64,
-    genuine: Vec<u32>,
-    impostor: Vec<u32>,
+    genuine: Vec<f32>,
+    impostor: Vec<f32>,
 }
 
 fn scores(dir: &Path, dpi: u32) -> anyhow::Result<Folder> {
@@ -61,9 +61,9 @@ fn scores(dir: &Path, dpi: u32) -> anyhow::Result<Folder> {
             let own = finger == enrolled;
             for (_, probe) in probes.iter().skip(if own { 3 } else { 0 }) {
                 let t = std::time::Instant::now();
-                let s = probe
-                    .as_ref()
-                    .map_or(0, |p| gallery.iter().map(|g| p.score(g)).max().unwrap_or(0));
+                let s = probe.as_ref().map_or(0.0, |p| {
+                    gallery.iter().map(|g| p.score(g)).fold(0.0f32, f32::max)
+                });
                 let ms = t.elapsed().as_secs_f64() * 1e3 / gallery.len().max(1) as f64;
                 if own {
                     genuine.push(s);
@@ -76,7 +76,7 @@ fn scores(dir: &Path, dpi: u32) -> anyhow::Result<Folder> {
         }
     }
     eprintln!(
-        "{}: a BOZORTH3 comparison takes {:.2} ms (genuine) and {:.2} ms (impostor) on average",
+        "{}: a minutiae comparison takes {:.2} ms (genuine) and {:.2} ms (impostor) on average",
         dir.display(),
         genuine_time / genuine.len().max(1) as f64,
         impostor_time / impostor.len().max(1) as f64
@@ -89,8 +89,13 @@ fn scores(dir: &Path, dpi: u32) -> anyhow::Result<Folder> {
     })
 }
 
-fn accepted(v: &[u32], t: u32) -> usize {
+fn accepted(v: &[f32], t: f32) -> usize {
     v.iter().filter(|&&s| s >= t).count()
+}
+
+/// The threshold shipped above a highest impostor score: the next tenth above it.
+fn above(top: f32) -> f32 {
+    ((top * 10.0).floor() + 1.0) / 10.0
 }
 
 fn main() -> anyhow::Result<()> {
@@ -100,15 +105,15 @@ fn main() -> anyhow::Result<()> {
             .rsplit_once(':')
             .ok_or_else(|| anyhow::anyhow!("{spec}: give DIR:DPI"))?;
         let folder = scores(Path::new(dir), dpi.parse()?)?;
-        let top = folder.impostor.iter().copied().max().unwrap_or(0);
+        let top = folder.impostor.iter().copied().fold(0.0f32, f32::max);
         println!(
-            "{}: {:.0} minutiae a scan; {} genuine, {} impostor comparisons; highest impostor score {top}; at {}: {:.1}% of genuine probes accepted",
+            "{}: {:.0} minutiae a scan; {} genuine, {} impostor comparisons; highest impostor score {top:.3}; above it: {:.1}% of genuine probes",
             folder.name,
             folder.minutiae_mean,
             folder.genuine.len(),
             folder.impostor.len(),
-            top + 1,
-            100.0 * accepted(&folder.genuine, top + 1) as f64 / folder.genuine.len().max(1) as f64
+            100.0 * folder.genuine.iter().filter(|&&s| s > top).count() as f64
+                / folder.genuine.len().max(1) as f64
         );
         folders.push(folder);
     }
@@ -118,15 +123,14 @@ fn main() -> anyhow::Result<()> {
             .enumerate()
             .filter(|(i, _)| Some(*i) != skip)
             .flat_map(|(_, f)| f.impostor.iter().copied())
-            .max()
-            .unwrap_or(0)
+            .fold(0.0f32, f32::max)
     };
-    let pooled = top(None) + 1;
-    println!("pooled: threshold {pooled} (no impostor comparison of any folder reaches it)");
+    let pooled = above(top(None));
+    println!("pooled: threshold {pooled:.1} (no impostor comparison of any folder reaches it)");
     for (i, f) in folders.iter().enumerate() {
-        let t = top(Some(i)) + 1;
+        let t = above(top(Some(i)));
         println!(
-            "  {}: at {t} (from the other folders): {} of {} impostor comparisons accepted, {:.1}% of genuine probes; at {pooled}: {:.1}%",
+            "  {}: at {t:.1} (from the other folders): {} of {} impostor comparisons accepted, {:.1}% of genuine probes; at {pooled:.1}: {:.1}%",
             f.name,
             accepted(&f.impostor, t),
             f.impostor.len(),
@@ -134,7 +138,7 @@ fn main() -> anyhow::Result<()> {
             100.0 * accepted(&f.genuine, pooled) as f64 / f.genuine.len().max(1) as f64
         );
     }
-    let pairs = |pick: fn(&Folder) -> &Vec<u32>| -> Vec<PairScores> {
+    let pairs = |pick: fn(&Folder) -> &Vec<f32>| -> Vec<PairScores> {
         folders
             .iter()
             .flat_map(|f| pick(f).iter())

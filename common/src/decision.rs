@@ -37,12 +37,12 @@ pub enum SourceKind {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Candidate {
     pub identity: String,
-    /// The score the decision rests on (the matcher's: cosine, BOZORTH3 or fused).
+    /// The score the decision rests on (the matcher's: cosine, minutiae score or fused).
     pub score: f32,
     /// Best cosine similarity of the network's templates, when the network was used.
     #[serde(default)]
     pub network_score: Option<f32>,
-    /// Best BOZORTH3 score of the minutiae, when minutiae were compared.
+    /// Best minutiae score (MCC, 0-100), when minutiae were compared.
     #[serde(default)]
     pub minutiae_score: Option<f32>,
 }
@@ -94,7 +94,7 @@ pub struct Decision {
     /// The granted identity; null unless `decision` is `grant`.
     pub identity: Option<String>,
     /// Score of the best candidate, by the matcher in use: gallery cosine similarity
-    /// (network), BOZORTH3 score (minutiae), fused log-odds (fused), or the classifier's
+    /// (network), minutiae score 0-100 (minutiae), fused log-odds (fused), or the classifier's
     /// probability (null on error, or when there was nothing to compare with).
     pub score: Option<f32>,
     /// Score a candidate must reach to be granted.
@@ -105,7 +105,7 @@ pub struct Decision {
     /// The best candidate's network score (cosine similarity), when the network was used.
     #[serde(default)]
     pub network_score: Option<f32>,
-    /// The best candidate's minutiae score (BOZORTH3), when minutiae were compared.
+    /// The best candidate's minutiae score (MCC, 0-100), when minutiae were compared.
     #[serde(default)]
     pub minutiae_score: Option<f32>,
     /// The best candidate's fused score (log-odds of one finger), in fused mode.
@@ -128,7 +128,7 @@ pub struct Decision {
 pub enum MatcherMode {
     /// Cosine similarity of the network's templates.
     Network,
-    /// BOZORTH3 score of minutiae; needs no model.
+    /// Minutiae (MINDTCT, compared by Minutia Cylinder-Code); needs no model.
     Minutiae,
     /// Both, fused by a fitted logistic regression.
     #[default]

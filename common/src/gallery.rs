@@ -150,7 +150,7 @@ pub fn similarity(a: &[f32], b: &[f32]) -> f32 {
 }
 
 /// How well each of `n` impressions of an enrolment agrees with the others, given the score
-/// of impression `i` against impression `j` (the door's matcher: cosine, BOZORTH3 or fused):
+/// of impression `i` against impression `j` (the door's matcher: cosine, minutiae or fused):
 /// its score against the closer half of them (the ceil((n-1)/2)-th best of its n-1 scores;
 /// with 3 impressions, its best match). An impression scoring under the match threshold would
 /// not be granted against half of the others. This is the decision rule applied within the

@@ -8,6 +8,7 @@ pub mod decision;
 pub mod durable;
 pub mod gallery;
 pub mod matcher;
+pub mod mcc;
 pub mod minutiae;
 pub mod openset;
 pub mod preprocess;

@@ -116,10 +116,7 @@ impl Comparisons {
                 let (Some(network), Some(minutiae)) = (c.network_score, c.minutiae_score) else {
                     continue;
                 };
-                let s = PairScores {
-                    network,
-                    minutiae: minutiae as u32,
-                };
+                let s = PairScores { network, minutiae };
                 if own.as_deref() == Some(c.identity.as_str()) {
                     mated.push(s);
                 } else {
@@ -146,7 +143,7 @@ impl Comparisons {
                         MatcherMode::Minutiae => c.minutiae_score?,
                         MatcherMode::Fused => rule.fusion.score(PairScores {
                             network: c.network_score?,
-                            minutiae: c.minutiae_score? as u32,
+                            minutiae: c.minutiae_score?,
                         }),
                     };
                     Some((c.identity.as_str(), s))
@@ -374,7 +371,7 @@ pub fn fit_door(
     strangers: &[Probe],
     target_far: f64,
 ) -> Option<DoorFit> {
-    let mut genuine: Vec<(Option<f32>, Option<u32>)> = Vec::new();
+    let mut genuine: Vec<(Option<f32>, Option<f32>)> = Vec::new();
     for impressions in gallery.identities.values() {
         let prepared: Vec<Option<Prepared>> = impressions
             .iter()
@@ -390,7 +387,7 @@ pub fn fit_door(
             let minutiae = prepared[i].as_ref().and_then(|p| {
                 others()
                     .filter_map(|(j, _)| prepared[j].as_ref().map(|g| p.score(g)))
-                    .max()
+                    .reduce(f32::max)
             });
             genuine.push((network, minutiae));
         }
@@ -403,17 +400,17 @@ pub fn fit_door(
         exhaustive_below: usize::MAX,
         enough: None,
     };
-    let impostor: Vec<Vec<(Option<f32>, Option<u32>)>> = strangers
+    let impostor: Vec<Vec<(Option<f32>, Option<f32>)>> = strangers
         .iter()
         .map(|p| {
             index
                 .rank(p, None, &all)
                 .into_iter()
-                .map(|c| (c.network_score, c.minutiae_score.map(|m| m as u32)))
+                .map(|c| (c.network_score, c.minutiae_score))
                 .collect()
         })
         .collect();
-    let pair = |(n, m): (Option<f32>, Option<u32>)| {
+    let pair = |(n, m): (Option<f32>, Option<f32>)| {
         Some(PairScores {
             network: n?,
             minutiae: m?,
@@ -424,10 +421,10 @@ pub fn fit_door(
         let i: Vec<PairScores> = impostor.iter().flatten().filter_map(|&s| pair(s)).collect();
         Fusion::fit(&g, &i)
     });
-    let score = |s: (Option<f32>, Option<u32>)| -> Option<f32> {
+    let score = |s: (Option<f32>, Option<f32>)| -> Option<f32> {
         match mode {
             MatcherMode::Network => s.0,
-            MatcherMode::Minutiae => s.1.map(|m| m as f32),
+            MatcherMode::Minutiae => s.1,
             MatcherMode::Fused => fusion.and_then(|f| pair(s).map(|p| f.score(p))),
         }
     };

@@ -142,6 +142,9 @@ pub fn calibrate(
         mode,
         model_digest: digest.map(str::to_string).filter(|_| mode.needs_network()),
         fusion: fit.fusion,
+        minutiae_comparator: mode
+            .needs_minutiae()
+            .then(|| minutiae::COMPARATOR.to_string()),
         threshold: fit.threshold,
         target_far,
         far: fit.far,

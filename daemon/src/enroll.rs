@@ -159,17 +159,17 @@ pub fn enroll(
         (Some(a), Some(b)) => fingerprint_common::gallery::similarity(a, b),
         _ => f32::NEG_INFINITY,
     };
-    let bozorth = |i: usize, j: usize| match (&prepared[i], &prepared[j]) {
+    let minutiae = |i: usize, j: usize| match (&prepared[i], &prepared[j]) {
         (Some(a), Some(b)) => a.score(b),
-        _ => 0,
+        _ => 0.0,
     };
     let rule = policy.rule;
     let agreement = agreement(impressions.len(), |i, j| match rule.mode {
         MatcherMode::Network => cosine(i, j),
-        MatcherMode::Minutiae => bozorth(i, j) as f32,
+        MatcherMode::Minutiae => minutiae(i, j),
         MatcherMode::Fused => rule.fusion.score(PairScores {
             network: cosine(i, j),
-            minutiae: bozorth(i, j),
+            minutiae: minutiae(i, j),
         }),
     });
     let outliers: Vec<String> = scans

@@ -284,7 +284,7 @@ async fn calibrate(config_path: &Path, strangers: &Path, target_far: f64) -> Res
     );
     if let Some(f) = &c.fusion {
         println!(
-            "fusion: log-odds = {:.3} + {:.3} x cosine + {:.3} x ln(1 + bozorth3){}",
+            "fusion: log-odds = {:.3} + {:.3} x cosine + {:.3} x ln(1 + minutiae){}",
             f.bias,
             f.network_weight,
             f.minutiae_weight,

@@ -13,7 +13,7 @@ use fingerprint_common::matcher::{
     shipped_fused_threshold, Fusion, MatcherMode, Prints, Rule, SHIPPED_FUSION,
     SHIPPED_MINUTIAE_THRESHOLD,
 };
-use fingerprint_common::Gallery;
+use fingerprint_common::{minutiae, Gallery};
 use serde::{Deserialize, Serialize};
 
 use crate::engine::Engine;
@@ -30,6 +30,10 @@ pub struct DoorCalibration {
     pub model_digest: Option<String>,
     /// The fitted fusion (fused mode).
     pub fusion: Option<Fusion>,
+    /// The minutiae comparator whose scores it was fitted on ([`minutiae::COMPARATOR`]);
+    /// absent in calibrations made with BOZORTH3, which no longer apply.
+    #[serde(default)]
+    pub minutiae_comparator: Option<String>,
     pub threshold: f32,
     pub target_far: f64,
     /// Share of the strangers' scans accepted at the threshold.
@@ -89,10 +93,16 @@ impl DoorCalibration {
         fingerprint_common::durable::write_atomically(path, &json).map_err(|e| error(e.to_string()))
     }
 
-    /// Whether it was made for this matcher and model.
+    /// Whether it was made for this matcher, model and minutiae comparator.
     fn applies(&self, mode: MatcherMode, model_digest: Option<&str>) -> bool {
         self.mode == mode
             && (mode == MatcherMode::Minutiae || self.model_digest.as_deref() == model_digest)
+            && (!mode.needs_minutiae() || self.same_comparator())
+    }
+
+    /// Whether its minutiae scores are today's comparator's.
+    fn same_comparator(&self) -> bool {
+        self.minutiae_comparator.as_deref() == Some(minutiae::COMPARATOR)
     }
 }
 
@@ -100,7 +110,7 @@ impl DoorCalibration {
 #[derive(Clone, Debug, PartialEq)]
 pub struct MatchPolicy {
     pub rule: Rule,
-    /// Score the best identity needs (cosine, BOZORTH3 score or fused log-odds, by mode).
+    /// Score the best identity needs (cosine, minutiae score or fused log-odds, by mode).
     pub threshold: f32,
     /// Where the threshold came from, for the log.
     pub source: String,
@@ -165,6 +175,16 @@ pub fn resolve(
     if mode.needs_network() && engine.is_none() {
         return Err(PolicyError::NoModel(mode));
     }
+    // A calibration fitted on another comparator's minutiae scores (BOZORTH3's, before MCC)
+    // is void: its threshold is in another unit. Said in the source of the one in force.
+    let stale = door
+        .filter(|d| d.mode == mode && mode.needs_minutiae() && !d.same_comparator())
+        .map(|_| {
+            format!(
+                "; the door's {CALIBRATION_FILE} was fitted on another minutiae comparator's scores (BOZORTH3) and no longer applies: run `fingerprintd calibrate` again"
+            )
+        })
+        .unwrap_or_default();
     let door = door.filter(|d| d.applies(mode, digest));
     let door_source = |d: &DoorCalibration| {
         format!(
@@ -209,7 +229,7 @@ pub fn resolve(
             (None, Some(d)) => (SHIPPED_FUSION, d.threshold, door_source(d)),
             (None, None) => (
                 SHIPPED_FUSION,
-                SHIPPED_MINUTIAE_THRESHOLD as f32,
+                SHIPPED_MINUTIAE_THRESHOLD,
                 shipped_source.to_string(),
             ),
         },
@@ -226,6 +246,7 @@ pub fn resolve(
             }
         }
     };
+    let source = source + &stale;
     let mut rule = Rule {
         mode,
         fusion,
@@ -305,12 +326,13 @@ mod tests {
         config.model.path = None;
         let g = gallery(false, true, 2);
         let shipped = resolve(&config, None, &g, None).expect("policy");
-        assert_eq!(shipped.threshold, SHIPPED_MINUTIAE_THRESHOLD as f32);
+        assert_eq!(shipped.threshold, SHIPPED_MINUTIAE_THRESHOLD);
         assert!(shipped.source.starts_with("shipped"));
         let door = DoorCalibration {
             mode: MatcherMode::Minutiae,
             model_digest: None,
             fusion: None,
+            minutiae_comparator: Some(minutiae::COMPARATOR.into()),
             threshold: 61.0,
             target_far: 0.001,
             far: 0.0,
@@ -329,7 +351,22 @@ mod tests {
             ..door.clone()
         };
         let other = resolve(&config, None, &g, Some(&fused_door)).expect("policy");
-        assert_eq!(other.threshold, SHIPPED_MINUTIAE_THRESHOLD as f32);
+        assert_eq!(other.threshold, SHIPPED_MINUTIAE_THRESHOLD);
+        // Nor one fitted on BOZORTH3's scores (written before MCC: no comparator), and the
+        // log's source says why.
+        let bozorth_door = DoorCalibration {
+            minutiae_comparator: None,
+            ..door.clone()
+        };
+        let stale = resolve(&config, None, &g, Some(&bozorth_door)).expect("policy");
+        assert_eq!(stale.threshold, SHIPPED_MINUTIAE_THRESHOLD);
+        assert!(stale.source.contains("BOZORTH3"), "{}", stale.source);
+        let old_json = serde_json::to_string(&bozorth_door)
+            .expect("json")
+            .replace(",\"minutiae_comparator\":null", "");
+        assert!(!old_json.contains("minutiae_comparator"));
+        let parsed: DoorCalibration = serde_json::from_str(&old_json).expect("an old file parses");
+        assert_eq!(parsed, bozorth_door);
         config.matcher.threshold = Some(70.0);
         let configured = resolve(&config, None, &g, Some(&door)).expect("policy");
         assert_eq!(configured.threshold, 70.0);

@@ -79,7 +79,7 @@ pub struct EvalArgs {
     #[arg(long, default_value_t = 3)]
     enroll_impressions: usize,
     /// Which matcher scores the open set, as fingerprintd's [matcher] mode: the network's
-    /// templates (cosine), minutiae (NIST's MINDTCT + BOZORTH3; no model needed), or both
+    /// templates (cosine), minutiae (NIST's MINDTCT, compared by Minutia Cylinder-Code; no model needed), or both
     /// fused (a logistic regression: the shipped one, or fitted with --calibrate-strangers).
     #[arg(long, value_enum, default_value = "network", requires = "open_set")]
     matcher: MatcherMode,
@@ -103,7 +103,7 @@ pub struct EvalArgs {
     /// never-enrolled fingers (a dataset root; keep them apart from --strangers).
     #[arg(long, requires = "open_set")]
     calibrate_strangers: Option<PathBuf>,
-    /// Decision threshold in the matcher's score (cosine, BOZORTH3 score or fused log-odds);
+    /// Decision threshold in the matcher's score (cosine, minutiae score 0-100 or fused log-odds);
     /// default: --calibrate-strangers' if given, else the network's calibration (network) or
     /// the shipped threshold (minutiae, fused), else the one reaching --target-far on these
     /// strangers.
@@ -381,7 +381,7 @@ fn open_set(
             None => (None, "for the target FAR on these strangers".to_string()),
         },
         (None, None, MatcherMode::Minutiae) => (
-            Some(SHIPPED_MINUTIAE_THRESHOLD as f32),
+            Some(SHIPPED_MINUTIAE_THRESHOLD),
             "shipped (real impostor pairs)".to_string(),
         ),
         (None, None, MatcherMode::Fused) => (
@@ -418,7 +418,7 @@ fn open_set(
     );
     if mode == MatcherMode::Fused {
         println!(
-            "fusion: log-odds = {:.3} + {:.3} x cosine + {:.3} x ln(1 + bozorth3)",
+            "fusion: log-odds = {:.3} + {:.3} x cosine + {:.3} x ln(1 + minutiae)",
             fusion.bias, fusion.network_weight, fusion.minutiae_weight
         );
     }

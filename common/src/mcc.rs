@@ -1,0 +1,519 @@
+//! Minutia Cylinder-Code (MCC): a second minutiae matcher beside BOZORTH3, after Cappelli,
+//! Ferrara and Maltoni, "Minutia Cylinder-Code: a new representation and matching technique
+//! for fingerprint recognition", IEEE TPAMI 32(12), 2010, with the parameters the paper gives.
+//!
+//! Why a second one: BOZORTH3 pairs minutiae by the edges between them, and a moved, pressed or
+//! distorted impression loses those edges; on the FVC2002 B-sets a few genuine scans score
+//! inside the strangers' tail whatever rule is put on its scores. MCC describes each minutia
+//! by its neighbourhood (a cylinder of cells around it, in the minutia's own frame: position
+//! and relative direction of the neighbours, blurred by Gaussians), which tolerates local
+//! distortion, and ranks the best-matching pairs by how consistent they are with each other
+//! (LSS-R: local similarity sort with relaxation).
+//!
+//! Input is a [`Template`] (NIST xyt at 500 dpi, angles counter-clockwise with y up), so no
+//! gallery needs re-enrolling; cylinders are derived from the minutiae when a template is
+//! prepared for comparison. No crate on crates.io implements MCC.
+
+use std::f32::consts::PI;
+
+use crate::minutiae::Template;
+
+/// Cylinder radius, in pixels at 500 dpi.
+const R: f32 = 70.0;
+/// Cells along a side of the cylinder's base.
+const NS: usize = 16;
+/// Cells along its height (directions).
+const ND: usize = 6;
+const CELLS: usize = NS * NS * ND;
+const DELTA_S: f32 = 2.0 * R / NS as f32;
+const DELTA_D: f32 = 2.0 * PI / ND as f32;
+const SIGMA_S: f32 = 28.0 / 3.0;
+const SIGMA_D: f32 = 2.0 * PI / 9.0;
+/// A cell's activation: sigmoid of the neighbours' summed contributions.
+const MU_PSI: f32 = 0.01;
+const TAU_PSI: f32 = 400.0;
+/// Cells outside the minutiae's convex hull grown by this many pixels are not valid: no
+/// minutia could be seen there, so their emptiness says nothing.
+const HULL_OFFSET: f32 = 50.0;
+/// A cylinder is kept when this many other minutiae lie within its reach.
+const MIN_NEIGHBOURS: usize = 2;
+/// Two cylinders compare when their minutiae's directions differ by at most this.
+const MAX_DIRECTION_DIFFERENCE: f32 = PI / 2.0;
+
+/// A cylinder is kept when at least this share of the cells in its circle is valid.
+const MIN_VALID_SHARE: f32 = 0.75;
+/// Two cylinders compare when they share at least this share of the circle's cells as valid.
+const MIN_COMMON_SHARE: f32 = 0.6;
+/// How many pairs the global score averages: from MIN_PAIRS (few minutiae) to MAX_PAIRS.
+const MIN_PAIRS: usize = 4;
+const MAX_PAIRS: usize = 12;
+const MU_PAIRS: f32 = 20.0;
+const TAU_PAIRS: f32 = 0.4;
+/// Relaxation (LSS-R): iterations, weight of a pair's own similarity, and the compatibility
+/// sigmoids on distance (pixels), direction and radial-angle differences between two pairs.
+const RELAXATION_WEIGHT: f32 = 0.5;
+const RELAXATION_ROUNDS: usize = 5;
+const COMPAT_DISTANCE: (f32, f32) = (5.0, -1.6);
+const COMPAT_DIRECTION: (f32, f32) = (PI / 12.0, -30.0);
+const COMPAT_RADIAL: (f32, f32) = (PI / 12.0, -30.0);
+
+fn sigmoid(v: f32, mu: f32, tau: f32) -> f32 {
+    1.0 / (1.0 + (-tau * (v - mu)).exp())
+}
+
+/// The difference of two angles, in [-pi, pi).
+fn angle_difference(a: f32, b: f32) -> f32 {
+    let d = a - b;
+    d - 2.0 * PI * ((d + PI) / (2.0 * PI)).floor()
+}
+
+/// A minutia in radians.
+#[derive(Clone, Copy, Debug)]
+struct Point {
+    x: f32,
+    y: f32,
+    theta: f32,
+}
+
+/// The cells of the base (NS x NS) that lie within the cylinder's radius.
+fn in_circle(i: usize, j: usize) -> bool {
+    let (u, v) = cell_offset(i, j);
+    u * u + v * v <= R * R
+}
+
+/// A base cell's centre relative to the minutia, before rotation.
+fn cell_offset(i: usize, j: usize) -> (f32, f32) {
+    let half = (NS as f32 + 1.0) / 2.0;
+    (
+        DELTA_S * (i as f32 + 1.0 - half),
+        DELTA_S * (j as f32 + 1.0 - half),
+    )
+}
+
+fn cells_in_circle() -> usize {
+    (0..NS)
+        .flat_map(|i| (0..NS).map(move |j| (i, j)))
+        .filter(|&(i, j)| in_circle(i, j))
+        .count()
+}
+
+/// The convex hull of the minutiae, counter-clockwise (Andrew's monotone chain).
+fn convex_hull(points: &[Point]) -> Vec<(f32, f32)> {
+    let mut p: Vec<(f32, f32)> = points.iter().map(|m| (m.x, m.y)).collect();
+    p.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.total_cmp(&b.1)));
+    p.dedup();
+    if p.len() < 3 {
+        return p;
+    }
+    let cross = |o: (f32, f32), a: (f32, f32), b: (f32, f32)| {
+        (a.0 - o.0) * (b.1 - o.1) - (a.1 - o.1) * (b.0 - o.0)
+    };
+    let mut hull: Vec<(f32, f32)> = Vec::with_capacity(2 * p.len());
+    for pass in 0..2 {
+        let start = hull.len();
+        let iter: Box<dyn Iterator<Item = &(f32, f32)>> = if pass == 0 {
+            Box::new(p.iter())
+        } else {
+            Box::new(p.iter().rev())
+        };
+        for &q in iter {
+            while hull.len() >= start + 2
+                && cross(hull[hull.len() - 2], hull[hull.len() - 1], q) <= 0.0
+            {
+                hull.pop();
+            }
+            hull.push(q);
+        }
+        hull.pop();
+    }
+    hull
+}
+
+/// Whether `q` lies inside the hull or within `offset` of it.
+fn near_hull(hull: &[(f32, f32)], q: (f32, f32), offset: f32) -> bool {
+    let segment_distance = |a: (f32, f32), b: (f32, f32)| {
+        let (dx, dy) = (b.0 - a.0, b.1 - a.1);
+        let len2 = dx * dx + dy * dy;
+        let t = if len2 > 0.0 {
+            (((q.0 - a.0) * dx + (q.1 - a.1) * dy) / len2).clamp(0.0, 1.0)
+        } else {
+            0.0
+        };
+        let (px, py) = (a.0 + t * dx - q.0, a.1 + t * dy - q.1);
+        (px * px + py * py).sqrt()
+    };
+    match hull.len() {
+        0 => false,
+        1 => segment_distance(hull[0], hull[0]) <= offset,
+        _ => {
+            let mut inside = hull.len() >= 3;
+            let mut nearest = f32::INFINITY;
+            for k in 0..hull.len() {
+                let (a, b) = (hull[k], hull[(k + 1) % hull.len()]);
+                if (b.0 - a.0) * (q.1 - a.1) - (b.1 - a.1) * (q.0 - a.0) < 0.0 {
+                    inside = false;
+                }
+                nearest = nearest.min(segment_distance(a, b));
+            }
+            inside || nearest <= offset
+        }
+    }
+}
+
+/// Words of a cylinder's bits, one bit a cell (NS x NS x ND, direction innermost).
+const WORDS: usize = CELLS.div_ceil(64);
+
+/// One minutia's cylinder, binarised as in the paper's MCC16b: a cell's bit is set where
+/// its neighbours' contribution passes the activation sigmoid's midpoint. `valid` has every
+/// direction's bit set for each base cell that is valid.
+#[derive(Clone, Debug)]
+struct Cylinder {
+    minutia: usize,
+    valid: [u64; WORDS],
+    bits: [u64; WORDS],
+}
+
+/// A template's cylinders, ready to compare.
+#[derive(Clone, Debug, Default)]
+pub struct Cylinders {
+    points: Vec<Point>,
+    cylinders: Vec<Cylinder>,
+}
+
+fn set_bit(words: &mut [u64; WORDS], bit: usize) {
+    words[bit / 64] |= 1 << (bit % 64);
+}
+
+/// The share of a direction's Gaussian (sigma SIGMA_D) falling in a cell ΔD wide at `alpha`.
+fn direction_weight(alpha: f32) -> f32 {
+    let s = f64::from(SIGMA_D) * std::f64::consts::SQRT_2;
+    let (lo, hi) = (
+        f64::from(alpha - DELTA_D / 2.0),
+        f64::from(alpha + DELTA_D / 2.0),
+    );
+    (0.5 * (libm::erf(hi / s) - libm::erf(lo / s))) as f32
+}
+
+impl Cylinders {
+    /// Builds the cylinders of a template's minutiae; those with too few valid cells or
+    /// neighbours are left out, as the paper does.
+    pub fn new(template: &Template) -> Self {
+        let points: Vec<Point> = template
+            .minutiae
+            .iter()
+            .map(|m| Point {
+                x: m.x as f32,
+                y: m.y as f32,
+                theta: (m.theta as f32).to_radians(),
+            })
+            .collect();
+        let hull = convex_hull(&points);
+        let min_valid = (MIN_VALID_SHARE * cells_in_circle() as f32).ceil() as usize;
+        let reach = R + 3.0 * SIGMA_S;
+        let gauss_norm = 1.0 / (SIGMA_S * (2.0 * PI).sqrt());
+        let mut cylinders = Vec::new();
+        for (index, m) in points.iter().enumerate() {
+            let neighbours: Vec<&Point> = points
+                .iter()
+                .enumerate()
+                .filter(|&(t, p)| t != index && (p.x - m.x).hypot(p.y - m.y) <= reach)
+                .map(|(_, p)| p)
+                .collect();
+            if neighbours.len() < MIN_NEIGHBOURS {
+                continue;
+            }
+            let (sin, cos) = m.theta.sin_cos();
+            let mut valid = [0u64; WORDS];
+            let mut bits = [0u64; WORDS];
+            let mut valid_count = 0;
+            for i in 0..NS {
+                for j in 0..NS {
+                    if !in_circle(i, j) {
+                        continue;
+                    }
+                    let (u, v) = cell_offset(i, j);
+                    let centre = (m.x + cos * u - sin * v, m.y + sin * u + cos * v);
+                    if !near_hull(&hull, centre, HULL_OFFSET) {
+                        continue;
+                    }
+                    let cell = i * NS + j;
+                    for k in 0..ND {
+                        set_bit(&mut valid, cell * ND + k);
+                    }
+                    valid_count += 1;
+                    let mut sums = [0.0f32; ND];
+                    for p in &neighbours {
+                        let d = (p.x - centre.0).hypot(p.y - centre.1);
+                        if d > 3.0 * SIGMA_S {
+                            continue;
+                        }
+                        let spatial = gauss_norm * (-d * d / (2.0 * SIGMA_S * SIGMA_S)).exp();
+                        let relative = angle_difference(m.theta, p.theta);
+                        for (k, sum) in sums.iter_mut().enumerate() {
+                            let phi = -PI + (k as f32 + 0.5) * DELTA_D;
+                            *sum += spatial * direction_weight(angle_difference(phi, relative));
+                        }
+                    }
+                    for (k, sum) in sums.iter().enumerate() {
+                        if sigmoid(*sum, MU_PSI, TAU_PSI) > 0.5 {
+                            set_bit(&mut bits, cell * ND + k);
+                        }
+                    }
+                }
+            }
+            if valid_count >= min_valid {
+                cylinders.push(Cylinder {
+                    minutia: index,
+                    valid,
+                    bits,
+                });
+            }
+        }
+        Self { points, cylinders }
+    }
+
+    /// How many minutiae have a cylinder.
+    pub fn len(&self) -> usize {
+        self.cylinders.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.cylinders.is_empty()
+    }
+
+    /// The global similarity of two templates, 0..1 (LSS-R).
+    pub fn score(&self, other: &Cylinders) -> f32 {
+        let (na, nb) = (self.cylinders.len(), other.cylinders.len());
+        if na == 0 || nb == 0 {
+            return 0.0;
+        }
+        let min_common = (MIN_COMMON_SHARE * (cells_in_circle() * ND) as f32).ceil() as u32;
+        let mut local = Vec::with_capacity(na * nb);
+        for (r, a) in self.cylinders.iter().enumerate() {
+            for (c, b) in other.cylinders.iter().enumerate() {
+                let s = cylinder_similarity(
+                    a,
+                    b,
+                    self.points[a.minutia].theta,
+                    other.points[b.minutia].theta,
+                    min_common,
+                );
+                if s > 0.0 {
+                    local.push((s, r, c));
+                }
+            }
+        }
+        let n_min = na.min(nb);
+        let pairs_wanted = MIN_PAIRS
+            + (sigmoid(n_min as f32, MU_PAIRS, TAU_PAIRS) * (MAX_PAIRS - MIN_PAIRS) as f32).round()
+                as usize;
+        // The n_min best pairs, each minutia in one pair at most.
+        local.sort_by(|x, y| y.0.total_cmp(&x.0));
+        let (mut used_a, mut used_b) = (vec![false; na], vec![false; nb]);
+        let mut pairs = Vec::with_capacity(n_min);
+        for &(s, r, c) in &local {
+            if pairs.len() == n_min {
+                break;
+            }
+            if !used_a[r] && !used_b[c] {
+                used_a[r] = true;
+                used_b[c] = true;
+                pairs.push((
+                    s,
+                    self.points[self.cylinders[r].minutia],
+                    other.points[other.cylinders[c].minutia],
+                ));
+            }
+        }
+        let n = pairs.len();
+        if n == 0 {
+            return 0.0;
+        }
+        let mut compat = vec![0.0f32; n * n];
+        for t in 0..n {
+            for k in 0..n {
+                if t == k {
+                    continue;
+                }
+                let (_, at, bt) = pairs[t];
+                let (_, ak, bk) = pairs[k];
+                let d1 =
+                    ((at.x - ak.x).hypot(at.y - ak.y) - (bt.x - bk.x).hypot(bt.y - bk.y)).abs();
+                let d2 = angle_difference(
+                    angle_difference(at.theta, ak.theta),
+                    angle_difference(bt.theta, bk.theta),
+                )
+                .abs();
+                let radial =
+                    |p: Point, q: Point| angle_difference(p.theta, (q.y - p.y).atan2(q.x - p.x));
+                let d3 = angle_difference(radial(at, ak), radial(bt, bk)).abs();
+                compat[t * n + k] = sigmoid(d1, COMPAT_DISTANCE.0, COMPAT_DISTANCE.1)
+                    * sigmoid(d2, COMPAT_DIRECTION.0, COMPAT_DIRECTION.1)
+                    * sigmoid(d3, COMPAT_RADIAL.0, COMPAT_RADIAL.1);
+            }
+        }
+        let initial: Vec<f32> = pairs.iter().map(|p| p.0).collect();
+        let mut lambda = initial.clone();
+        if n > 1 {
+            for _ in 0..RELAXATION_ROUNDS {
+                let next: Vec<f32> = (0..n)
+                    .map(|t| {
+                        let support: f32 =
+                            (0..n).map(|k| compat[t * n + k] * lambda[k]).sum::<f32>()
+                                / (n - 1) as f32;
+                        RELAXATION_WEIGHT * lambda[t] + (1.0 - RELAXATION_WEIGHT) * support
+                    })
+                    .collect();
+                lambda = next;
+            }
+        }
+        // The pairs whose similarity held best under relaxation, by efficiency.
+        let mut order: Vec<usize> = (0..n).collect();
+        order.sort_by(|&x, &y| (lambda[y] / initial[y]).total_cmp(&(lambda[x] / initial[x])));
+        let take = pairs_wanted.min(n);
+        order[..take].iter().map(|&t| lambda[t]).sum::<f32>() / take as f32
+    }
+}
+
+/// The local similarity of two cylinders: 1 - |a - b| / (|a| + |b|) over the cells valid in
+/// both (bits: the norms are square roots of counts), 0 when their minutiae point too
+/// differently or they share too few valid cells.
+fn cylinder_similarity(
+    a: &Cylinder,
+    b: &Cylinder,
+    theta_a: f32,
+    theta_b: f32,
+    min_common: u32,
+) -> f32 {
+    if angle_difference(theta_a, theta_b).abs() > MAX_DIRECTION_DIFFERENCE {
+        return 0.0;
+    }
+    let (mut common, mut na, mut nb, mut nd) = (0u32, 0u32, 0u32, 0u32);
+    for w in 0..WORDS {
+        let mask = a.valid[w] & b.valid[w];
+        let (x, y) = (a.bits[w] & mask, b.bits[w] & mask);
+        common += mask.count_ones();
+        na += x.count_ones();
+        nb += y.count_ones();
+        nd += (x ^ y).count_ones();
+    }
+    if common < min_common {
+        return 0.0;
+    }
+    let norms = (na as f32).sqrt() + (nb as f32).sqrt();
+    if norms == 0.0 {
+        return 0.0;
+    }
+    1.0 - (nd as f32).sqrt() / norms
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::minutiae::Minutia;
+
+    /// `n` pseudo-random minutiae in a 300 px square (a seeded xorshift).
+    fn random_template(seed: u64, n: usize) -> Template {
+        let mut state = seed | 1;
+        let mut next = move |m: i32| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % m as u64) as i32
+        };
+        Template {
+            minutiae: (0..n)
+                .map(|_| Minutia {
+                    x: 40 + next(300),
+                    y: 40 + next(300),
+                    theta: next(360),
+                    quality: 50,
+                })
+                .collect(),
+        }
+    }
+
+    /// The template turned by `degrees` about (200, 200) and moved by (dx, dy).
+    fn moved(t: &Template, degrees: f32, dx: f32, dy: f32) -> Template {
+        let (sin, cos) = degrees.to_radians().sin_cos();
+        Template {
+            minutiae: t
+                .minutiae
+                .iter()
+                .map(|m| {
+                    let (x, y) = (m.x as f32 - 200.0, m.y as f32 - 200.0);
+                    Minutia {
+                        x: (200.0 + cos * x - sin * y + dx).round() as i32,
+                        y: (200.0 + sin * x + cos * y + dy).round() as i32,
+                        theta: (m.theta as f32 + degrees).round().rem_euclid(360.0) as i32,
+                        quality: m.quality,
+                    }
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn a_print_matches_itself_turned_and_moved_and_not_a_stranger() {
+        let finger = Cylinders::new(&random_template(7, 45));
+        assert!(finger.len() > 20, "{} cylinders", finger.len());
+        let itself = finger.score(&finger);
+        assert!(itself > 0.95, "{itself}");
+        // Within a quarter turn: a finger is not put on a sensor upside down, and MCC pairs no
+        // minutiae whose directions differ by more.
+        for (degrees, dx, dy) in [(30.0, 25.0, -40.0), (-75.0, -10.0, 5.0), (60.0, 0.0, 0.0)] {
+            let turned = finger.score(&Cylinders::new(&moved(
+                &random_template(7, 45),
+                degrees,
+                dx,
+                dy,
+            )));
+            assert!(
+                turned > 0.6 * itself,
+                "{degrees} deg: {turned} against {itself}"
+            );
+            let stranger = Cylinders::new(&moved(&random_template(99, 45), degrees, dx, dy));
+            let s = finger.score(&stranger);
+            assert!(
+                s < 0.2 * turned,
+                "{degrees} deg: stranger {s}, same finger {turned}"
+            );
+        }
+    }
+
+    #[test]
+    fn too_few_minutiae_score_zero_without_panicking() {
+        let empty = Cylinders::new(&Template::default());
+        assert!(empty.is_empty());
+        let lone = Cylinders::new(&random_template(3, 2));
+        assert!(
+            lone.is_empty(),
+            "a minutia with one neighbour has no cylinder"
+        );
+        let finger = Cylinders::new(&random_template(7, 45));
+        assert_eq!(finger.score(&empty), 0.0);
+        assert_eq!(empty.score(&finger), 0.0);
+        assert_eq!(lone.score(&finger), 0.0);
+        // All minutiae on one spot: a degenerate hull, scored without a panic.
+        let heap = Template {
+            minutiae: vec![
+                Minutia {
+                    x: 100,
+                    y: 100,
+                    theta: 10,
+                    quality: 50
+                };
+                20
+            ],
+        };
+        let heap = Cylinders::new(&heap);
+        assert!((0.0..=1.0).contains(&heap.score(&finger)));
+    }
+
+    #[test]
+    fn angle_differences_wrap_around() {
+        assert!((angle_difference(0.1, 2.0 * PI - 0.1) - 0.2).abs() < 1e-5);
+        assert!((angle_difference(2.0 * PI - 0.1, 0.1) + 0.2).abs() < 1e-5);
+        assert!(angle_difference(PI, 0.0).abs() <= PI + 1e-6);
+    }
+}
