@@ -10,13 +10,11 @@
 //! distortion, and ranks the best-matching pairs by how consistent they are with each other
 //! (LSS-R: local similarity sort with relaxation).
 //!
-//! Input is a [`Template`] (NIST xyt at 500 dpi, angles counter-clockwise with y up), so no
-//! gallery needs re-enrolling; cylinders are derived from the minutiae when a template is
-//! prepared for comparison. No crate on crates.io implements MCC.
+//! Input is minutiae in NIST xyt form (pixels at 500 dpi, angles in degrees counter-clockwise
+//! with y up), so no gallery needs re-enrolling: cylinders are derived from the stored
+//! minutiae when a template is prepared for comparison. No crate on crates.io implements MCC.
 
 use std::f32::consts::PI;
-
-use crate::minutiae::Template;
 
 /// Cylinder radius, in pixels at 500 dpi.
 const R: f32 = 70.0;
@@ -195,16 +193,15 @@ fn direction_weight(alpha: f32) -> f32 {
 }
 
 impl Cylinders {
-    /// Builds the cylinders of a template's minutiae; those with too few valid cells or
-    /// neighbours are left out, as the paper does.
-    pub fn new(template: &Template) -> Self {
-        let points: Vec<Point> = template
-            .minutiae
-            .iter()
-            .map(|m| Point {
-                x: m.x as f32,
-                y: m.y as f32,
-                theta: (m.theta as f32).to_radians(),
+    /// Builds the cylinders of a print's minutiae, given as (x, y, theta in degrees); those
+    /// with too few valid cells or neighbours are left out, as the paper does.
+    pub fn new(xyt: impl IntoIterator<Item = (i32, i32, i32)>) -> Self {
+        let points: Vec<Point> = xyt
+            .into_iter()
+            .map(|(x, y, theta)| Point {
+                x: x as f32,
+                y: y as f32,
+                theta: (theta as f32).to_radians(),
             })
             .collect();
         let hull = convex_hull(&points);
@@ -410,10 +407,11 @@ fn cylinder_similarity(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::minutiae::Minutia;
+
+    type Xyt = Vec<(i32, i32, i32)>;
 
     /// `n` pseudo-random minutiae in a 300 px square (a seeded xorshift).
-    fn random_template(seed: u64, n: usize) -> Template {
+    fn random_template(seed: u64, n: usize) -> Xyt {
         let mut state = seed | 1;
         let mut next = move |m: i32| {
             state ^= state << 13;
@@ -421,48 +419,36 @@ mod tests {
             state ^= state << 17;
             (state % m as u64) as i32
         };
-        Template {
-            minutiae: (0..n)
-                .map(|_| Minutia {
-                    x: 40 + next(300),
-                    y: 40 + next(300),
-                    theta: next(360),
-                    quality: 50,
-                })
-                .collect(),
-        }
+        (0..n)
+            .map(|_| (40 + next(300), 40 + next(300), next(360)))
+            .collect()
     }
 
     /// The template turned by `degrees` about (200, 200) and moved by (dx, dy).
-    fn moved(t: &Template, degrees: f32, dx: f32, dy: f32) -> Template {
+    fn moved(t: &Xyt, degrees: f32, dx: f32, dy: f32) -> Xyt {
         let (sin, cos) = degrees.to_radians().sin_cos();
-        Template {
-            minutiae: t
-                .minutiae
-                .iter()
-                .map(|m| {
-                    let (x, y) = (m.x as f32 - 200.0, m.y as f32 - 200.0);
-                    Minutia {
-                        x: (200.0 + cos * x - sin * y + dx).round() as i32,
-                        y: (200.0 + sin * x + cos * y + dy).round() as i32,
-                        theta: (m.theta as f32 + degrees).round().rem_euclid(360.0) as i32,
-                        quality: m.quality,
-                    }
-                })
-                .collect(),
-        }
+        t.iter()
+            .map(|&(x, y, theta)| {
+                let (x, y) = (x as f32 - 200.0, y as f32 - 200.0);
+                (
+                    (200.0 + cos * x - sin * y + dx).round() as i32,
+                    (200.0 + sin * x + cos * y + dy).round() as i32,
+                    (theta as f32 + degrees).round().rem_euclid(360.0) as i32,
+                )
+            })
+            .collect()
     }
 
     #[test]
     fn a_print_matches_itself_turned_and_moved_and_not_a_stranger() {
-        let finger = Cylinders::new(&random_template(7, 45));
+        let finger = Cylinders::new(random_template(7, 45));
         assert!(finger.len() > 20, "{} cylinders", finger.len());
         let itself = finger.score(&finger);
         assert!(itself > 0.95, "{itself}");
         // Within a quarter turn: a finger is not put on a sensor upside down, and MCC pairs no
         // minutiae whose directions differ by more.
         for (degrees, dx, dy) in [(30.0, 25.0, -40.0), (-75.0, -10.0, 5.0), (60.0, 0.0, 0.0)] {
-            let turned = finger.score(&Cylinders::new(&moved(
+            let turned = finger.score(&Cylinders::new(moved(
                 &random_template(7, 45),
                 degrees,
                 dx,
@@ -472,7 +458,7 @@ mod tests {
                 turned > 0.6 * itself,
                 "{degrees} deg: {turned} against {itself}"
             );
-            let stranger = Cylinders::new(&moved(&random_template(99, 45), degrees, dx, dy));
+            let stranger = Cylinders::new(moved(&random_template(99, 45), degrees, dx, dy));
             let s = finger.score(&stranger);
             assert!(
                 s < 0.2 * turned,
@@ -483,30 +469,20 @@ mod tests {
 
     #[test]
     fn too_few_minutiae_score_zero_without_panicking() {
-        let empty = Cylinders::new(&Template::default());
+        let empty = Cylinders::new(Xyt::new());
         assert!(empty.is_empty());
-        let lone = Cylinders::new(&random_template(3, 2));
+        let lone = Cylinders::new(random_template(3, 2));
         assert!(
             lone.is_empty(),
             "a minutia with one neighbour has no cylinder"
         );
-        let finger = Cylinders::new(&random_template(7, 45));
+        let finger = Cylinders::new(random_template(7, 45));
         assert_eq!(finger.score(&empty), 0.0);
         assert_eq!(empty.score(&finger), 0.0);
         assert_eq!(lone.score(&finger), 0.0);
         // All minutiae on one spot: a degenerate hull, scored without a panic.
-        let heap = Template {
-            minutiae: vec![
-                Minutia {
-                    x: 100,
-                    y: 100,
-                    theta: 10,
-                    quality: 50
-                };
-                20
-            ],
-        };
-        let heap = Cylinders::new(&heap);
+        let heap: Xyt = vec![(100, 100, 10); 20];
+        let heap = Cylinders::new(heap);
         assert!((0.0..=1.0).contains(&heap.score(&finger)));
     }
 

@@ -97,7 +97,9 @@ impl Template {
 
     /// The form the comparator works on (MCC's cylinders).
     pub fn prepared(&self) -> Prepared {
-        Prepared(Cylinders::new(self))
+        Prepared(Cylinders::new(
+            self.minutiae.iter().map(|m| (m.x, m.y, m.theta)),
+        ))
     }
 
     /// The minutiae score of `self` as probe against `gallery` ([`Prepared::score`]).
