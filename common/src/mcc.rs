@@ -210,11 +210,20 @@ impl Cylinders {
         let gauss_norm = 1.0 / (SIGMA_S * (2.0 * PI).sqrt());
         let mut cylinders = Vec::new();
         for (index, m) in points.iter().enumerate() {
-            let neighbours: Vec<&Point> = points
+            // Each neighbour with its direction weights, one per direction cell: they depend
+            // on the neighbour's direction only, not on the cell's position.
+            let neighbours: Vec<(&Point, [f32; ND])> = points
                 .iter()
                 .enumerate()
                 .filter(|&(t, p)| t != index && (p.x - m.x).hypot(p.y - m.y) <= reach)
-                .map(|(_, p)| p)
+                .map(|(_, p)| {
+                    let relative = angle_difference(m.theta, p.theta);
+                    let weights = std::array::from_fn(|k| {
+                        let phi = -PI + (k as f32 + 0.5) * DELTA_D;
+                        direction_weight(angle_difference(phi, relative))
+                    });
+                    (p, weights)
+                })
                 .collect();
             if neighbours.len() < MIN_NEIGHBOURS {
                 continue;
@@ -239,16 +248,14 @@ impl Cylinders {
                     }
                     valid_count += 1;
                     let mut sums = [0.0f32; ND];
-                    for p in &neighbours {
+                    for (p, weights) in &neighbours {
                         let d = (p.x - centre.0).hypot(p.y - centre.1);
                         if d > 3.0 * SIGMA_S {
                             continue;
                         }
                         let spatial = gauss_norm * (-d * d / (2.0 * SIGMA_S * SIGMA_S)).exp();
-                        let relative = angle_difference(m.theta, p.theta);
-                        for (k, sum) in sums.iter_mut().enumerate() {
-                            let phi = -PI + (k as f32 + 0.5) * DELTA_D;
-                            *sum += spatial * direction_weight(angle_difference(phi, relative));
+                        for (sum, weight) in sums.iter_mut().zip(weights) {
+                            *sum += spatial * weight;
                         }
                     }
                     for (k, sum) in sums.iter().enumerate() {
