@@ -412,13 +412,13 @@ fn cylinder_similarity(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    type Xyt = Vec<(i32, i32, i32)>;
+    pub(crate) type Xyt = Vec<(i32, i32, i32)>;
 
     /// `n` pseudo-random minutiae in a 300 px square (a seeded xorshift).
-    fn random_template(seed: u64, n: usize) -> Xyt {
+    pub(crate) fn random_template(seed: u64, n: usize) -> Xyt {
         let mut state = seed | 1;
         let mut next = move |m: i32| {
             state ^= state << 13;
@@ -432,7 +432,7 @@ mod tests {
     }
 
     /// The template turned by `degrees` about (200, 200) and moved by (dx, dy).
-    fn moved(t: &Xyt, degrees: f32, dx: f32, dy: f32) -> Xyt {
+    pub(crate) fn moved(t: &Xyt, degrees: f32, dx: f32, dy: f32) -> Xyt {
         let (sin, cos) = degrees.to_radians().sin_cos();
         t.iter()
             .map(|&(x, y, theta)| {

@@ -10,7 +10,9 @@
 use serde::{Deserialize, Serialize};
 
 use crate::gallery::similarity;
-use crate::matcher::{Fusion, Index, MatcherMode, PairScores, Probe, Rule};
+use crate::matcher::{
+    Fusion, Index, MatcherMode, PairScores, Probe, Rule, SHIPPED_MINUTIAE_THRESHOLD,
+};
 use crate::minutiae::Prepared;
 use crate::{Candidate, Gallery};
 
@@ -271,6 +273,33 @@ impl Scores {
 /// threshold when it moves the threshold into the gap above the strangers.
 pub const GENUINE_MISS: f64 = 0.01;
 
+/// What set a door's calibrated threshold.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ThresholdBasis {
+    /// The door's strangers: their best scores' fitted tail for the target false-accept rate.
+    Strangers,
+    /// The shipped threshold, calibrated on real impostor pairs of six sets (its equivalent
+    /// under the door's fusion): the door's strangers would allow a lower one, and a few
+    /// hundred scans of them cannot show that the rarest stranger lies lower.
+    Shipped,
+    /// The middle of the gap between the strangers' fitted tail and the enrolled
+    /// impressions' own scores (the network alone, which has no shipped real threshold).
+    Gap,
+}
+
+impl std::fmt::Display for ThresholdBasis {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ThresholdBasis::Strangers => "the strangers' scores",
+            ThresholdBasis::Shipped => {
+                "the shipped threshold (the strangers' scores would allow a lower one; a calibration never lowers it)"
+            }
+            ThresholdBasis::Gap => "the middle of the gap between the strangers and the enrolled",
+        })
+    }
+}
+
 /// A door's calibration, as fitted from its gallery and scans of strangers.
 #[derive(Clone, Debug, PartialEq)]
 pub struct DoorFit {
@@ -278,6 +307,7 @@ pub struct DoorFit {
     /// Fitted in fused mode.
     pub fusion: Option<Fusion>,
     pub threshold: f32,
+    pub basis: ThresholdBasis,
     /// Share of the strangers' scans accepted at the threshold.
     pub far: f64,
     /// Share of the enrolled impressions refused at the threshold (each against the rest of
@@ -361,10 +391,14 @@ fn normal_quantile(p: f64) -> f64 {
 /// against every enrolled identity. In fused mode the fusion is fitted on both
 /// ([`Fusion::fit`]). The threshold lets in at most `target_far` of the strangers' best
 /// scores, and is no lower than a normal tail fitted to them puts that share
-/// ([`threshold_for_far_guarded`]). Where that leaves a gap below the enrolled impressions'
-/// own scores (all but [`GENUINE_MISS`] of them above it), the threshold goes to the middle of
-/// the gap: neither the strangers' unseen tail nor the enrolled fingers' comes first. None
-/// when there is nothing to fit on.
+/// ([`threshold_for_far_guarded`]). Where minutiae take part, it is never below the shipped
+/// threshold (its equivalent under the door's fusion, at the strangers' highest network
+/// score): that one was calibrated on 57,760 real impostor comparisons, and a door's
+/// strangers can only show that its sensor needs a stricter one. For the network alone,
+/// where that leaves a gap below the enrolled impressions' own scores (all but
+/// [`GENUINE_MISS`] of them above it), the threshold goes to the middle of the gap: neither
+/// the strangers' unseen tail nor the enrolled fingers' comes first. None when there is
+/// nothing to fit on.
 pub fn fit_door(
     gallery: &Gallery,
     mode: MatcherMode,
@@ -442,18 +476,49 @@ pub fn fit_door(
         })
         .collect();
     let strangers_side = threshold_for_far_guarded(&impostor_best, target_far);
-    let mut sorted = genuine_scores.clone();
-    sorted.sort_by(f32::total_cmp);
-    let genuine_side = sorted[(GENUINE_MISS * sorted.len() as f64).floor() as usize];
-    let threshold = if strangers_side < genuine_side {
-        strangers_side + (genuine_side - strangers_side) / 2.0
-    } else {
-        strangers_side
+    let shipped_floor = match mode {
+        MatcherMode::Network => None,
+        MatcherMode::Minutiae => Some(SHIPPED_MINUTIAE_THRESHOLD),
+        MatcherMode::Fused => fusion.map(|f| {
+            // The fused score grows or falls with the network score: the floor holds for a
+            // stranger anywhere in the network scores the door's strangers reached.
+            // (Without network scores the weight is 0 and any network score gives the same.)
+            impostor
+                .iter()
+                .flatten()
+                .filter_map(|s| s.0)
+                .chain([0.0])
+                .map(|network| {
+                    f.score(PairScores {
+                        network,
+                        minutiae: SHIPPED_MINUTIAE_THRESHOLD,
+                    })
+                })
+                .fold(f32::MIN, f32::max)
+        }),
+    };
+    let (threshold, basis) = match shipped_floor {
+        Some(floor) if floor >= strangers_side => (floor, ThresholdBasis::Shipped),
+        Some(_) => (strangers_side, ThresholdBasis::Strangers),
+        None => {
+            let mut sorted = genuine_scores.clone();
+            sorted.sort_by(f32::total_cmp);
+            let genuine_side = sorted[(GENUINE_MISS * sorted.len() as f64).floor() as usize];
+            if strangers_side < genuine_side {
+                (
+                    strangers_side + (genuine_side - strangers_side) / 2.0,
+                    ThresholdBasis::Gap,
+                )
+            } else {
+                (strangers_side, ThresholdBasis::Strangers)
+            }
+        }
     };
     Some(DoorFit {
         mode,
         fusion,
         threshold,
+        basis,
         far: impostor_best.iter().filter(|&&s| s >= threshold).count() as f64
             / impostor_best.len() as f64,
         frr: genuine_scores.iter().filter(|&&s| s < threshold).count() as f64
@@ -467,6 +532,8 @@ pub fn fit_door(
 mod tests {
     use super::*;
     use crate::gallery::Impression;
+    use crate::mcc::tests::{moved, random_template};
+    use crate::minutiae::{Minutia, Template};
 
     #[test]
     fn threshold_for_far_admits_at_most_the_target_share() {
@@ -545,7 +612,129 @@ mod tests {
         );
         assert!((fit.threshold - (stranger_side + genuine_min) / 2.0).abs() < 1e-3);
         assert_eq!((fit.far, fit.frr), (0.0, 0.0));
+        assert_eq!(fit.basis, ThresholdBasis::Gap);
         assert_eq!((fit.genuine_scores, fit.stranger_scans), (6, 4));
+    }
+
+    /// `n` pseudo-random minutiae (MCC's test prints), turned by `degrees` and moved by `dx`:
+    /// impressions of one finger share the seed.
+    fn minutiae(seed: u64, n: usize, degrees: f32, dx: f32) -> Template {
+        Template::from_detected(
+            moved(&random_template(seed, n), degrees, dx, 0.0)
+                .into_iter()
+                .map(|(x, y, theta)| Minutia {
+                    x,
+                    y,
+                    theta,
+                    quality: 50,
+                })
+                .collect(),
+        )
+    }
+
+    /// Four fingers, three impressions each, minutiae only.
+    fn minutiae_gallery() -> Gallery {
+        let mut gallery = Gallery::new(None);
+        for finger in 0..4u64 {
+            gallery.identities.insert(
+                format!("finger{finger}"),
+                (0..3)
+                    .map(|i| Impression {
+                        embedding: None,
+                        minutiae: Some(minutiae(finger + 1, 40, 4.0 * i as f32, 3.0 * i as f32)),
+                    })
+                    .collect(),
+            );
+        }
+        gallery
+    }
+
+    fn minutiae_probe(t: &Template) -> Probe {
+        Probe {
+            embedding: None,
+            minutiae: Some(t.prepared()),
+        }
+    }
+
+    #[test]
+    fn a_door_calibration_never_lowers_the_shipped_minutiae_threshold() {
+        let gallery = minutiae_gallery();
+        // Strangers far from every finger: their tail alone would put the threshold low.
+        let strangers: Vec<Probe> = (100..140u64)
+            .map(|seed| minutiae_probe(&minutiae(seed, 40, 0.0, 0.0)))
+            .collect();
+        let fit = fit_door(&gallery, MatcherMode::Minutiae, &strangers, 0.001)
+            .expect("something to fit on");
+        let best: Vec<f32> = strangers
+            .iter()
+            .map(|p| {
+                let p = p.minutiae.as_ref().expect("minutiae");
+                gallery
+                    .identities
+                    .values()
+                    .flatten()
+                    .filter_map(|i| i.minutiae.as_ref().map(|t| p.score(&t.prepared())))
+                    .fold(f32::MIN, f32::max)
+            })
+            .collect();
+        assert!(
+            threshold_for_far_guarded(&best, 0.001) < SHIPPED_MINUTIAE_THRESHOLD,
+            "the strangers must allow a lower threshold for this test"
+        );
+        assert_eq!(fit.threshold, SHIPPED_MINUTIAE_THRESHOLD, "{fit:?}");
+        assert_eq!(fit.basis, ThresholdBasis::Shipped);
+        assert_eq!((fit.far, fit.frr), (0.0, 0.0), "{fit:?}");
+    }
+
+    #[test]
+    fn strangers_that_score_high_raise_the_door_threshold_above_the_shipped_one() {
+        let gallery = minutiae_gallery();
+        // A "stranger" set holding an impression of an enrolled finger, as a sensor whose
+        // strangers score higher than the shipped sets' would: the threshold goes above it.
+        let mut strangers: Vec<Probe> = (100..110u64)
+            .map(|seed| minutiae_probe(&minutiae(seed, 40, 0.0, 0.0)))
+            .collect();
+        let lookalike = minutiae(1, 40, 6.0, 5.0);
+        strangers.push(minutiae_probe(&lookalike));
+        let fit = fit_door(&gallery, MatcherMode::Minutiae, &strangers, 0.001)
+            .expect("something to fit on");
+        assert_eq!(fit.basis, ThresholdBasis::Strangers, "{fit:?}");
+        let lookalike_score = gallery.identities["finger0"]
+            .iter()
+            .filter_map(|i| i.minutiae.as_ref())
+            .map(|t| lookalike.prepared().score(&t.prepared()))
+            .fold(f32::MIN, f32::max);
+        assert!(lookalike_score > SHIPPED_MINUTIAE_THRESHOLD);
+        assert!(fit.threshold > lookalike_score, "{fit:?} {lookalike_score}");
+        assert_eq!(fit.far, 0.0);
+    }
+
+    #[test]
+    fn a_fused_door_calibration_never_lowers_the_shipped_equivalent() {
+        let mut gallery = minutiae_gallery();
+        let unit = |a: f32| vec![a.cos(), a.sin()];
+        for (k, impressions) in gallery.identities.values_mut().enumerate() {
+            for (i, imp) in impressions.iter_mut().enumerate() {
+                imp.embedding = Some(unit(k as f32 + 0.01 * i as f32));
+            }
+        }
+        let strangers: Vec<Probe> = (100..140u64)
+            .map(|seed| Probe {
+                embedding: Some(unit(0.3 + 0.01 * seed as f32)),
+                minutiae: Some(minutiae(seed, 40, 0.0, 0.0).prepared()),
+            })
+            .collect();
+        let fit =
+            fit_door(&gallery, MatcherMode::Fused, &strangers, 0.001).expect("something to fit on");
+        let fusion = fit.fusion.expect("fused mode fits a fusion");
+        // 12 genuine comparisons: too few to weigh the network.
+        assert_eq!(fusion.network_weight, 0.0, "{fusion:?}");
+        let shipped_equivalent = fusion.score(PairScores {
+            network: 1.0,
+            minutiae: SHIPPED_MINUTIAE_THRESHOLD,
+        });
+        assert!(fit.threshold >= shipped_equivalent, "{fit:?}");
+        assert_eq!(fit.basis, ThresholdBasis::Shipped);
     }
 
     #[test]

@@ -146,6 +146,7 @@ pub fn calibrate(
             .needs_minutiae()
             .then(|| minutiae::COMPARATOR.to_string()),
         threshold: fit.threshold,
+        basis: Some(fit.basis),
         target_far,
         far: fit.far,
         frr: fit.frr,

@@ -272,9 +272,10 @@ async fn calibrate(config_path: &Path, strangers: &Path, target_far: f64) -> Res
     }
     let c = &done.calibration;
     println!(
-        "{} matcher: threshold {:.3} for a target FAR of {} ({} identities enrolled, {} genuine comparisons, {} stranger scans): {:.2}% of the strangers' scans accepted, {:.1}% of the enrolled impressions refused",
+        "{} matcher: threshold {:.3}, set by {}, for a target FAR of {} ({} identities enrolled, {} genuine comparisons, {} stranger scans): {:.2}% of the strangers' scans accepted, {:.1}% of the enrolled impressions refused",
         c.mode,
         c.threshold,
+        c.basis.map(|b| b.to_string()).unwrap_or_default(),
         c.target_far,
         done.identities,
         c.genuine_scores,
@@ -289,7 +290,7 @@ async fn calibrate(config_path: &Path, strangers: &Path, target_far: f64) -> Res
             f.network_weight,
             f.minutiae_weight,
             if f.network_weight == 0.0 {
-                " (the network did not help on these scans: no weight)"
+                " (the network did not help on these scans, or too few genuine comparisons to tell: no weight)"
             } else {
                 ""
             }

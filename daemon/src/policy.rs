@@ -13,6 +13,7 @@ use fingerprint_common::matcher::{
     shipped_fused_threshold, Fusion, MatcherMode, Prints, Rule, SHIPPED_FUSION,
     SHIPPED_MINUTIAE_THRESHOLD,
 };
+use fingerprint_common::openset::ThresholdBasis;
 use fingerprint_common::{minutiae, Gallery};
 use serde::{Deserialize, Serialize};
 
@@ -35,6 +36,9 @@ pub struct DoorCalibration {
     #[serde(default)]
     pub minutiae_comparator: Option<String>,
     pub threshold: f32,
+    /// What set the threshold; absent in calibrations from before it was recorded.
+    #[serde(default)]
+    pub basis: Option<ThresholdBasis>,
     pub target_far: f64,
     /// Share of the strangers' scans accepted at the threshold.
     pub far: f64,
@@ -188,8 +192,13 @@ pub fn resolve(
     let door = door.filter(|d| d.applies(mode, digest));
     let door_source = |d: &DoorCalibration| {
         format!(
-            "the door's calibration ({}, {} on {} stranger scans from {}, target FAR {})",
-            CALIBRATION_FILE, d.created, d.stranger_scans, d.strangers, d.target_far
+            "the door's calibration ({}, {} on {} stranger scans from {}, target FAR {}{})",
+            CALIBRATION_FILE,
+            d.created,
+            d.stranger_scans,
+            d.strangers,
+            d.target_far,
+            d.basis.map(|b| format!("; set by {b}")).unwrap_or_default()
         )
     };
     let shipped_source = "shipped, calibrated on real impostor pairs (README: \"Thresholds that hold on real strangers\")";
@@ -334,6 +343,7 @@ mod tests {
             fusion: None,
             minutiae_comparator: Some(minutiae::COMPARATOR.into()),
             threshold: 61.0,
+            basis: Some(ThresholdBasis::Strangers),
             target_far: 0.001,
             far: 0.0,
             frr: 0.05,
@@ -345,6 +355,11 @@ mod tests {
         let calibrated = resolve(&config, None, &g, Some(&door)).expect("policy");
         assert_eq!(calibrated.threshold, 61.0);
         assert!(calibrated.source.contains("/srv/strangers"));
+        assert!(
+            calibrated.source.contains("set by the strangers' scores"),
+            "{}",
+            calibrated.source
+        );
         // A calibration for another matcher does not apply.
         let fused_door = DoorCalibration {
             mode: MatcherMode::Fused,

@@ -374,7 +374,10 @@ fn open_set(
         (Some(t), _, _) => (Some(t), "given".to_string()),
         (None, Some((fit, root)), _) => (
             Some(fit.threshold),
-            format!("calibrated on {} scans of {root}", fit.stranger_scans),
+            format!(
+                "calibrated on {} scans of {root}, set by {}",
+                fit.stranger_scans, fit.basis
+            ),
         ),
         (None, None, MatcherMode::Network) => match loaded.and_then(|l| l.similarity_threshold) {
             Some(t) => (Some(t), "the model's calibration".to_string()),
