@@ -102,18 +102,13 @@ impl Fusion {
     /// is kept only if it lowers the held-out log-loss, over 4 folds, by at least 1%, and
     /// only from at least [`MIN_GENUINE_FOR_NETWORK`] genuine comparisons.
     pub fn fit(genuine: &[PairScores], impostor: &[PairScores]) -> Fusion {
-        if !enough_for_the_network(genuine) {
-            return Fusion::fit_minutiae(genuine, impostor);
+        if genuine.len() < MIN_GENUINE_FOR_NETWORK {
+            return fit_logistic(genuine, impostor, false);
         }
         let with_network = cross_validated_loss(genuine, impostor, true);
         let without = cross_validated_loss(genuine, impostor, false);
         let use_network = with_network < without * 0.99;
         fit_logistic(genuine, impostor, use_network)
-    }
-
-    /// Fits the regression on the minutiae score alone (network weight 0).
-    pub fn fit_minutiae(genuine: &[PairScores], impostor: &[PairScores]) -> Fusion {
-        fit_logistic(genuine, impostor, false)
     }
 }
 
@@ -124,10 +119,6 @@ impl Fusion {
 /// fingers, a network trained on their kind) needs the network's weight: minutiae alone let
 /// 2 of its 40 strangers' scans in.
 pub const MIN_GENUINE_FOR_NETWORK: usize = 30;
-
-fn enough_for_the_network(genuine: &[PairScores]) -> bool {
-    genuine.len() >= MIN_GENUINE_FOR_NETWORK
-}
 
 /// Ridge on the weights (not the bias): keeps them finite when the classes separate.
 const RIDGE: f64 = 1e-3;
