@@ -98,6 +98,10 @@ pub(crate) fn binarize_v2(
 /// [`dirbinarize`]s the pixel against that direction's rotated grid. Note there is **no** isotropic
 /// binarization branch in V2. The input pointer starts at the padded image's interior origin
 /// (`pad*pw + pad`) so the rotated grids never read outside the allocation.
+///
+// PATCH (vendored in fingerprint-door): the pixels of a row that share a direction (one block or
+// several neighbours) are binarized together by [`dirbinarize_run`], whose sums read contiguous
+// slices; it gives [`dirbinarize`]'s answer for each pixel (the tests compare the two).
 fn binarize_image_v2(
     pdata: &[u8],
     pw: i32,
@@ -113,6 +117,7 @@ fn binarize_image_v2(
     let bh = ph - (pad << 1);
 
     let mut bdata = vec![0u8; (bw * bh).max(0) as usize];
+    let mut sums = RunSums::default();
 
     let mut bi = 0usize;
     for iy in 0..bh {
@@ -121,20 +126,28 @@ fn binarize_image_v2(
         let row_base = (pad + iy) * pw + pad;
         // Block row for this pixel row.
         let by = iy / blocksize;
-        for ix in 0..bw {
+        let mut ix = 0;
+        while ix < bw {
             // Compute which block the current pixel is in.
             let bx = ix / blocksize;
             // Get the corresponding value in the Direction Map.
             let mapval = direction_map[(by * mw + bx) as usize];
-            let pptr = (row_base + ix) as usize;
-            bdata[bi] = if mapval == INVALID_DIR {
+            // The run of pixels up to the first block with another direction.
+            let mut end = ((bx + 1) * blocksize).min(bw);
+            while end < bw && direction_map[(by * mw + end / blocksize) as usize] == mapval {
+                end = ((end / blocksize + 1) * blocksize).min(bw);
+            }
+            let run = &mut bdata[bi..bi + (end - ix) as usize];
+            if mapval == INVALID_DIR {
                 // If the current block has an INVALID direction, set the pixel WHITE.
-                WHITE_PIXEL
+                run.fill(WHITE_PIXEL);
             } else {
                 // Otherwise the block has a valid direction: use directional binarization.
-                dirbinarize(pdata, pptr, mapval, dirbingrids)
-            };
-            bi += 1;
+                let pptr = (row_base + ix) as usize;
+                dirbinarize_run(pdata, pptr, mapval, dirbingrids, &mut sums, run);
+            }
+            bi += run.len();
+            ix = end;
         }
     }
 
@@ -142,6 +155,65 @@ fn binarize_image_v2(
         data: bdata,
         width: bw,
         height: bh,
+    }
+}
+
+/// Scratch sums for [`dirbinarize_run`], kept across runs to avoid reallocating.
+#[derive(Default)]
+struct RunSums {
+    row: Vec<u32>,
+    grid: Vec<u32>,
+    center: Vec<u32>,
+}
+
+/// [`dirbinarize`] for the `out.len()` consecutive pixels from `pptr` on, all with direction `idir`.
+///
+/// The pixel `pptr + k` reads grid offset `g` at `pptr + g + k`, so each offset is one contiguous
+/// slice across the run. Integer sums: the same values as pixel by pixel, in any order.
+fn dirbinarize_run(
+    pdata: &[u8],
+    pptr: usize,
+    idir: i32,
+    dirbingrids: &RotGrids,
+    sums: &mut RunSums,
+    out: &mut [u8],
+) {
+    let grid = &dirbingrids.grids[idir as usize];
+    let grid_w = dirbingrids.grid_w as usize;
+    let grid_h = dirbingrids.grid_h;
+
+    // Center (0-oriented) row in the grid, exactly as `dirbinarize` finds it.
+    let dcy = f64::from(grid_h - 1) / 2.0;
+    let dcy = trunc_dbl_precision(dcy, TRUNC_SCALE);
+    let cy = sround(dcy);
+
+    let n = out.len();
+    for v in [&mut sums.row, &mut sums.grid, &mut sums.center] {
+        v.clear();
+        v.resize(n, 0);
+    }
+    for (gy, row_offsets) in grid.chunks_exact(grid_w).take(grid_h as usize).enumerate() {
+        sums.row.fill(0);
+        for &offset in row_offsets {
+            let start = (pptr as isize + offset as isize) as usize;
+            for (r, &p) in sums.row.iter_mut().zip(&pdata[start..start + n]) {
+                *r += u32::from(p);
+            }
+        }
+        for (g, &r) in sums.grid.iter_mut().zip(&sums.row) {
+            *g += r;
+        }
+        if gy as i32 == cy {
+            sums.center.copy_from_slice(&sums.row);
+        }
+    }
+    for ((o, &gsum), &csum) in out.iter_mut().zip(&sums.grid).zip(&sums.center) {
+        // `dirbinarize`'s `csum * grid_h < gsum`, on the same (non-negative) sums.
+        *o = if i64::from(csum) * i64::from(grid_h) < i64::from(gsum) {
+            BLACK_PIXEL
+        } else {
+            WHITE_PIXEL
+        };
     }
 }
 
@@ -157,6 +229,7 @@ fn binarize_image_v2(
 /// # Panics
 /// If a grid offset lands outside `pdata`; the caller must pad the image to the grid's radius (the
 /// pipeline pads by `get_max_padding_V2`, which covers the dir-bin grid).
+#[cfg(test)]
 fn dirbinarize(pdata: &[u8], pptr: usize, idir: i32, dirbingrids: &RotGrids) -> u8 {
     // Nickname the rotated grid for this direction.
     let grid = &dirbingrids.grids[idir as usize];
@@ -445,5 +518,91 @@ mod tests {
         let mut img = vec![0u8, 255];
         fill_holes(&mut img, 2, 1);
         assert_eq!(img, vec![0, 255]);
+    }
+
+    /// The original pixel-by-pixel loop (fprint-mindtct 0.1.0), the reference for the runs.
+    fn binarize_image_per_pixel(
+        pdata: &[u8],
+        pw: i32,
+        ph: i32,
+        direction_map: &[i32],
+        mw: i32,
+        blocksize: i32,
+        dirbingrids: &RotGrids,
+    ) -> Vec<u8> {
+        let pad = dirbingrids.pad;
+        let (bw, bh) = (pw - (pad << 1), ph - (pad << 1));
+        let mut bdata = Vec::new();
+        for iy in 0..bh {
+            let row_base = (pad + iy) * pw + pad;
+            for ix in 0..bw {
+                let mapval = direction_map[((iy / blocksize) * mw + ix / blocksize) as usize];
+                bdata.push(if mapval == INVALID_DIR {
+                    WHITE_PIXEL
+                } else {
+                    dirbinarize(pdata, (row_base + ix) as usize, mapval, dirbingrids)
+                });
+            }
+        }
+        bdata
+    }
+
+    // --- binarizing runs of pixels gives the pixel-by-pixel answer ---------------------------
+    #[test]
+    fn binarized_runs_equal_the_per_pixel_loop() {
+        use crate::init::{get_max_padding_V2, init_rotgrids};
+        use crate::params::LFSPARMS_V2;
+        let p = &LFSPARMS_V2;
+        let pad = get_max_padding_V2(
+            p.windowsize,
+            p.windowoffset,
+            p.dirbin_grid_w,
+            p.dirbin_grid_h,
+        );
+        // No multiple of the block size, so the last block of a row and column is partial.
+        let (iw, ih) = (93, 71);
+        let (pw, ph) = (iw + 2 * pad, ih + 2 * pad);
+        let grids = init_rotgrids(
+            iw,
+            Some(pad),
+            p.start_dir_angle,
+            p.num_directions,
+            p.dirbin_grid_w,
+            p.dirbin_grid_h,
+            Relative2::Center,
+        );
+        let mut state = 0x9e37_79b9_u32;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 17;
+            state ^= state << 5;
+            state
+        };
+        // Ridges, ridge-valley noise, and 6-bit values as the pipeline gives.
+        let pdata: Vec<u8> = (0..pw * ph)
+            .map(|i| {
+                let (x, y) = (f64::from(i % pw), f64::from(i / pw));
+                let ridge = 31.0 + 25.0 * ((x * 0.7 + y * 0.4) * 0.9).sin();
+                (ridge + f64::from(next() % 11) - 5.0).clamp(0.0, 63.0) as u8
+            })
+            .collect();
+        let (mw, mh) = (
+            (iw + p.blocksize - 1) / p.blocksize,
+            (ih + p.blocksize - 1) / p.blocksize,
+        );
+        // Every direction, invalid blocks, and runs of equal directions over several blocks.
+        let direction_map: Vec<i32> = (0..mw * mh)
+            .map(|b| match next() % 6 {
+                0 => INVALID_DIR,
+                1 | 2 => 5,
+                _ => (b + (next() % 3) as i32) % p.num_directions,
+            })
+            .collect();
+        let runs = binarize_image_v2(&pdata, pw, ph, &direction_map, mw, p.blocksize, &grids);
+        let per_pixel =
+            binarize_image_per_pixel(&pdata, pw, ph, &direction_map, mw, p.blocksize, &grids);
+        assert_eq!((runs.width, runs.height), (iw, ih));
+        assert_eq!(runs.data, per_pixel);
+        assert!(runs.data.contains(&BLACK_PIXEL) && runs.data.contains(&WHITE_PIXEL));
     }
 }

@@ -162,13 +162,28 @@ pub(crate) fn low_contrast_block(
     let prctthresh = sround(tdbl);
 
     // Accumulate the block's intensity histogram (row stride is the padded width `pw`).
+    // PATCH (vendored in fingerprint-door): four partial histograms, merged after, so that runs
+    // of equal pixels (flat background) do not wait on one counter; the counts are the same.
     let start = blkoffset as usize;
     let stride = pw as usize;
+    let width = blocksize.max(0) as usize;
+    let mut partial = [[0i32; IMG_6BIT_PIX_LIMIT]; 4];
     for py in 0..blocksize {
         let row = start + (py as usize) * stride;
-        for px in 0..blocksize {
-            let v = pdata[row + px as usize];
-            pixtable[usize::from(v)] += 1;
+        let pixels = &pdata[row..row + width];
+        let mut quads = pixels.chunks_exact(4);
+        for quad in &mut quads {
+            for (table, &v) in partial.iter_mut().zip(quad) {
+                table[usize::from(v)] += 1;
+            }
+        }
+        for &v in quads.remainder() {
+            partial[0][usize::from(v)] += 1;
+        }
+    }
+    for table in &partial {
+        for (count, &n) in pixtable.iter_mut().zip(table) {
+            *count += n;
         }
     }
 

@@ -34,7 +34,9 @@
 
 use crate::block::{block_offsets, low_contrast_block};
 use crate::consts::{DIR_STRENGTH_MIN, TRUNC_SCALE};
-use crate::init::{DftWave, DftWaves, Dir2Rad, RotGrids};
+#[cfg(test)]
+use crate::init::DftWave;
+use crate::init::{DftWaves, Dir2Rad, RotGrids};
 use crate::num::{bubble_sort_double_dec_2, sround, trunc_dbl_precision};
 use crate::params::LfsParms;
 
@@ -81,6 +83,7 @@ pub(crate) struct ImageMaps {
 /// For each of `blocksize` rows the sum runs across `blocksize` columns, reading
 /// `pdata[blkoffset + grid_offsets[gi]]` (the offset is signed and already scaled by the padded
 /// width). Row sums are integer sums of 6-bit pixels, matching stock's `int` accumulation.
+#[cfg(test)]
 fn sum_rot_block_rows(
     rowsums: &mut [i32],
     pdata: &[u8],
@@ -105,6 +108,7 @@ fn sum_rot_block_rows(
 /// Accumulates `cospart`/`sinpart` as `f64` sums of `rowsums[i] * wave.cos[i]` (resp. `sin`) — the
 /// wave samples are the *raw, un-truncated* `f64` from [`init_dftwaves`](crate::init::init_dftwaves),
 /// kept verbatim. Power is `cospart² + sinpart²`.
+#[cfg(test)]
 fn dft_power(rowsums: &[i32], wave: &DftWave, wavelen: i32) -> f64 {
     let mut cospart = 0.0_f64;
     let mut sinpart = 0.0_f64;
@@ -127,6 +131,7 @@ fn dft_power(rowsums: &[i32], wave: &DftWave, wavelen: i32) -> f64 {
 /// wave is applied to the row sums. Returns `powers[w][dir]`. (Stock asserts the grid is square; the
 /// V2 geometry guarantees it, so the padded image always covers every sample and no bounds check is
 /// needed — the offsets are precomputed against the padded width.)
+#[cfg(test)]
 fn dft_dir_powers(
     pdata: &[u8],
     blkoffset: i32,
@@ -294,6 +299,12 @@ type InitialMaps = (Vec<i32>, Vec<i32>, Vec<i32>);
 /// blocks flag the Low Contrast Map (their direction stays INVALID). Otherwise the DFT analysis runs
 /// and the primary then secondary tests pick a direction; if both fail the Low Ridge Flow Map is
 /// flagged. The Direction Map is initialized to [`INVALID_DIR`].
+///
+// PATCH (vendored in fingerprint-door): the rotated-row sums are computed for a run of horizontally
+// adjacent blocks at once ([`RotRowSums`]) instead of one pixel gather per block, which was half of
+// MINDTCT's time. The sums are the same integers, and each block's DFT powers and direction tests
+// run exactly as before on them, so every map is unchanged (`gen_initial_maps_per_block` in the
+// tests is the original loop, and the tests compare the two).
 fn gen_initial_maps(
     blkoffs: &[i32],
     mdims: (i32, i32),
@@ -327,6 +338,9 @@ fn gen_initial_maps(
         return Err(-82);
     }
 
+    // 1. Window origin and contrast of every block, in raster order (the first error wins, as when
+    //    the test was interleaved with the DFT: the DFT cannot fail and leaves no other trace).
+    let mut window_offsets = vec![0i32; bsize];
     for bi in 0..bsize {
         // Adjust block offset from block origin to surrounding window origin.
         let dft_offset = blkoffs[bi] - (lfsparms.windowoffset * pw) - lfsparms.windowoffset;
@@ -339,6 +353,7 @@ fn gen_initial_maps(
         win_x = win_x.max(xminlimit).min(xmaxlimit);
         win_y = win_y.max(yminlimit).min(ymaxlimit);
         let low_contrast_offset = (win_y * pw) + win_x;
+        window_offsets[bi] = low_contrast_offset;
 
         // If block is low contrast ...
         if low_contrast_block(
@@ -351,9 +366,39 @@ fn gen_initial_maps(
         )? {
             low_contrast_map[bi] = TRUE;
             // Direction Map's block is already INVALID.
-        } else {
-            // Sufficient contrast for DFT processing.
-            let powers = dft_dir_powers(pdata, low_contrast_offset, dftwaves, dftgrids);
+        }
+    }
+
+    // 2. DFT analysis of the blocks with sufficient contrast. The row sums are taken for a run of
+    //    neighbouring windows at a time, low-contrast ones included: a longer run vectorises
+    //    better than the sums a low-contrast block would skip cost.
+    let mut rowsums = RotRowSums::new(pdata, lfsparms.blocksize);
+    let wave_table = WaveTable::new(dftwaves, dftgrids.grid_w);
+    let mut bi = 0usize;
+    while bi < bsize {
+        // Extend the run over the following blocks whose windows lie one stride on.
+        let mut run = 1usize;
+        while bi + run < bsize
+            && window_offsets[bi + run] - window_offsets[bi + run - 1] == rowsums.stride_i32()
+        {
+            run += 1;
+        }
+        // Trim low-contrast blocks from both ends: nothing reads their sums.
+        while run > 0 && low_contrast_map[bi] == TRUE {
+            bi += 1;
+            run -= 1;
+        }
+        while run > 0 && low_contrast_map[bi + run - 1] == TRUE {
+            run -= 1;
+        }
+        if run == 0 {
+            // All the run's blocks were low contrast; `bi` already stepped past them.
+            continue;
+        }
+        rowsums.sum_run(window_offsets[bi], run, dftgrids);
+
+        for k in (0..run).filter(|&k| low_contrast_map[bi + k] == FALSE) {
+            let powers = dft_dir_powers_from_rowsums(&rowsums, k, &wave_table, dftgrids);
 
             // Power statistics, skipping the first applied DFT wave (fw = 1).
             let (wis, powmaxs, powmax_dirs, pownorms) =
@@ -364,22 +409,162 @@ fn gen_initial_maps(
                 primary_dir_test(&powers, &wis, &powmaxs, &powmax_dirs, &pownorms, lfsparms);
 
             if blkdir != INVALID_DIR {
-                direction_map[bi] = blkdir;
+                direction_map[bi + k] = blkdir;
             } else {
                 // Secondary (fork) direction test.
                 blkdir =
                     secondary_fork_test(&powers, &wis, &powmaxs, &powmax_dirs, &pownorms, lfsparms);
                 if blkdir != INVALID_DIR {
-                    direction_map[bi] = blkdir;
+                    direction_map[bi + k] = blkdir;
                 } else {
                     // Both tests failed: flag LOW RIDGE FLOW.
-                    low_flow_map[bi] = TRUE;
+                    low_flow_map[bi + k] = TRUE;
+                }
+            }
+        }
+        bi += run;
+    }
+
+    Ok((direction_map, low_contrast_map, low_flow_map))
+}
+
+/// The rotated-row sums of [`sum_rot_block_rows`] for a run of blocks whose windows lie `stride`
+/// pixels apart on one row of the padded image.
+///
+/// Pixel `q + stride * k` of the flat padded image is element `q / stride + k` of strand
+/// `q % stride` (the strands are the image split into `stride` interleaved combs), so one grid
+/// offset read by `run` neighbouring blocks is one contiguous slice: the compiler vectorises the
+/// sums where the per-block gather could not be. Integer sums, so the order does not matter.
+struct RotRowSums {
+    /// `strands[p][j] = pdata[p + stride * j]`.
+    strands: Vec<Vec<u8>>,
+    stride: usize,
+    /// `sums[(k * ngrids + dir) * grid_w + row]`: block `k` of the run, grid `dir`, rotated row.
+    sums: Vec<i32>,
+    /// Running sums of up to 257 pixels of one rotated row, across the run.
+    acc: Vec<u16>,
+}
+
+impl RotRowSums {
+    fn new(pdata: &[u8], blocksize: i32) -> Self {
+        let stride = usize::try_from(blocksize).unwrap_or(1).max(1);
+        let strands = (0..stride)
+            .map(|p| pdata.iter().skip(p).step_by(stride).copied().collect())
+            .collect();
+        Self {
+            strands,
+            stride,
+            sums: Vec::new(),
+            acc: Vec::new(),
+        }
+    }
+
+    fn stride_i32(&self) -> i32 {
+        // `stride` came from an `i32` block size.
+        self.stride as i32
+    }
+
+    /// Fills the sums of the `run` blocks whose first window starts at `first_offset`.
+    fn sum_run(&mut self, first_offset: i32, run: usize, dftgrids: &RotGrids) {
+        let ngrids = dftgrids.ngrids as usize;
+        let grid_w = dftgrids.grid_w as usize;
+        self.sums.clear();
+        self.sums.resize(run * ngrids * grid_w, 0);
+        self.acc.clear();
+        self.acc.resize(run, 0);
+        for (dir, grid) in dftgrids.grids.iter().enumerate().take(ngrids) {
+            for (iy, row_offsets) in grid.chunks_exact(grid_w).take(grid_w).enumerate() {
+                // 16-bit lanes vectorise twice as wide; 257 pixels of at most 255 fit in them.
+                for chunk in row_offsets.chunks(257) {
+                    self.acc.fill(0);
+                    for &offset in chunk {
+                        let q = (first_offset + offset) as usize;
+                        let start = q / self.stride;
+                        let strand = &self.strands[q % self.stride][start..start + run];
+                        for (a, &p) in self.acc.iter_mut().zip(strand) {
+                            *a += u16::from(p);
+                        }
+                    }
+                    for (k, &a) in self.acc.iter().enumerate() {
+                        self.sums[(k * ngrids + dir) * grid_w + iy] += i32::from(a);
+                    }
                 }
             }
         }
     }
 
-    Ok((direction_map, low_contrast_map, low_flow_map))
+    /// Block `k`'s rotated-row sums for grid `dir`.
+    fn block(&self, k: usize, dir: usize, dftgrids: &RotGrids) -> &[i32] {
+        let ngrids = dftgrids.ngrids as usize;
+        let grid_w = dftgrids.grid_w as usize;
+        let start = (k * ngrids + dir) * grid_w;
+        &self.sums[start..start + grid_w]
+    }
+}
+
+/// The DFT waves' samples laid out for [`dft_dir_powers_from_rowsums`]: for each group of four
+/// waves, sample `i` of wave `j`'s cosine at `[i * 8 + 2 * j]` and its sine at `[i * 8 + 2 * j + 1]`
+/// (zeros for missing waves of the last group), so one row sum meets eight samples in a row.
+struct WaveTable {
+    groups: Vec<Vec<f64>>,
+    nwaves: usize,
+}
+
+impl WaveTable {
+    fn new(dftwaves: &DftWaves, grid_w: i32) -> Self {
+        let nwaves = (dftwaves.nwaves.max(0) as usize).min(dftwaves.waves.len());
+        let waves = &dftwaves.waves[..nwaves];
+        // `dft_power` stops at the shortest of the row sums, the wave and `wavelen`.
+        let len = waves
+            .iter()
+            .map(|wave| wave.cos.len().min(wave.sin.len()))
+            .fold(grid_w.min(dftwaves.wavelen).max(0) as usize, usize::min);
+        let groups = waves
+            .chunks(4)
+            .map(|group| {
+                let mut table = vec![0.0_f64; len * 8];
+                for (j, wave) in group.iter().enumerate() {
+                    for i in 0..len {
+                        table[i * 8 + 2 * j] = wave.cos[i];
+                        table[i * 8 + 2 * j + 1] = wave.sin[i];
+                    }
+                }
+                table
+            })
+            .collect();
+        Self { groups, nwaves }
+    }
+}
+
+/// [`dft_dir_powers`] for block `k` of a run whose row sums are already in `rowsums`.
+///
+/// Four waves at a time: each cosine and sine part keeps `dft_power`'s own sequence of additions
+/// (so the same bits), and the eight chains overlap instead of waiting on each other.
+fn dft_dir_powers_from_rowsums(
+    rowsums: &RotRowSums,
+    k: usize,
+    waves: &WaveTable,
+    dftgrids: &RotGrids,
+) -> Vec<Vec<f64>> {
+    let ngrids = dftgrids.ngrids as usize;
+    let mut powers = vec![vec![0.0_f64; ngrids]; waves.nwaves];
+    for dir in 0..ngrids {
+        let sums = rowsums.block(k, dir, dftgrids);
+        for (group_index, table) in waves.groups.iter().enumerate() {
+            let mut parts = [0.0_f64; 8];
+            for (&r, samples) in sums.iter().zip(table.chunks_exact(8)) {
+                let r = f64::from(r);
+                for (part, &sample) in parts.iter_mut().zip(samples) {
+                    *part += r * sample;
+                }
+            }
+            for j in 0..4.min(waves.nwaves - group_index * 4) {
+                let (cospart, sinpart) = (parts[2 * j], parts[2 * j + 1]);
+                powers[group_index * 4 + j][dir] = (cospart * cospart) + (sinpart * sinpart);
+            }
+        }
+    }
+    powers
 }
 
 // =====================================================================================================
@@ -1262,6 +1447,101 @@ mod tests {
     use crate::init::{get_max_padding_V2, init_dftwaves, init_dir2rad, init_rotgrids, Relative2};
     use crate::params::LFSPARMS_V2;
 
+    /// The original per-block loop (fprint-mindtct 0.1.0), the reference for the batched one.
+    fn gen_initial_maps_per_block(
+        blkoffs: &[i32],
+        mdims: (i32, i32),
+        pdata: &[u8],
+        dims: (i32, i32),
+        dftwaves: &DftWaves,
+        dftgrids: &RotGrids,
+        lfsparms: &LfsParms,
+    ) -> Result<InitialMaps, i32> {
+        let (mw, mh) = mdims;
+        let (pw, ph) = dims;
+        let bsize = (mw * mh) as usize;
+
+        let mut direction_map = vec![INVALID_DIR; bsize];
+        let mut low_contrast_map = vec![FALSE; bsize];
+        let mut low_flow_map = vec![FALSE; bsize];
+
+        // Window origin limits that avoid analyzing the padded borders for low contrast.
+        let xminlimit = dftgrids.pad;
+        let yminlimit = dftgrids.pad;
+        let xmaxlimit = pw - dftgrids.pad - lfsparms.windowsize - 1;
+        let ymaxlimit = ph - dftgrids.pad - lfsparms.windowsize - 1;
+
+        // A window origin must exist between the min and max limits. For an image with a dimension under
+        // `windowsize + 1` the max limit falls below the min — there is nowhere to place the
+        // `windowsize × windowsize` low-contrast window clear of the padding — and clamping to an inverted
+        // range would drive the origin negative, indexing a wrapped offset. Surface it as the size error
+        // the front-end already answers with an empty minutiae list, exactly as `block_offsets` rejects an
+        // image smaller than a single block.
+        if xmaxlimit < xminlimit || ymaxlimit < yminlimit {
+            return Err(-82);
+        }
+
+        for bi in 0..bsize {
+            // Adjust block offset from block origin to surrounding window origin.
+            let dft_offset = blkoffs[bi] - (lfsparms.windowoffset * pw) - lfsparms.windowoffset;
+
+            // Pixel coords of the window origin (dft_offset is always >= 0 for V2: pad > windowoffset).
+            let mut win_x = dft_offset % pw;
+            let mut win_y = dft_offset / pw;
+
+            // Keep the low-contrast window off the padded borders.
+            win_x = win_x.max(xminlimit).min(xmaxlimit);
+            win_y = win_y.max(yminlimit).min(ymaxlimit);
+            let low_contrast_offset = (win_y * pw) + win_x;
+
+            // If block is low contrast ...
+            if low_contrast_block(
+                low_contrast_offset,
+                lfsparms.windowsize,
+                pdata,
+                pw,
+                ph,
+                lfsparms,
+            )? {
+                low_contrast_map[bi] = TRUE;
+                // Direction Map's block is already INVALID.
+            } else {
+                // Sufficient contrast for DFT processing.
+                let powers = dft_dir_powers(pdata, low_contrast_offset, dftwaves, dftgrids);
+
+                // Power statistics, skipping the first applied DFT wave (fw = 1).
+                let (wis, powmaxs, powmax_dirs, pownorms) =
+                    dft_power_stats(&powers, 1, dftwaves.nwaves, dftgrids.ngrids);
+
+                // Primary direction test.
+                let mut blkdir =
+                    primary_dir_test(&powers, &wis, &powmaxs, &powmax_dirs, &pownorms, lfsparms);
+
+                if blkdir != INVALID_DIR {
+                    direction_map[bi] = blkdir;
+                } else {
+                    // Secondary (fork) direction test.
+                    blkdir = secondary_fork_test(
+                        &powers,
+                        &wis,
+                        &powmaxs,
+                        &powmax_dirs,
+                        &pownorms,
+                        lfsparms,
+                    );
+                    if blkdir != INVALID_DIR {
+                        direction_map[bi] = blkdir;
+                    } else {
+                        // Both tests failed: flag LOW RIDGE FLOW.
+                        low_flow_map[bi] = TRUE;
+                    }
+                }
+            }
+        }
+
+        Ok((direction_map, low_contrast_map, low_flow_map))
+    }
+
     // --- closest_dir_dist: wrap-aware direction distance --------------------------------------
     #[test]
     fn closest_dir_dist_wraps() {
@@ -1414,5 +1694,98 @@ mod tests {
             gen_image_maps(&pdata, pw, ph, &dir2rad, &dftwaves, &dftgrids, p),
             Err(-540)
         );
+    }
+
+    /// A padded 6-bit test print: concentric ridges (every direction), a flat patch (low contrast),
+    /// a noise patch (low flow) and a size that is no multiple of the block size (leftover blocks).
+    fn synthetic_padded_print(iw: i32, ih: i32, pad: i32) -> Vec<u8> {
+        let (pw, ph) = (iw + 2 * pad, ih + 2 * pad);
+        let mut state = 0x2545_f491_u32;
+        let mut noise = move || {
+            state ^= state << 13;
+            state ^= state >> 17;
+            state ^= state << 5;
+            state % 64
+        };
+        let mut pdata = vec![0u8; (pw * ph) as usize];
+        for y in 0..ph {
+            for x in 0..pw {
+                let (ux, uy) = (x - pad, y - pad);
+                let value = if ux < 24 && uy < 24 {
+                    40.0
+                } else if ux > iw - 30 && uy > ih - 30 {
+                    f64::from(noise())
+                } else {
+                    let (dx, dy) = (f64::from(ux - iw / 3), f64::from(uy - ih / 2));
+                    let r = (dx * dx + 0.6 * dy * dy).sqrt();
+                    32.0 + 26.0 * (r / 9.0 * std::f64::consts::TAU).sin() + f64::from(noise() % 9)
+                        - 4.0
+                };
+                pdata[(y * pw + x) as usize] = value.clamp(0.0, 63.0) as u8;
+            }
+        }
+        pdata
+    }
+
+    // --- the batched DFT analysis gives the per-block loop's maps --------------------------------
+    #[test]
+    fn batched_initial_maps_equal_the_per_block_loop() {
+        let p = &LFSPARMS_V2;
+        let pad = get_max_padding_V2(
+            p.windowsize,
+            p.windowoffset,
+            p.dirbin_grid_w,
+            p.dirbin_grid_h,
+        );
+        let dftwaves = init_dftwaves(&DFT_COEFS, NUM_DFT_WAVES, MAP_WINDOWSIZE_V2);
+        for (iw, ih) in [(150, 133), (96, 96), (201, 117)] {
+            let dftgrids = init_rotgrids(
+                iw,
+                Some(pad),
+                p.start_dir_angle,
+                NUM_DIRECTIONS,
+                p.windowsize,
+                p.windowsize,
+                Relative2::Origin,
+            );
+            let (pw, ph) = (iw + 2 * pad, ih + 2 * pad);
+            let pdata = synthetic_padded_print(iw, ih, pad);
+            let bo = block_offsets(iw, ih, pad, p.blocksize).unwrap();
+            let mdims = (bo.map_w, bo.map_h);
+            let batched = gen_initial_maps(
+                &bo.offsets,
+                mdims,
+                &pdata,
+                (pw, ph),
+                &dftwaves,
+                &dftgrids,
+                p,
+            )
+            .unwrap();
+            let per_block = gen_initial_maps_per_block(
+                &bo.offsets,
+                mdims,
+                &pdata,
+                (pw, ph),
+                &dftwaves,
+                &dftgrids,
+                p,
+            )
+            .unwrap();
+            assert_eq!(batched, per_block, "{iw}x{ih}");
+            // The image exercises every branch: directions, low contrast and low flow.
+            let (directions, low_contrast, low_flow) = &batched;
+            let distinct: std::collections::BTreeSet<i32> = directions
+                .iter()
+                .copied()
+                .filter(|&d| d != INVALID_DIR)
+                .collect();
+            assert!(distinct.len() >= 8, "{iw}x{ih}: directions {distinct:?}");
+            assert!(
+                low_contrast.contains(&TRUE),
+                "{iw}x{ih}: no low-contrast block"
+            );
+            assert!(low_flow.contains(&TRUE), "{iw}x{ih}: no low-flow block");
+        }
     }
 }

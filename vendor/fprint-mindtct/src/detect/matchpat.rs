@@ -140,15 +140,47 @@ pub(crate) const FEATURE_PATTERNS: [FeaturePattern; NFEATURES] = [
     },
 ];
 
+/// A set of feature-pattern indices in ascending table order, held inline.
+///
+// PATCH (vendored in fingerprint-door): the scans match every pixel pair of the image, and a `Vec`
+// per match was a tenth of MINDTCT's time in the allocator. Same indices, same order.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Candidates {
+    indices: [usize; NFEATURES],
+    len: usize,
+}
+
+impl Candidates {
+    /// Adds a pattern index; there are at most [`NFEATURES`], each added once.
+    fn push(&mut self, index: usize) {
+        self.indices[self.len] = index;
+        self.len += 1;
+    }
+}
+
+impl std::ops::Deref for Candidates {
+    type Target = [usize];
+
+    fn deref(&self) -> &[usize] {
+        &self.indices[..self.len]
+    }
+}
+
+impl PartialEq<Vec<usize>> for Candidates {
+    fn eq(&self, other: &Vec<usize>) -> bool {
+        **self == **other
+    }
+}
+
 /// Feature-pattern indices whose **first** pixel pair equals `(p1, p2)` — port of stock
 /// `match_1st_pair` (`matchpat.c` L82).
 ///
 /// Seeds the candidate set for a scan location. The stock out-parameters `possible[]`/`nposs`
 /// collapse into the returned `Vec` (stock `nposs` is `.len()`); the returned indices are in
 /// ascending table order, exactly as the reference fills `possible[]`.
-pub(crate) fn match_1st_pair(p1: u8, p2: u8) -> Vec<usize> {
+pub(crate) fn match_1st_pair(p1: u8, p2: u8) -> Candidates {
     // PORT L88–L100: `nposs = 0`, then keep every feature whose first pair matches the scan pair.
-    let mut possible = Vec::new();
+    let mut possible = Candidates::default();
     for (i, fp) in FEATURE_PATTERNS.iter().enumerate() {
         if p1 == fp.first[0] && p2 == fp.first[1] {
             possible.push(i);
@@ -164,14 +196,14 @@ pub(crate) fn match_1st_pair(p1: u8, p2: u8) -> Vec<usize> {
 /// Filters the candidate set produced by [`match_1st_pair`], preserving order. A pair whose two
 /// pixels are equal can never be a second pair (every pattern's `second` differs across the pair),
 /// so it short-circuits to empty.
-pub(crate) fn match_2nd_pair(p1: u8, p2: u8, possible: &[usize]) -> Vec<usize> {
+pub(crate) fn match_2nd_pair(p1: u8, p2: u8, possible: &[usize]) -> Candidates {
     // PORT L134–L136: equal pixels cannot form a second pair — return no possibilities.
     if p1 == p2 {
-        return Vec::new();
+        return Candidates::default();
     }
 
     // PORT L131/L138–L148: reset output, then retain candidates whose second pair matches.
-    let mut out = Vec::new();
+    let mut out = Candidates::default();
     for &i in possible {
         if p1 == FEATURE_PATTERNS[i].second[0] && p2 == FEATURE_PATTERNS[i].second[1] {
             out.push(i);
@@ -187,9 +219,9 @@ pub(crate) fn match_2nd_pair(p1: u8, p2: u8, possible: &[usize]) -> Vec<usize> {
 /// The final filter of the candidate set; the surviving indices identify the matched feature(s),
 /// with `possible[0]` the accepted `feature_id`. Unlike [`match_2nd_pair`] there is no equal-pixel
 /// guard (a ridge-ending pattern's third pair is `{0, 0}`).
-pub(crate) fn match_3rd_pair(p1: u8, p2: u8, possible: &[usize]) -> Vec<usize> {
+pub(crate) fn match_3rd_pair(p1: u8, p2: u8, possible: &[usize]) -> Candidates {
     // PORT L179/L181–L191: reset output, then retain candidates whose third pair matches.
-    let mut out = Vec::new();
+    let mut out = Candidates::default();
     for &i in possible {
         if p1 == FEATURE_PATTERNS[i].third[0] && p2 == FEATURE_PATTERNS[i].third[1] {
             out.push(i);
