@@ -62,7 +62,25 @@ fn sigmoid(v: f32, mu: f32, tau: f32) -> f32 {
 /// The difference of two angles, in [-pi, pi).
 fn angle_difference(a: f32, b: f32) -> f32 {
     let d = a - b;
-    d - 2.0 * PI * ((d + PI) / (2.0 * PI)).floor()
+    d - 2.0 * PI * floor((d + PI) / (2.0 * PI))
+}
+
+/// `f32::floor`, inline: baseline x86-64 has no rounding instruction, so `floor` is a call,
+/// and comparisons make millions of them. The same value for every input.
+fn floor(q: f32) -> f32 {
+    if q.abs() < 8_388_608.0 {
+        // Below 2^23 in magnitude the truncation is exact (its sign kept, for -0.0); a
+        // negative non-integer steps down.
+        let truncated = (q as i32 as f32).copysign(q);
+        if truncated > q {
+            truncated - 1.0
+        } else {
+            truncated
+        }
+    } else {
+        // Already an integer, an infinity or NaN.
+        q.floor()
+    }
 }
 
 /// A minutia in radians.
@@ -158,6 +176,9 @@ fn near_hull(hull: &[(f32, f32)], q: (f32, f32), offset: f32) -> bool {
     }
 }
 
+/// A squared distance surely beyond 3 sigma of a cell's centre: 1% above (3 sigma)^2.
+const FAR_SQUARED: f32 = 1.01 * (3.0 * SIGMA_S) * (3.0 * SIGMA_S);
+
 /// Words of a cylinder's bits, one bit a cell (NS x NS x ND, direction innermost).
 const WORDS: usize = CELLS.div_ceil(64);
 
@@ -249,7 +270,14 @@ impl Cylinders {
                     valid_count += 1;
                     let mut sums = [0.0f32; ND];
                     for (p, weights) in &neighbours {
-                        let d = (p.x - centre.0).hypot(p.y - centre.1);
+                        let (dx, dy) = (p.x - centre.0, p.y - centre.1);
+                        // Most neighbours lie far beyond 3 sigma: the squared distance, with a
+                        // margin far above its rounding error, rules them out before `hypot`
+                        // (which decides, as before, for the rest).
+                        if dx * dx + dy * dy > FAR_SQUARED {
+                            continue;
+                        }
+                        let d = dx.hypot(dy);
                         if d > 3.0 * SIGMA_S {
                             continue;
                         }
@@ -312,7 +340,9 @@ impl Cylinders {
             + (sigmoid(n_min as f32, MU_PAIRS, TAU_PAIRS) * (MAX_PAIRS - MIN_PAIRS) as f32).round()
                 as usize;
         // The n_min best pairs, each minutia in one pair at most.
-        local.sort_by(|x, y| y.0.total_cmp(&x.0));
+        // Ties in the order they were found (by row, then column): the order a stable sort
+        // keeps, reached by the faster unstable one.
+        local.sort_unstable_by(|x, y| y.0.total_cmp(&x.0).then((x.1, x.2).cmp(&(y.1, y.2))));
         let (mut used_a, mut used_b) = (vec![false; na], vec![false; nb]);
         let mut pairs = Vec::with_capacity(n_min);
         for &(s, r, c) in &local {
@@ -333,6 +363,19 @@ impl Cylinders {
         if n == 0 {
             return 0.0;
         }
+        // The distance gap of two pairs is symmetric (`hypot` of a difference and of its
+        // negation are the same number): computed once for both orders.
+        let mut distance_gap = vec![0.0f32; n * n];
+        for t in 0..n {
+            for k in t + 1..n {
+                let (_, at, bt) = pairs[t];
+                let (_, ak, bk) = pairs[k];
+                let gap =
+                    ((at.x - ak.x).hypot(at.y - ak.y) - (bt.x - bk.x).hypot(bt.y - bk.y)).abs();
+                distance_gap[t * n + k] = gap;
+                distance_gap[k * n + t] = gap;
+            }
+        }
         let mut compat = vec![0.0f32; n * n];
         for t in 0..n {
             for k in 0..n {
@@ -341,8 +384,7 @@ impl Cylinders {
                 }
                 let (_, at, bt) = pairs[t];
                 let (_, ak, bk) = pairs[k];
-                let d1 =
-                    ((at.x - ak.x).hypot(at.y - ak.y) - (bt.x - bk.x).hypot(bt.y - bk.y)).abs();
+                let d1 = distance_gap[t * n + k];
                 let d2 = angle_difference(
                     angle_difference(at.theta, ak.theta),
                     angle_difference(bt.theta, bk.theta),
@@ -498,5 +540,35 @@ pub(crate) mod tests {
         assert!((angle_difference(0.1, 2.0 * PI - 0.1) - 0.2).abs() < 1e-5);
         assert!((angle_difference(2.0 * PI - 0.1, 0.1) + 0.2).abs() < 1e-5);
         assert!(angle_difference(PI, 0.0).abs() <= PI + 1e-6);
+    }
+
+    #[test]
+    fn the_inline_floor_is_f32_floor() {
+        let mut values = vec![
+            0.0,
+            -0.0,
+            0.5,
+            -0.5,
+            1.0,
+            -1.0,
+            -1.5,
+            2.999_999_8,
+            -2.999_999_8,
+            8_388_607.5,
+            -8_388_607.5,
+            8_388_608.0,
+            -8_388_609.0,
+            1e30,
+            -1e30,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            f32::MIN_POSITIVE,
+            -f32::MIN_POSITIVE,
+        ];
+        values.extend((-4000..4000).map(|i| i as f32 * 0.013_7));
+        for q in values {
+            assert_eq!(floor(q).to_bits(), q.floor().to_bits(), "floor({q})");
+        }
+        assert!(floor(f32::NAN).is_nan());
     }
 }
