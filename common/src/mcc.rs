@@ -384,7 +384,16 @@ impl Cylinders {
                 }
                 let (_, at, bt) = pairs[t];
                 let (_, ak, bk) = pairs[k];
-                let d1 = distance_gap[t * n + k];
+                let distance = sigmoid(
+                    distance_gap[t * n + k],
+                    COMPAT_DISTANCE.0,
+                    COMPAT_DISTANCE.1,
+                );
+                if distance == 0.0 {
+                    // A distance gap past about 60 px: the product is 0 whatever the angles
+                    // (their factors are finite), so their `atan2`s are skipped.
+                    continue;
+                }
                 let d2 = angle_difference(
                     angle_difference(at.theta, ak.theta),
                     angle_difference(bt.theta, bk.theta),
@@ -393,7 +402,7 @@ impl Cylinders {
                 let radial =
                     |p: Point, q: Point| angle_difference(p.theta, (q.y - p.y).atan2(q.x - p.x));
                 let d3 = angle_difference(radial(at, ak), radial(bt, bk)).abs();
-                compat[t * n + k] = sigmoid(d1, COMPAT_DISTANCE.0, COMPAT_DISTANCE.1)
+                compat[t * n + k] = distance
                     * sigmoid(d2, COMPAT_DIRECTION.0, COMPAT_DIRECTION.1)
                     * sigmoid(d3, COMPAT_RADIAL.0, COMPAT_RADIAL.1);
             }
