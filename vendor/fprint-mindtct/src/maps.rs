@@ -548,8 +548,10 @@ fn dft_dir_powers_from_rowsums(
 ) -> Vec<Vec<f64>> {
     let ngrids = dftgrids.ngrids as usize;
     let mut powers = vec![vec![0.0_f64; ngrids]; waves.nwaves];
-    for dir in 0..ngrids {
-        let sums = rowsums.block(k, dir, dftgrids);
+    for (dir, sums) in (0..ngrids)
+        .map(|dir| rowsums.block(k, dir, dftgrids))
+        .enumerate()
+    {
         for (group_index, table) in waves.groups.iter().enumerate() {
             let mut parts = [0.0_f64; 8];
             for (&r, samples) in sums.iter().zip(table.chunks_exact(8)) {
