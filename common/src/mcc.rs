@@ -363,17 +363,18 @@ impl Cylinders {
         if n == 0 {
             return 0.0;
         }
-        // The distance gap of two pairs is symmetric (`hypot` of a difference and of its
+        // The distance factor of two pairs is symmetric (`hypot` of a difference and of its
         // negation are the same number): computed once for both orders.
-        let mut distance_gap = vec![0.0f32; n * n];
+        let mut distance_factor = vec![0.0f32; n * n];
         for t in 0..n {
             for k in t + 1..n {
                 let (_, at, bt) = pairs[t];
                 let (_, ak, bk) = pairs[k];
                 let gap =
                     ((at.x - ak.x).hypot(at.y - ak.y) - (bt.x - bk.x).hypot(bt.y - bk.y)).abs();
-                distance_gap[t * n + k] = gap;
-                distance_gap[k * n + t] = gap;
+                let factor = sigmoid(gap, COMPAT_DISTANCE.0, COMPAT_DISTANCE.1);
+                distance_factor[t * n + k] = factor;
+                distance_factor[k * n + t] = factor;
             }
         }
         let mut compat = vec![0.0f32; n * n];
@@ -384,11 +385,7 @@ impl Cylinders {
                 }
                 let (_, at, bt) = pairs[t];
                 let (_, ak, bk) = pairs[k];
-                let distance = sigmoid(
-                    distance_gap[t * n + k],
-                    COMPAT_DISTANCE.0,
-                    COMPAT_DISTANCE.1,
-                );
+                let distance = distance_factor[t * n + k];
                 if distance == 0.0 {
                     // A distance gap past about 60 px: the product is 0 whatever the angles
                     // (their factors are finite), so their `atan2`s are skipped.
