@@ -179,16 +179,24 @@ fn near_hull(hull: &[(f32, f32)], q: (f32, f32), offset: f32) -> bool {
 /// A squared distance surely beyond 3 sigma of a cell's centre: 1% above (3 sigma)^2.
 const FAR_SQUARED: f32 = 1.01 * (3.0 * SIGMA_S) * (3.0 * SIGMA_S);
 
+/// Most minutiae a template's cylinders are built from: a cylinder's index must fit 16 bits
+/// (see `local_key`).
+pub const MAX_POINTS: usize = 1 << 16;
+
 /// Words of a cylinder's bits, one bit a cell (NS x NS x ND, direction innermost).
 const WORDS: usize = CELLS.div_ceil(64);
+/// Words of a cylinder's base, one bit a base cell (NS x NS).
+const BASE_WORDS: usize = (NS * NS).div_ceil(64);
 
 /// One minutia's cylinder, binarised as in the paper's MCC16b: a cell's bit is set where
 /// its neighbours' contribution passes the activation sigmoid's midpoint. `valid` has every
-/// direction's bit set for each base cell that is valid.
+/// direction's bit set for each base cell that is valid; `valid_base` one bit per valid base
+/// cell, to count the cells two cylinders share with a sixth of the work.
 #[derive(Clone, Debug)]
 struct Cylinder {
     minutia: usize,
     valid: [u64; WORDS],
+    valid_base: [u64; BASE_WORDS],
     bits: [u64; WORDS],
 }
 
@@ -215,10 +223,12 @@ fn direction_weight(alpha: f32) -> f32 {
 
 impl Cylinders {
     /// Builds the cylinders of a print's minutiae, given as (x, y, theta in degrees); those
-    /// with too few valid cells or neighbours are left out, as the paper does.
+    /// with too few valid cells or neighbours are left out, as the paper does. Past
+    /// [`MAX_POINTS`] minutiae (a template has at most 150) the rest are ignored.
     pub fn new(xyt: impl IntoIterator<Item = (i32, i32, i32)>) -> Self {
         let points: Vec<Point> = xyt
             .into_iter()
+            .take(MAX_POINTS)
             .map(|(x, y, theta)| Point {
                 x: x as f32,
                 y: y as f32,
@@ -251,6 +261,7 @@ impl Cylinders {
             }
             let (sin, cos) = m.theta.sin_cos();
             let mut valid = [0u64; WORDS];
+            let mut valid_base = [0u64; BASE_WORDS];
             let mut bits = [0u64; WORDS];
             let mut valid_count = 0;
             for i in 0..NS {
@@ -264,6 +275,7 @@ impl Cylinders {
                         continue;
                     }
                     let cell = i * NS + j;
+                    valid_base[cell / 64] |= 1 << (cell % 64);
                     for k in 0..ND {
                         set_bit(&mut valid, cell * ND + k);
                     }
@@ -297,6 +309,7 @@ impl Cylinders {
                 cylinders.push(Cylinder {
                     minutia: index,
                     valid,
+                    valid_base,
                     bits,
                 });
             }
@@ -331,7 +344,7 @@ impl Cylinders {
                     min_common,
                 );
                 if s > 0.0 {
-                    local.push((s, r, c));
+                    local.push(local_key(s, r, c));
                 }
             }
         }
@@ -340,12 +353,12 @@ impl Cylinders {
             + (sigmoid(n_min as f32, MU_PAIRS, TAU_PAIRS) * (MAX_PAIRS - MIN_PAIRS) as f32).round()
                 as usize;
         // The n_min best pairs, each minutia in one pair at most.
-        // Ties in the order they were found (by row, then column): the order a stable sort
-        // keeps, reached by the faster unstable one.
-        local.sort_unstable_by(|x, y| y.0.total_cmp(&x.0).then((x.1, x.2).cmp(&(y.1, y.2))));
+        // Ties in the order they were found (by row, then column), as a stable sort keeps
+        // them: the keys sort in that order as plain integers.
+        local.sort_unstable();
         let (mut used_a, mut used_b) = (vec![false; na], vec![false; nb]);
         let mut pairs = Vec::with_capacity(n_min);
-        for &(s, r, c) in &local {
+        for (s, r, c) in local.iter().map(|&key| from_local_key(key)) {
             if pairs.len() == n_min {
                 break;
             }
@@ -427,6 +440,23 @@ impl Cylinders {
     }
 }
 
+/// A local similarity with its row and column as one integer that sorts by similarity, highest
+/// first, then by row and column: a similarity is in (0, 1], where a positive float's bits
+/// order as its value, and a row or a column is below `MAX_POINTS`, so it fits 16 bits.
+fn local_key(similarity: f32, row: usize, column: usize) -> u64 {
+    (u64::from(!similarity.to_bits()) << 32)
+        | ((row as u64 & 0xffff) << 16)
+        | (column as u64 & 0xffff)
+}
+
+fn from_local_key(key: u64) -> (f32, usize, usize) {
+    (
+        f32::from_bits(!((key >> 32) as u32)),
+        ((key >> 16) & 0xffff) as usize,
+        (key & 0xffff) as usize,
+    )
+}
+
 /// The local similarity of two cylinders: 1 - |a - b| / (|a| + |b|) over the cells valid in
 /// both (bits: the norms are square roots of counts), 0 when their minutiae point too
 /// differently or they share too few valid cells.
@@ -440,18 +470,26 @@ fn cylinder_similarity(
     if angle_difference(theta_a, theta_b).abs() > MAX_DIRECTION_DIFFERENCE {
         return 0.0;
     }
-    let (mut common, mut na, mut nb, mut nd) = (0u32, 0u32, 0u32, 0u32);
-    for w in 0..WORDS {
-        let mask = a.valid[w] & b.valid[w];
-        let (x, y) = (a.bits[w] & mask, b.bits[w] & mask);
-        common += mask.count_ones();
-        na += x.count_ones();
-        nb += y.count_ones();
-        nd += (x ^ y).count_ones();
-    }
+    // The valid cells in common, counted on the base (each valid base cell has all ND
+    // direction bits valid): the same count, and pairs that share too few stop before the
+    // cells' own words are read.
+    let common: u32 = (0..BASE_WORDS)
+        .map(|w| (a.valid_base[w] & b.valid_base[w]).count_ones())
+        .sum::<u32>()
+        * ND as u32;
     if common < min_common {
         return 0.0;
     }
+    // |x ^ y| = |x| + |y| - 2 |x & y|: three counts a word instead of four.
+    let (mut na, mut nb, mut both) = (0u32, 0u32, 0u32);
+    for w in 0..WORDS {
+        let mask = a.valid[w] & b.valid[w];
+        let (x, y) = (a.bits[w] & mask, b.bits[w] & mask);
+        na += x.count_ones();
+        nb += y.count_ones();
+        both += (x & y).count_ones();
+    }
+    let nd = na + nb - 2 * both;
     let norms = (na as f32).sqrt() + (nb as f32).sqrt();
     if norms == 0.0 {
         return 0.0;
@@ -576,5 +614,96 @@ pub(crate) mod tests {
             assert_eq!(floor(q).to_bits(), q.floor().to_bits(), "floor({q})");
         }
         assert!(floor(f32::NAN).is_nan());
+    }
+
+    /// The local similarity as first written: every cell's word counted, four counts a word.
+    fn cylinder_similarity_by_all_words(
+        a: &Cylinder,
+        b: &Cylinder,
+        theta_a: f32,
+        theta_b: f32,
+        min_common: u32,
+    ) -> f32 {
+        if angle_difference(theta_a, theta_b).abs() > MAX_DIRECTION_DIFFERENCE {
+            return 0.0;
+        }
+        let (mut common, mut na, mut nb, mut nd) = (0u32, 0u32, 0u32, 0u32);
+        for w in 0..WORDS {
+            let mask = a.valid[w] & b.valid[w];
+            let (x, y) = (a.bits[w] & mask, b.bits[w] & mask);
+            common += mask.count_ones();
+            na += x.count_ones();
+            nb += y.count_ones();
+            nd += (x ^ y).count_ones();
+        }
+        if common < min_common {
+            return 0.0;
+        }
+        let norms = (na as f32).sqrt() + (nb as f32).sqrt();
+        if norms == 0.0 {
+            return 0.0;
+        }
+        1.0 - (nd as f32).sqrt() / norms
+    }
+
+    #[test]
+    fn local_similarities_counted_on_the_base_equal_the_full_count() {
+        let min_common = (MIN_COMMON_SHARE * (cells_in_circle() * ND) as f32).ceil() as u32;
+        let mut compared = 0;
+        let mut nonzero = 0;
+        for seed in 1..6u64 {
+            let t = random_template(seed, 40);
+            let a = Cylinders::new(t.clone());
+            // The same finger moved (most pairs share cells) and a stranger (many do not).
+            for other in [
+                moved(&t, 12.0, 15.0, -10.0),
+                random_template(seed + 100, 35),
+            ] {
+                let b = Cylinders::new(other);
+                for ca in &a.cylinders {
+                    for cb in &b.cylinders {
+                        let (ta, tb) = (a.points[ca.minutia].theta, b.points[cb.minutia].theta);
+                        let fast = cylinder_similarity(ca, cb, ta, tb, min_common);
+                        let full = cylinder_similarity_by_all_words(ca, cb, ta, tb, min_common);
+                        assert_eq!(fast.to_bits(), full.to_bits());
+                        compared += 1;
+                        nonzero += usize::from(fast > 0.0);
+                    }
+                }
+            }
+        }
+        assert!(compared > 10_000, "{compared} pairs compared");
+        assert!(nonzero > 1_000, "{nonzero} pairs similar");
+    }
+
+    #[test]
+    fn local_keys_sort_by_similarity_then_row_and_column() {
+        let similarities = [1.0, 0.75, 0.5, 0.25, 1e-3, f32::MIN_POSITIVE, 1e-40];
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move |m: usize| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % m as u64) as usize
+        };
+        let mut entries: Vec<(f32, usize, usize)> = (0..5_000)
+            .map(|_| {
+                let s = similarities[next(similarities.len())];
+                let (r, c) = if next(10) == 0 {
+                    (MAX_POINTS - 1 - next(3), MAX_POINTS - 1 - next(3))
+                } else {
+                    (next(150), next(150))
+                };
+                (s, r, c)
+            })
+            .collect();
+        let mut keys: Vec<u64> = entries
+            .iter()
+            .map(|&(s, r, c)| local_key(s, r, c))
+            .collect();
+        entries.sort_by(|x, y| y.0.total_cmp(&x.0).then((x.1, x.2).cmp(&(y.1, y.2))));
+        keys.sort_unstable();
+        let decoded: Vec<(f32, usize, usize)> = keys.into_iter().map(from_local_key).collect();
+        assert_eq!(decoded, entries);
     }
 }
