@@ -15,6 +15,7 @@
 //! minutiae when a template is prepared for comparison. No crate on crates.io implements MCC.
 
 use std::f32::consts::PI;
+use std::sync::OnceLock;
 
 /// Cylinder radius, in pixels at 500 dpi.
 const R: f32 = 70.0;
@@ -205,6 +206,29 @@ struct Cylinder {
 pub struct Cylinders {
     points: Vec<Point>,
     cylinders: Vec<Cylinder>,
+    /// The relaxation's geometry of every two minutiae with cylinders (row-major by cylinder
+    /// index), filled on the first comparison where this template is the probe (`self` of
+    /// [`Cylinders::score`]) and reused by its others; a gallery's templates never fill it.
+    probe_geometry: OnceLock<Vec<PairGeometry>>,
+}
+
+/// What the relaxation compares of two minutiae t and k of one template: their distance, the
+/// difference of their directions, and t's direction against the line from t to k.
+#[derive(Clone, Copy, Debug, Default)]
+struct PairGeometry {
+    distance: f32,
+    direction: f32,
+    radial: f32,
+}
+
+impl PairGeometry {
+    fn of(t: Point, k: Point) -> Self {
+        Self {
+            distance: (t.x - k.x).hypot(t.y - k.y),
+            direction: angle_difference(t.theta, k.theta),
+            radial: angle_difference(t.theta, (k.y - t.y).atan2(k.x - t.x)),
+        }
+    }
 }
 
 fn set_bit(words: &mut [u64; WORDS], bit: usize) {
@@ -314,7 +338,11 @@ impl Cylinders {
                 });
             }
         }
-        Self { points, cylinders }
+        Self {
+            points,
+            cylinders,
+            probe_geometry: OnceLock::new(),
+        }
     }
 
     /// How many minutiae have a cylinder.
@@ -365,26 +393,34 @@ impl Cylinders {
             if !used_a[r] && !used_b[c] {
                 used_a[r] = true;
                 used_b[c] = true;
-                pairs.push((
-                    s,
-                    self.points[self.cylinders[r].minutia],
-                    other.points[other.cylinders[c].minutia],
-                ));
+                pairs.push((s, r, other.points[other.cylinders[c].minutia]));
             }
         }
         let n = pairs.len();
         if n == 0 {
             return 0.0;
         }
+        // The probe's side of each two pairs, from the table its comparisons share.
+        let geometry = self.probe_geometry.get_or_init(|| {
+            let minutiae: Vec<Point> = self
+                .cylinders
+                .iter()
+                .map(|c| self.points[c.minutia])
+                .collect();
+            minutiae
+                .iter()
+                .flat_map(|&t| minutiae.iter().map(move |&k| PairGeometry::of(t, k)))
+                .collect()
+        });
+        let probe = |t: usize, k: usize| geometry[pairs[t].1 * na + pairs[k].1];
         // The distance factor of two pairs is symmetric (`hypot` of a difference and of its
         // negation are the same number): computed once for both orders.
         let mut distance_factor = vec![0.0f32; n * n];
         for t in 0..n {
             for k in t + 1..n {
-                let (_, at, bt) = pairs[t];
-                let (_, ak, bk) = pairs[k];
-                let gap =
-                    ((at.x - ak.x).hypot(at.y - ak.y) - (bt.x - bk.x).hypot(bt.y - bk.y)).abs();
+                let (_, _, bt) = pairs[t];
+                let (_, _, bk) = pairs[k];
+                let gap = (probe(t, k).distance - (bt.x - bk.x).hypot(bt.y - bk.y)).abs();
                 let factor = sigmoid(gap, COMPAT_DISTANCE.0, COMPAT_DISTANCE.1);
                 distance_factor[t * n + k] = factor;
                 distance_factor[k * n + t] = factor;
@@ -396,22 +432,18 @@ impl Cylinders {
                 if t == k {
                     continue;
                 }
-                let (_, at, bt) = pairs[t];
-                let (_, ak, bk) = pairs[k];
+                let (_, _, bt) = pairs[t];
+                let (_, _, bk) = pairs[k];
                 let distance = distance_factor[t * n + k];
                 if distance == 0.0 {
                     // A distance gap past about 60 px: the product is 0 whatever the angles
                     // (their factors are finite), so their `atan2`s are skipped.
                     continue;
                 }
-                let d2 = angle_difference(
-                    angle_difference(at.theta, ak.theta),
-                    angle_difference(bt.theta, bk.theta),
-                )
-                .abs();
-                let radial =
-                    |p: Point, q: Point| angle_difference(p.theta, (q.y - p.y).atan2(q.x - p.x));
-                let d3 = angle_difference(radial(at, ak), radial(bt, bk)).abs();
+                let a = probe(t, k);
+                let d2 = angle_difference(a.direction, angle_difference(bt.theta, bk.theta)).abs();
+                let radial = angle_difference(bt.theta, (bk.y - bt.y).atan2(bk.x - bt.x));
+                let d3 = angle_difference(a.radial, radial).abs();
                 compat[t * n + k] = distance
                     * sigmoid(d2, COMPAT_DIRECTION.0, COMPAT_DIRECTION.1)
                     * sigmoid(d3, COMPAT_RADIAL.0, COMPAT_RADIAL.1);
@@ -674,6 +706,30 @@ pub(crate) mod tests {
         }
         assert!(compared > 10_000, "{compared} pairs compared");
         assert!(nonzero > 1_000, "{nonzero} pairs similar");
+    }
+
+    #[test]
+    fn a_probe_scores_each_template_as_it_would_alone() {
+        // The probe's geometry table is filled by its first comparison and shared by the
+        // rest: each score must be the one a fresh probe gives that template alone.
+        let finger = random_template(7, 45);
+        let others: Vec<Cylinders> = [
+            moved(&finger, -8.0, 5.0, 12.0),
+            random_template(8, 30),
+            moved(&finger, 20.0, -15.0, 0.0),
+            random_template(9, 60),
+        ]
+        .into_iter()
+        .map(Cylinders::new)
+        .collect();
+        let shared = Cylinders::new(finger.clone());
+        let scores: Vec<f32> = others.iter().map(|o| shared.score(o)).collect();
+        for (other, score) in others.iter().zip(&scores) {
+            let alone = Cylinders::new(finger.clone()).score(other);
+            assert_eq!(score.to_bits(), alone.to_bits());
+        }
+        assert!(scores[0] > 0.5 && scores[2] > 0.3, "{scores:?}");
+        assert!(scores[1] < 0.2 && scores[3] < 0.2, "{scores:?}");
     }
 
     #[test]
