@@ -22,6 +22,9 @@ use std::sync::Arc;
 
 use rayon::prelude::*;
 
+#[cfg(target_arch = "x86_64")]
+pub(super) mod amx;
+
 use super::matmul::{for_each_tile, wide, Epilogue, Rows, TileOut, MR, NR};
 use super::{Kernels, Level};
 
@@ -92,6 +95,18 @@ impl PackedInt8 {
             cin,
             k,
         )
+    }
+
+    /// Output channels (columns of C).
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    pub(super) fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// Panel `p`: its depth x NR bytes.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    pub(super) fn panel(&self, p: usize) -> &[u8] {
+        self.panels(p, 1)
     }
 
     /// Panels `p..p + count`, one after the other.
@@ -262,6 +277,11 @@ pub fn matmul_int8(
 ) {
     assert_eq!(a.depth(), b.depth, "depth of A and B");
     assert_eq!(a.tap_depth() % QUAD, 0, "tap depth in whole quads");
+    #[cfg(target_arch = "x86_64")]
+    if kernels.level() == Level::Amx {
+        amx::matmul_int8(kernels, a, b, epilogue, c);
+        return;
+    }
     for_each_tile(
         kernels,
         |row| a.row_start(row),
@@ -270,7 +290,7 @@ pub fn matmul_int8(
         // `vpdpbusd` and `sdot` need no temporaries: six rows' accumulators fit the registers.
         if matches!(
             kernels.level(),
-            Level::AvxVnni | Level::Avx512Vnni | Level::NeonDot
+            Level::AvxVnni | Level::Avx512Vnni | Level::Amx | Level::NeonDot
         ) {
             MR
         } else {
@@ -304,7 +324,9 @@ fn kernel(
     match kernels.level() {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: see above: this level exists only where the CPU has its instructions.
-        Level::Avx512Vnni => unsafe { vnni::kernel_512(a, starts, panel, height, acc, out) },
+        Level::Avx512Vnni | Level::Amx => unsafe {
+            vnni::kernel_512(a, starts, panel, height, acc, out)
+        },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: see above: this level exists only where the CPU has its instructions.
         Level::AvxVnni => unsafe { vnni::kernel_256(a, starts, panel, height, acc, out) },
@@ -883,6 +905,10 @@ mod tests {
             (13, 88, 9, 12),
             (50, 128, 2, 8),
             (200, 136, 2, 8),
+            // Taps of whole AMX tiles (64 depth values): blocks of 32 rows read in place,
+            // beside a last block that is gathered.
+            (70, 48, 9, 64),
+            (64, 32, 1, 128),
         ] {
             let depth = taps * tap_depth;
             let a: Vec<u8> = (0..rows * depth).map(|i| (i * 37 % 64) as u8).collect();

@@ -252,13 +252,29 @@ impl TileOut<'_> {
 
 /// A pointer to C that tasks share; each task writes only its own tile.
 #[derive(Clone, Copy)]
-struct SharedOut(*mut f32);
+pub(super) struct SharedOut(*mut f32);
 // SAFETY: tasks write disjoint tiles of C (see `matmul`).
 unsafe impl Send for SharedOut {}
 // SAFETY: as for Send: no two tasks write one value.
 unsafe impl Sync for SharedOut {}
 
 impl SharedOut {
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    pub(super) fn new(c: &mut [f32]) -> Self {
+        SharedOut(c.as_mut_ptr())
+    }
+
+    /// `width` values of C from `offset`, to write.
+    ///
+    /// # Safety
+    /// They must lie inside C, C must outlive the slice, and no other task may read or write
+    /// them meanwhile.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    pub(super) unsafe fn row<'a>(self, offset: usize, width: usize) -> &'a mut [f32] {
+        // SAFETY: as the caller guarantees.
+        unsafe { std::slice::from_raw_parts_mut(self.0.add(offset), width) }
+    }
+
     /// # Safety
     /// `offset` must lie inside C.
     unsafe fn at(self, offset: usize) -> *mut f32 {
@@ -283,7 +299,7 @@ pub struct Epilogue<'a> {
 
 impl Epilogue<'_> {
     /// What the stores rely on: C holds `rows` x `cols`, and the epilogue's values cover it.
-    fn check(&self, rows: usize, cols: usize, c: &[f32]) {
+    pub(super) fn check(&self, rows: usize, cols: usize, c: &[f32]) {
         assert!(c.len() >= rows * cols, "C too short");
         assert_eq!(self.bias.len(), cols, "one bias per column");
         if let Some(scale) = self.scale {
@@ -547,7 +563,7 @@ fn kernel(
 /// One row of a tile into C: `dst` is row `row` from column `col0` (up to NR columns), `at`
 /// its offset in C (and in the residual).
 #[inline]
-fn store(
+pub(super) fn store(
     kernels: Kernels,
     dst: &mut [f32],
     acc: &[f32; NR],
@@ -730,7 +746,13 @@ pub(super) mod avx512 {
     /// scales row `row`, the residual `at..at + 16`.
     #[target_feature(enable = "avx512f")]
     #[inline]
-    unsafe fn finish(v: __m512, epilogue: &Epilogue, col: usize, row: usize, at: usize) -> __m512 {
+    pub(in super::super) unsafe fn finish(
+        v: __m512,
+        epilogue: &Epilogue,
+        col: usize,
+        row: usize,
+        at: usize,
+    ) -> __m512 {
         // SAFETY: as the caller guarantees.
         unsafe {
             let bias = _mm512_loadu_ps(epilogue.bias.as_ptr().add(col));

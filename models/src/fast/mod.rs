@@ -51,7 +51,7 @@ use crate::fold::FoldedWeights;
 use crate::resnet::{Arch, ConvSpec};
 
 /// Environment variable that chooses a lower kernel level than the CPU's best (`portable`,
-/// `avx2`, `avx-vnni`, `avx512-vnni`; `neon`, `neon-dot`), for comparisons and bisecting. A level this CPU cannot
+/// `avx2`, `avx-vnni`, `avx512-vnni`, `amx`; `neon`, `neon-dot`), for comparisons and bisecting. A level this CPU cannot
 /// run is never taken: the detected best runs instead ([`Kernels::override_problem`]).
 pub const KERNELS_ENV: &str = "FINGERPRINT_KERNELS";
 
@@ -67,6 +67,10 @@ pub enum Level {
     /// AVX2 and FMA, with AVX-512 F/BW/VL and VNNI: f32 and int8 (`vpdpbusd` on 512 bits)
     /// products on tiles of 6 rows x 64 channels.
     Avx512Vnni,
+    /// AVX-512 VNNI with AMX (Intel Sapphire Rapids and later Xeons): int8 products on AMX's
+    /// tile registers (`tdpbusd`: 16 rows x 16 channels x 64 depths per instruction), the
+    /// same exact i32 sums; everything else as `Avx512Vnni`.
+    Amx,
     /// aarch64 with NEON (every aarch64 CPU): fused multiply-adds for f32 products.
     Neon,
     /// NEON with the dot-product instructions (`sdot`, Armv8.2 and later: Cortex-A55/A76/A78,
@@ -77,11 +81,12 @@ pub enum Level {
 impl Level {
     /// Every level, from the most portable up on each architecture (a CPU runs levels of its
     /// own architecture only).
-    pub const ALL: [Level; 6] = [
+    pub const ALL: [Level; 7] = [
         Level::Portable,
         Level::Avx2,
         Level::AvxVnni,
         Level::Avx512Vnni,
+        Level::Amx,
         Level::Neon,
         Level::NeonDot,
     ];
@@ -92,6 +97,7 @@ impl Level {
             Level::Avx2 => "avx2",
             Level::AvxVnni => "avx-vnni",
             Level::Avx512Vnni => "avx512-vnni",
+            Level::Amx => "amx",
             Level::Neon => "neon",
             Level::NeonDot => "neon-dot",
         }
@@ -102,16 +108,17 @@ impl Level {
         #[cfg(target_arch = "x86_64")]
         {
             let avx2 = is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma");
+            let avx512_vnni = avx2
+                && is_x86_feature_detected!("avx512f")
+                && is_x86_feature_detected!("avx512bw")
+                && is_x86_feature_detected!("avx512vl")
+                && is_x86_feature_detected!("avx512vnni");
             match self {
                 Level::Portable => true,
                 Level::Avx2 => avx2,
                 Level::AvxVnni => avx2 && is_x86_feature_detected!("avxvnni"),
-                Level::Avx512Vnni => {
-                    avx2 && is_x86_feature_detected!("avx512f")
-                        && is_x86_feature_detected!("avx512bw")
-                        && is_x86_feature_detected!("avx512vl")
-                        && is_x86_feature_detected!("avx512vnni")
-                }
+                Level::Avx512Vnni => avx512_vnni,
+                Level::Amx => avx512_vnni && int8::amx::enabled(),
                 Level::Neon | Level::NeonDot => false,
             }
         }
@@ -123,7 +130,7 @@ impl Level {
                 Level::Portable => true,
                 Level::Neon => neon,
                 Level::NeonDot => neon && is_aarch64_feature_detected!("dotprod"),
-                Level::Avx2 | Level::AvxVnni | Level::Avx512Vnni => false,
+                Level::Avx2 | Level::AvxVnni | Level::Avx512Vnni | Level::Amx => false,
             }
         }
         #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
@@ -227,14 +234,17 @@ impl Kernels {
     #[inline]
     #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     pub(crate) fn avx2(self) -> bool {
-        matches!(self.level, Level::Avx2 | Level::AvxVnni | Level::Avx512Vnni)
+        matches!(
+            self.level,
+            Level::Avx2 | Level::AvxVnni | Level::Avx512Vnni | Level::Amx
+        )
     }
 
-    /// AVX-512 F/BW/VL (with VNNI: the one x86 level that has them).
+    /// AVX-512 F/BW/VL (with VNNI: the two x86 levels that have them).
     #[inline]
     #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     pub(crate) fn avx512(self) -> bool {
-        self.level == Level::Avx512Vnni
+        matches!(self.level, Level::Avx512Vnni | Level::Amx)
     }
 
     /// NEON (every aarch64 level above portable has it).
@@ -927,6 +937,41 @@ mod tests {
         assert!(available
             .iter()
             .all(|k| k.level() == Level::Portable || k.avx2() || k.neon()));
+        // AMX stands on AVX-512 VNNI (its stores and everything but the int8 products).
+        assert!(!Level::Amx.supported() || Level::Avx512Vnni.supported());
+    }
+
+    /// Where Linux lists AMX-INT8 and is new enough to grant the tile data (5.16), the AMX
+    /// level is found (a detection that silently failed would pass every other test), and
+    /// it is never found where Linux does not list it.
+    #[test]
+    #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+    fn amx_is_found_where_linux_lists_it() {
+        let flags = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let listed = flags
+            .lines()
+            .find(|l| l.starts_with("flags"))
+            .is_some_and(|l| {
+                let has = |f: &str| l.split_whitespace().any(|w| w == f);
+                has("amx_int8") && has("amx_tile") && has("avx512_vnni")
+            });
+        let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+        let version: Vec<u32> = release
+            .split(|c: char| !c.is_ascii_digit())
+            .take(2)
+            .map(|v| v.parse().unwrap_or(0))
+            .collect();
+        let grants = version.as_slice() >= [5, 16].as_slice();
+        if listed && grants {
+            assert!(
+                Level::Amx.supported(),
+                "AMX listed by Linux {release} but not found"
+            );
+            assert_eq!(Kernels::best().level(), Level::Amx);
+        } else {
+            // And never where Linux does not list it.
+            assert!(!Level::Amx.supported() || listed);
+        }
     }
 
     /// On aarch64 the NEON kernels are the ones chosen: NEON is in every aarch64 CPU, and the
