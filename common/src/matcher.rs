@@ -710,13 +710,8 @@ mod tests {
     fn fingers(fingers: usize) -> (Gallery, Vec<(String, Prepared)>) {
         use crate::gallery::Impression;
         use crate::minutiae::{Minutia, Template};
-        let mut state = 0x2545_f491_4f6c_dd1d_u64;
-        let mut next = move |n: i32| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state % n as u64) as i32
-        };
+        let mut next = crate::mcc::tests::xorshift(0x2545_f491_4f6c_dd1d);
+        let mut next = move |n: i32| next(n as u64) as i32;
         let mut gallery = Gallery::default();
         let mut probes = Vec::new();
         for f in 0..fingers {

@@ -536,14 +536,20 @@ pub(crate) mod tests {
     pub(crate) type Xyt = Vec<(i32, i32, i32)>;
 
     /// `n` pseudo-random minutiae in a 300 px square (a seeded xorshift).
-    pub(crate) fn random_template(seed: u64, n: usize) -> Xyt {
+    /// A seeded xorshift for test data: each call gives the next value below its argument.
+    pub(crate) fn xorshift(seed: u64) -> impl FnMut(u64) -> u64 {
         let mut state = seed | 1;
-        let mut next = move |m: i32| {
+        move |below| {
             state ^= state << 13;
             state ^= state >> 7;
             state ^= state << 17;
-            (state % m as u64) as i32
-        };
+            state % below
+        }
+    }
+
+    pub(crate) fn random_template(seed: u64, n: usize) -> Xyt {
+        let mut next = xorshift(seed);
+        let mut next = move |m: i32| next(m as u64) as i32;
         (0..n)
             .map(|_| (40 + next(300), 40 + next(300), next(360)))
             .collect()
@@ -735,13 +741,8 @@ pub(crate) mod tests {
     #[test]
     fn local_keys_sort_by_similarity_then_row_and_column() {
         let similarities = [1.0, 0.75, 0.5, 0.25, 1e-3, f32::MIN_POSITIVE, 1e-40];
-        let mut state = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = move |m: usize| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state % m as u64) as usize
-        };
+        let mut next = xorshift(0x9e37_79b9_7f4a_7c15);
+        let mut next = move |m: usize| next(m as u64) as usize;
         let mut entries: Vec<(f32, usize, usize)> = (0..5_000)
             .map(|_| {
                 let s = similarities[next(similarities.len())];
