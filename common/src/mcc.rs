@@ -535,7 +535,6 @@ pub(crate) mod tests {
 
     pub(crate) type Xyt = Vec<(i32, i32, i32)>;
 
-    /// `n` pseudo-random minutiae in a 300 px square (a seeded xorshift).
     /// A seeded xorshift for test data: each call gives the next value below its argument.
     pub(crate) fn xorshift(seed: u64) -> impl FnMut(u64) -> u64 {
         let mut state = seed | 1;
@@ -547,6 +546,7 @@ pub(crate) mod tests {
         }
     }
 
+    /// `n` pseudo-random minutiae in a 300 px square (a seeded xorshift).
     pub(crate) fn random_template(seed: u64, n: usize) -> Xyt {
         let mut next = xorshift(seed);
         let mut next = move |m: i32| next(m as u64) as i32;

@@ -8,11 +8,12 @@
 //! panels are read from the mapped file as they are, 64 depth values (1,024 bytes) per tile.
 //!
 //! A task takes 32 rows of C (two A tiles) and two panels at a time (two B tiles): four C
-//! tiles, each A and B tile used twice, the eight registers full. Its rows are first gathered
-//! into a buffer (each row's taps one after the other, zero past the depth up to a whole
-//! tile), so any convolution's rows load at one stride. Sums are exact i32, as on every other
-//! kernel, and go through the same stores (`matmul::store`), so an int8 model gives the same
-//! logits bit for bit on this level as on the others.
+//! tiles, each A and B tile used twice, the eight registers full. A tiles are read in place
+//! where each half-block's 16 rows lie at one stride and a tap is whole tiles (`RowSource`),
+//! else from the rows gathered into a buffer (each row's taps one after the other, zero past
+//! the depth up to a whole tile). Sums are exact i32, as on every other kernel, and go through
+//! the AVX-512 kernels' epilogue (`finish`; `matmul::store` for a partial panel), so an int8
+//! model gives the same logits bit for bit on this level as on the others.
 //!
 //! The instructions are written as inline assembly: Rust's AMX intrinsics and target
 //! features are not stable. Before a process may use the tile data, Linux wants it asked for
