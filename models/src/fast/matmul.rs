@@ -1120,7 +1120,6 @@ pub(super) mod neon {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fast::Level;
 
     /// Rows are checked against their data whole: the furthest read is not always the last
     /// row's (here the second line of each image lies past the next image's first).
@@ -1226,7 +1225,7 @@ mod tests {
     #[cfg(target_arch = "x86_64")]
     #[test]
     fn avx512_kernels_leave_the_high_registers_zeroed() {
-        let Some(kernels) = Kernels::new(Level::Avx512Vnni) else {
+        let Some(kernels) = Kernels::new(crate::fast::Level::Avx512Vnni) else {
             eprintln!("skipped: this CPU has no AVX-512 VNNI");
             return;
         };
