@@ -709,7 +709,9 @@ mod vnni {
 
     use super::{Rows, TileOut, MR, NR, QUAD};
     use crate::fast::matmul::avx2::{deliver_tile, prefetch_tile};
-    use crate::fast::matmul::avx512::{clear_high_registers, deliver_wide, prefetch_wide};
+    use crate::fast::matmul::avx512::{
+        clear_high_registers, deliver_wide, prefetch_panels, prefetch_wide,
+    };
     use crate::fast::matmul::WIDE_512;
 
     /// # Safety
@@ -780,6 +782,7 @@ mod vnni {
                 let ap: [*const u8; H] =
                     std::array::from_fn(|i| a.data().as_ptr().add(starts[i] + tap));
                 for q in 0..quads {
+                    prefetch_panels(bp, panel_len);
                     let b: [__m512i; WIDE_512] = std::array::from_fn(|k| {
                         _mm512_loadu_si512(bp.add(k * panel_len) as *const __m512i)
                     });
