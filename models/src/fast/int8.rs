@@ -630,7 +630,7 @@ mod avx2 {
         let sums: [[__m256; 2]; H] =
             std::array::from_fn(|i| [_mm256_cvtepi32_ps(c[i][0]), _mm256_cvtepi32_ps(c[i][1])]);
         // SAFETY: as the caller guarantees.
-        unsafe { deliver_tile(&sums, acc, out) };
+        unsafe { deliver_tile(sums, acc, out) };
     }
 }
 
@@ -782,10 +782,9 @@ mod vnni {
                 let ap: [*const u8; H] =
                     std::array::from_fn(|i| a.data().as_ptr().add(starts[i] + tap));
                 for q in 0..quads {
-                    prefetch_panels(bp, panel_len);
-                    let b: [__m512i; WIDE_512] = std::array::from_fn(|k| {
-                        _mm512_loadu_si512(bp.add(k * panel_len) as *const __m512i)
-                    });
+                    let at: [*const u8; WIDE_512] = std::array::from_fn(|k| bp.add(k * panel_len));
+                    prefetch_panels(at);
+                    let b: [__m512i; WIDE_512] = at.map(|p| _mm512_loadu_si512(p.cast()));
                     bp = bp.add(NR * QUAD);
                     for (i, ci) in c.iter_mut().enumerate() {
                         let x =
@@ -800,7 +799,7 @@ mod vnni {
         let sums: [[__m512; WIDE_512]; H] =
             std::array::from_fn(|i| std::array::from_fn(|k| _mm512_cvtepi32_ps(c[i][k])));
         // SAFETY: as the caller guarantees: the tile lies inside C.
-        unsafe { deliver_wide(&sums, out) };
+        unsafe { deliver_wide(sums, out) };
     }
 
     /// H rows x 16 channels: per quad, two panel loads, and per row one broadcast of its four
@@ -843,7 +842,7 @@ mod vnni {
         let sums: [[__m256; 2]; H] =
             std::array::from_fn(|i| [_mm256_cvtepi32_ps(c[i][0]), _mm256_cvtepi32_ps(c[i][1])]);
         // SAFETY: as the caller guarantees.
-        unsafe { deliver_tile(&sums, acc, out) };
+        unsafe { deliver_tile(sums, acc, out) };
     }
 
     /// H rows x 16 channels: per quad, one panel load, and per row one broadcast and one
@@ -887,7 +886,7 @@ mod vnni {
             ]
         });
         // SAFETY: as the caller guarantees.
-        unsafe { deliver_tile(&sums, acc, out) };
+        unsafe { deliver_tile(sums, acc, out) };
     }
 }
 

@@ -700,9 +700,9 @@ pub(super) mod avx512 {
     /// kernel's samples. Asking ahead took ResNet-50 f32 from 31.6 to 26.6-28.0 ms a picture
     /// (int8 on `avx512-vnni` 12.6-12.9 to 12.1-12.5).
     #[inline(always)]
-    pub(in super::super) fn prefetch_panels(bp: *const u8, panel_bytes: usize) {
-        for j in 0..WIDE_512 {
-            let line = bp.wrapping_add(j * panel_bytes + PANEL_PREFETCH_BYTES);
+    pub(in super::super) fn prefetch_panels(at: [*const u8; WIDE_512]) {
+        for p in at {
+            let line = p.wrapping_add(PANEL_PREFETCH_BYTES);
             // SAFETY: a prefetch never faults and reads nothing into the program: any address
             // is allowed (past the panels' end too, as here near a panel's last depths).
             unsafe { _mm_prefetch::<_MM_HINT_T0>(line.cast()) };
@@ -777,9 +777,9 @@ pub(super) mod avx512 {
                 let ap: [*const f32; H] =
                     std::array::from_fn(|i| a.data().as_ptr().add(starts[i] + tap));
                 for k in 0..a.tap_depth() {
-                    prefetch_panels(bp.cast(), panel_len * size_of::<f32>());
-                    let b: [__m512; WIDE_512] =
-                        std::array::from_fn(|j| _mm512_loadu_ps(bp.add(j * panel_len)));
+                    let at: [*const f32; WIDE_512] = std::array::from_fn(|j| bp.add(j * panel_len));
+                    prefetch_panels(at.map(<*const f32>::cast));
+                    let b: [__m512; WIDE_512] = at.map(|p| _mm512_loadu_ps(p));
                     bp = bp.add(NR);
                     for (i, ci) in c.iter_mut().enumerate() {
                         let x = _mm512_set1_ps(*ap[i].add(k));
@@ -791,7 +791,7 @@ pub(super) mod avx512 {
             }
         }
         // SAFETY: as the caller guarantees.
-        unsafe { deliver_wide(&c, out) };
+        unsafe { deliver_wide(c, out) };
     }
 
     /// Asks for the cache lines of a wide tile's outputs (and residual): each row's
@@ -858,7 +858,11 @@ pub(super) mod avx512 {
     }
 
     /// Delivers a wide tile (`c[i][k]`: row i's panel k) through the epilogue into C, 16
-    /// outputs a step.
+    /// outputs a step. The tile comes by value, as [`super::avx2::deliver_tile`]'s: given by
+    /// reference, the kernel's accumulators had an address, and since a prefetch may read
+    /// any memory the compiler stored all 24 to the stack at every step of the loop
+    /// wherever this function was not inlined (ResNet-50 f32 50 ms a picture instead of
+    /// 27).
     ///
     /// # Safety
     /// The CPU must support AVX-512 F; `out` describes a tile of WIDE_512 whole panels of rows
@@ -867,7 +871,7 @@ pub(super) mod avx512 {
     #[target_feature(enable = "avx512f")]
     #[inline]
     pub(in super::super) unsafe fn deliver_wide<const H: usize>(
-        c: &[[__m512; WIDE_512]; H],
+        c: [[__m512; WIDE_512]; H],
         out: &TileOut,
     ) {
         for (i, ci) in c.iter().enumerate() {
@@ -972,7 +976,7 @@ pub(super) mod avx2 {
     #[target_feature(enable = "avx2")]
     #[inline]
     pub(in super::super) unsafe fn deliver_tile<const H: usize>(
-        c: &[[__m256; 2]; H],
+        c: [[__m256; 2]; H],
         acc: &mut [[f32; NR]; MR],
         out: Option<&TileOut>,
     ) {
@@ -1081,7 +1085,7 @@ pub(super) mod avx2 {
             }
         }
         // SAFETY: as the caller guarantees.
-        unsafe { deliver_tile(&c, acc, out) };
+        unsafe { deliver_tile(c, acc, out) };
     }
 }
 
