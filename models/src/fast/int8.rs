@@ -709,9 +709,7 @@ mod vnni {
 
     use super::{Rows, TileOut, MR, NR, QUAD};
     use crate::fast::matmul::avx2::{deliver_tile, prefetch_tile};
-    use crate::fast::matmul::avx512::{
-        clear_high_registers, deliver_wide, prefetch_panels, prefetch_wide,
-    };
+    use crate::fast::matmul::avx512::{deliver_wide, prefetch_panels, prefetch_wide};
     use crate::fast::matmul::WIDE_512;
 
     /// # Safety
@@ -754,8 +752,6 @@ mod vnni {
             // SAFETY: forwarded from the caller.
             _ => unsafe { for_height!(rows_512, height, (a, starts, panel, acc, out)) },
         }
-        // SAFETY: this function's features include AVX-512 F.
-        unsafe { clear_high_registers() };
         out.is_some()
     }
 

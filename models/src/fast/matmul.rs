@@ -689,8 +689,6 @@ pub(super) mod avx512 {
         debug_assert!(panels.len() >= WIDE_512 * a.depth() * NR);
         // SAFETY: forwarded from the caller.
         unsafe { for_height!(rows, height, (a, starts, panels, out)) }
-        // SAFETY: this function's features include AVX-512 F.
-        unsafe { clear_high_registers() };
         true
     }
 
@@ -706,58 +704,6 @@ pub(super) mod avx512 {
             // SAFETY: a prefetch never faults and reads nothing into the program: any address
             // is allowed (past the panels' end too, as here near a panel's last depths).
             unsafe { _mm_prefetch::<_MM_HINT_T0>(line.cast()) };
-        }
-    }
-
-    /// Zeroes zmm16-zmm31. A kernel whose accumulators spill into them (24 of them here)
-    /// must call this before it returns: `vzeroupper`, which the compiler emits, clears
-    /// only zmm0-15's upper halves, and while any register's upper half is dirty the core
-    /// runs all later code, ours and the rest of the process, slower (measured on a Xeon
-    /// with AMX: ResNet-50 f32 took 52 ms a picture with them left dirty, 34 ms with them
-    /// cleared; AVX2 46 ms).
-    ///
-    /// # Safety
-    /// The CPU must support AVX-512 F.
-    #[target_feature(enable = "avx512f")]
-    #[inline]
-    pub(in super::super) unsafe fn clear_high_registers() {
-        // SAFETY: zeroing idioms on registers declared clobbered; no memory, stack or flags.
-        unsafe {
-            std::arch::asm!(
-                "vpxord zmm16, zmm16, zmm16",
-                "vpxord zmm17, zmm17, zmm17",
-                "vpxord zmm18, zmm18, zmm18",
-                "vpxord zmm19, zmm19, zmm19",
-                "vpxord zmm20, zmm20, zmm20",
-                "vpxord zmm21, zmm21, zmm21",
-                "vpxord zmm22, zmm22, zmm22",
-                "vpxord zmm23, zmm23, zmm23",
-                "vpxord zmm24, zmm24, zmm24",
-                "vpxord zmm25, zmm25, zmm25",
-                "vpxord zmm26, zmm26, zmm26",
-                "vpxord zmm27, zmm27, zmm27",
-                "vpxord zmm28, zmm28, zmm28",
-                "vpxord zmm29, zmm29, zmm29",
-                "vpxord zmm30, zmm30, zmm30",
-                "vpxord zmm31, zmm31, zmm31",
-                out("zmm16") _,
-                out("zmm17") _,
-                out("zmm18") _,
-                out("zmm19") _,
-                out("zmm20") _,
-                out("zmm21") _,
-                out("zmm22") _,
-                out("zmm23") _,
-                out("zmm24") _,
-                out("zmm25") _,
-                out("zmm26") _,
-                out("zmm27") _,
-                out("zmm28") _,
-                out("zmm29") _,
-                out("zmm30") _,
-                out("zmm31") _,
-                options(nomem, nostack, preserves_flags),
-            );
         }
     }
 
@@ -859,10 +805,12 @@ pub(super) mod avx512 {
 
     /// Delivers a wide tile (`c[i][k]`: row i's panel k) through the epilogue into C, 16
     /// outputs a step. The tile comes by value, as [`super::avx2::deliver_tile`]'s: given by
-    /// reference, the kernel's accumulators had an address, and since a prefetch may read
-    /// any memory the compiler stored all 24 to the stack at every step of the loop
-    /// wherever this function was not inlined (ResNet-50 f32 50 ms a picture instead of
-    /// 27).
+    /// reference, the kernel's accumulators had an address, and wherever the compiler did not
+    /// inline this function it kept them in memory too, storing each of the 24 at every step
+    /// of the loop. Which builds did so was chance (the crate's features, the flags): a
+    /// `--workspace --all-targets` build with `-D warnings` ran ResNet-50 f32 in 52 ms a
+    /// picture on AVX-512, slower than on AVX2 (45), where a plain one took 34; by value,
+    /// 29-30 in both.
     ///
     /// # Safety
     /// The CPU must support AVX-512 F; `out` describes a tile of WIDE_512 whole panels of rows
@@ -1227,98 +1175,6 @@ mod tests {
                 );
             }
         }
-    }
-
-    /// zmm16-31 as this thread holds them now (AVX-512 F CPUs only).
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx512f")]
-    unsafe fn high_registers() -> [[u64; 8]; 16] {
-        let mut regs = [[0u64; 8]; 16];
-        // SAFETY: stores 16 x 64 bytes into `regs`, which holds them; reads registers only.
-        unsafe {
-            std::arch::asm!(
-                "vmovdqu64 [{p}], zmm16",
-                "vmovdqu64 [{p} + 64], zmm17",
-                "vmovdqu64 [{p} + 128], zmm18",
-                "vmovdqu64 [{p} + 192], zmm19",
-                "vmovdqu64 [{p} + 256], zmm20",
-                "vmovdqu64 [{p} + 320], zmm21",
-                "vmovdqu64 [{p} + 384], zmm22",
-                "vmovdqu64 [{p} + 448], zmm23",
-                "vmovdqu64 [{p} + 512], zmm24",
-                "vmovdqu64 [{p} + 576], zmm25",
-                "vmovdqu64 [{p} + 640], zmm26",
-                "vmovdqu64 [{p} + 704], zmm27",
-                "vmovdqu64 [{p} + 768], zmm28",
-                "vmovdqu64 [{p} + 832], zmm29",
-                "vmovdqu64 [{p} + 896], zmm30",
-                "vmovdqu64 [{p} + 960], zmm31",
-                p = in(reg) regs.as_mut_ptr(),
-                options(nostack, preserves_flags),
-            );
-        }
-        regs
-    }
-
-    /// The AVX-512 kernels (f32 and int8) hand back zmm16-31 zeroed: the compiler's
-    /// `vzeroupper` leaves them as the kernel did, and dirty upper halves slowed everything
-    /// after them (ResNet-50 f32 52 ms a picture instead of 34). Run on a one-thread pool so
-    /// the kernels and the check share a thread; registers survive context switches.
-    #[cfg(target_arch = "x86_64")]
-    #[test]
-    fn avx512_kernels_leave_the_high_registers_zeroed() {
-        let Some(kernels) = Kernels::new(crate::fast::Level::Avx512Vnni) else {
-            eprintln!("skipped: this CPU has no AVX-512 VNNI");
-            return;
-        };
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(1)
-            .build()
-            .expect("a one-thread pool");
-        // 16 panels: four tasks of four panels on one thread, so the wide kernel runs.
-        let (rows, depth, cols) = (12, 32, 256);
-        let a: Vec<f32> = (0..rows * depth).map(|i| (i % 13) as f32 - 6.0).collect();
-        let b: Vec<f32> = (0..depth * cols).map(|i| (i % 7) as f32 + 1.0).collect();
-        let a8: Vec<u8> = (0..rows * depth).map(|i| (i % 61) as u8 + 1).collect();
-        let packed = PackedB::new(depth, cols, &b);
-        let packed8 = crate::fast::int8::PackedInt8::from_f32(&b, cols, depth, 1);
-        let bias = vec![0.5f32; cols];
-        let scale = vec![1.0f32; cols];
-        let mut c = vec![0f32; rows * cols];
-        let (f32_regs, int8_regs) = pool.install(|| {
-            let epilogue = Epilogue {
-                scale: None,
-                row_scale: None,
-                bias: &bias,
-                residual: None,
-                relu: false,
-            };
-            let a = Rows::matrix(&a, rows, depth).expect("a holds rows x depth values");
-            matmul(kernels, &a, &packed, &epilogue, &mut c);
-            // SAFETY: the level exists only where the CPU has AVX-512 F.
-            let f32_regs = unsafe { high_registers() };
-            let epilogue = Epilogue {
-                scale: Some(&scale),
-                ..epilogue
-            };
-            let a8 = Rows::matrix(&a8, rows, depth).expect("a holds rows x depth values");
-            crate::fast::int8::matmul_int8(kernels, &a8, &packed8, &epilogue, &mut c);
-            // SAFETY: as above.
-            (f32_regs, unsafe { high_registers() })
-        });
-        // The products ran (no row is all bias).
-        assert!(c.iter().all(|&v| v != 0.5), "the int8 product ran");
-        let dirty = |regs: &[[u64; 8]; 16]| regs.iter().filter(|r| r != &&[0; 8]).count();
-        assert_eq!(
-            dirty(&f32_regs),
-            0,
-            "of zmm16-31 nonzero after the f32 kernel"
-        );
-        assert_eq!(
-            dirty(&int8_regs),
-            0,
-            "of zmm16-31 nonzero after the int8 kernel"
-        );
     }
 
     /// A product over several row blocks and a partial panel: the vectorised and portable
