@@ -666,7 +666,8 @@ fn portable_kernel(
 pub(super) mod avx512 {
     use std::arch::x86_64::*;
 
-    use super::{Epilogue, Rows, TileOut, MR, NR, PANEL_PREFETCH_BYTES, WIDE_512};
+    use super::avx2::prefetch_panel;
+    use super::{Epilogue, Rows, TileOut, MR, NR, WIDE_512};
 
     /// Stores through `out` (a tile of WIDE_512 whole panels); returns true.
     ///
@@ -692,19 +693,13 @@ pub(super) mod avx512 {
         true
     }
 
-    /// Asks for the line [`PANEL_PREFETCH_BYTES`] ahead of `bp` in each of the WIDE_512
-    /// panels, `panel_bytes` apart. The panels are four streams a tile reads in step, and the
-    /// hardware's prefetchers kept up late: the panel loads held a quarter of the f32
-    /// kernel's samples. Asking ahead took ResNet-50 f32 from 31.6 to 26.6-28.0 ms a picture
-    /// (int8 on `avx512-vnni` 12.6-12.9 to 12.1-12.5).
+    /// [`prefetch_panel`] for each of the WIDE_512 panels a wide tile reads at `at`: four
+    /// streams read in step, which the hardware's prefetchers followed late (the panel loads
+    /// held a quarter of the f32 kernel's samples). Asking ahead took ResNet-50 f32 from 31.6
+    /// to 26.6-28.0 ms a picture (int8 on `avx512-vnni` 12.6-12.9 to 12.1-12.5).
     #[inline(always)]
     pub(in super::super) fn prefetch_panels(at: [*const u8; WIDE_512]) {
-        for p in at {
-            let line = p.wrapping_add(PANEL_PREFETCH_BYTES);
-            // SAFETY: a prefetch never faults and reads nothing into the program: any address
-            // is allowed (past the panels' end too, as here near a panel's last depths).
-            unsafe { _mm_prefetch::<_MM_HINT_T0>(line.cast()) };
-        }
+        at.into_iter().for_each(prefetch_panel);
     }
 
     #[target_feature(enable = "avx2,fma,avx512f")]
@@ -841,8 +836,8 @@ pub(super) mod avx2 {
     use super::{Epilogue, Rows, TileOut, MR, NR, PANEL_PREFETCH_BYTES};
 
     /// Asks for the panel line [`PANEL_PREFETCH_BYTES`] ahead of `bp`: the hardware's
-    /// prefetchers alone kept the kernel waiting on its panel (ResNet-50 f32 on AVX2 45 -> 42
-    /// ms a picture with it).
+    /// prefetchers alone kept the kernels waiting on their panels (ResNet-50 f32 on AVX2
+    /// 45 -> 42 ms a picture with it).
     #[inline(always)]
     pub(in super::super) fn prefetch_panel(bp: *const u8) {
         // SAFETY: a prefetch never faults and reads nothing into the program: any address
