@@ -6,11 +6,11 @@
 Disassembles the binary (objdump) and, in each x86-64 kernel of `models/src/fast/`, finds the
 loops (a branch back to an earlier address) that multiply (vfmadd231ps, vpdpbusd, vpmaddubsw)
 and fails if any of them reads or writes a vector register on the stack (kernels whose tiles
-fit in the registers: see KERNEL). Whether the compiler
-keeps a kernel's 24 accumulators in registers has depended on the build (its flags, the
-features of the crates built with it, changes elsewhere in the crate): where it did not, it
-stored them all to the stack at every step and ResNet-50 f32 took 52 ms a picture instead of
-29. No test sees that; this does, in a second. Exit status 1 names the loops.
+fit in the registers: see KERNEL). Whether the compiler keeps a kernel's 24 accumulators in
+registers has depended on the build (its flags, the features of the crates built with it,
+changes elsewhere in the crate): where it did not, it stored them all to the stack at every
+step and ResNet-50 f32 took 52 ms a picture instead of 29. No test sees that; this does, in a
+second. Exit status 1 names the loops.
 """
 import re
 import subprocess

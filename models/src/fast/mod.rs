@@ -955,7 +955,11 @@ mod tests {
                 let stride_1_3x3 = conv.k == 3 && conv.stride == 1;
                 match &conv.weights {
                     Weights::Winograd(_) => {
-                        assert!(stride_1_3x3 && conv.cin <= 256, "{arch}: {} in", conv.cin);
+                        assert!(
+                            stride_1_3x3 && conv.cin <= WINOGRAD_MAX_CIN,
+                            "{arch}: {} in",
+                            conv.cin
+                        );
                         winograd += 1;
                     }
                     Weights::F32(_) if stride_1_3x3 => {
