@@ -13,6 +13,9 @@ pub mod fast;
 pub mod fold;
 pub mod format;
 pub mod formula;
+// One FFI call to glibc's `mallopt`, with its SAFETY reasoning.
+#[allow(unsafe_code)]
+pub mod memory;
 #[cfg(feature = "onnx")]
 pub mod onnx;
 pub mod pool;

@@ -158,6 +158,8 @@ pub fn start_run(
 
 /// Trains (or resumes) the run in `run`, to the end or until stopped.
 pub fn train(run: &RunDir, session: &Session) -> Result<Outcome> {
+    // Where it is refused (not glibc), training only runs slower.
+    fingerprint_models::memory::keep_freed_memory();
     let info = run.info()?;
     let split = run.split()?;
     let config = &info.config;

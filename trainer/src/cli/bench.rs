@@ -127,6 +127,8 @@ fn parity(args: &BenchArgs, device: &Device) -> Result<(f64, f64)> {
 }
 
 pub fn run(args: BenchArgs) -> Result<()> {
+    // As `trainer train` runs (trainer::train::train).
+    fingerprint_models::memory::keep_freed_memory();
     let device = device_from_name(&args.device)?;
     let (varmap, model) = build_model(args.arch, args.classes, &device, 0, None)?;
     let s = args.size;
