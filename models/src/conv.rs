@@ -3,14 +3,18 @@
 //! candle's CPU backward pass of `conv2d` computes the input's gradient with a direct
 //! `conv_transpose2d` (one dot product per input element and kernel tap) and the kernel's
 //! gradient with a convolution whose batch is the channels; together with their copies they
-//! took most of a ResNet training step here. In this module the forward pass lays the
-//! input's patches out as the columns of a matrix ([`Im2Col`], whose backward pass is the
-//! scatter-add [`Col2Im`]) and multiplies the kernel by it with candle's `matmul`, so both
-//! gradients are matrix products as well. On other devices, or for other dtypes, candle's own
-//! `conv2d` runs.
+//! took most of a ResNet training step here. In this module a convolution is one node of
+//! the graph ([`Conv2d`]): its forward pass lays the input's patches out as the columns of a
+//! matrix ([`Im2Col`]) and multiplies the kernel by it, and its backward pass is two matrix
+//! products and the scatter-add of the patches' gradient back into the image ([`Col2Im`]).
+//! One node, not the five of im2col, product, reshape, transpose and copy, because candle's
+//! backward pass starts each node's gradient as zeros and adds into it: for the patches alone
+//! (9 times the input for a 3x3 kernel) that was a fill and an add of hundreds of MB a step.
+//! The patches are made again in the backward pass rather than kept. On other devices, or for
+//! other dtypes, candle's own `conv2d` runs.
 
 use candle_core::backend::BackendStorage;
-use candle_core::{bail, CpuStorage, CustomOp1, DType, Layout, Result, Shape, Tensor};
+use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 /// Shape of one convolution: square kernel, same stride and zero padding on both axes.
@@ -108,6 +112,43 @@ fn contiguous_f32<'a>(op: &str, storage: &'a CpuStorage, layout: &Layout) -> Res
     }
 }
 
+/// The patches of `x` (N, C, H, W), laid out as `g`'s (C k k, N Ho Wo) matrix.
+fn im2col(g: Geometry, x: &[f32]) -> Result<Vec<f32>> {
+    let plane = g.height * g.width;
+    if x.len() != g.batch * g.channels * plane {
+        bail!("im2col: input has {} elements, expected {:?}", x.len(), g);
+    }
+    let mut cols = vec![0f32; g.rows() * g.cols()];
+    cols.par_chunks_mut(g.cols())
+        .enumerate()
+        .for_each(|(row, out)| {
+            let (c, ky, kx) = g.tap(row);
+            // What no span covers reads padding and stays zero.
+            for b in 0..g.batch {
+                let image = &x[(b * g.channels + c) * plane..][..plane];
+                for Span {
+                    oy,
+                    iy,
+                    lo,
+                    hi,
+                    first_x,
+                } in g.spans(ky, kx)
+                {
+                    let src = &image[iy * g.width..][..g.width];
+                    let dst = &mut out[(b * g.out_h + oy) * g.out_w..][lo..hi];
+                    if g.stride == 1 {
+                        dst.copy_from_slice(&src[first_x..first_x + hi - lo]);
+                    } else {
+                        for (d, s) in dst.iter_mut().zip(src[first_x..].iter().step_by(g.stride)) {
+                            *d = *s;
+                        }
+                    }
+                }
+            }
+        });
+    Ok(cols)
+}
+
 impl CustomOp1 for Im2Col {
     fn name(&self) -> &'static str {
         "im2col"
@@ -115,48 +156,85 @@ impl CustomOp1 for Im2Col {
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
         let g = self.0;
-        let x = contiguous_f32(self.name(), storage, layout)?;
-        let plane = g.height * g.width;
-        if x.len() != g.batch * g.channels * plane {
-            bail!("im2col: input has {} elements, expected {:?}", x.len(), g);
-        }
-        let mut cols = vec![0f32; g.rows() * g.cols()];
-        cols.par_chunks_mut(g.cols())
-            .enumerate()
-            .for_each(|(row, out)| {
-                let (c, ky, kx) = g.tap(row);
-                // What no span covers reads padding and stays zero.
-                for b in 0..g.batch {
-                    let image = &x[(b * g.channels + c) * plane..][..plane];
-                    for Span {
-                        oy,
-                        iy,
-                        lo,
-                        hi,
-                        first_x,
-                    } in g.spans(ky, kx)
-                    {
-                        let src = &image[iy * g.width..][..g.width];
-                        let dst = &mut out[(b * g.out_h + oy) * g.out_w..][lo..hi];
-                        if g.stride == 1 {
-                            dst.copy_from_slice(&src[first_x..first_x + hi - lo]);
-                        } else {
-                            for (d, s) in
-                                dst.iter_mut().zip(src[first_x..].iter().step_by(g.stride))
-                            {
-                                *d = *s;
-                            }
-                        }
-                    }
-                }
-            });
+        let cols = im2col(g, contiguous_f32(self.name(), storage, layout)?)?;
         Ok((CpuStorage::F32(cols), Shape::from((g.rows(), g.cols()))))
     }
+}
 
-    fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
-        Ok(Some(
-            grad_res.contiguous()?.apply_op1_no_bwd(&Col2Im(self.0))?,
+/// The convolution of `x` (N, C, H, W) by a kernel (O, C, k, k): one node of candle's graph,
+/// whose backward pass computes both gradients as matrix products.
+struct Conv2d(Geometry);
+
+impl CustomOp2 for Conv2d {
+    fn name(&self) -> &'static str {
+        "conv2d-im2col"
+    }
+
+    fn cpu_fwd(
+        &self,
+        x: &CpuStorage,
+        x_layout: &Layout,
+        kernel: &CpuStorage,
+        kernel_layout: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let g = self.0;
+        let cols = im2col(g, contiguous_f32(self.name(), x, x_layout)?)?;
+        let (rows, cols_n) = (g.rows(), g.cols());
+        let weights = contiguous_f32(self.name(), kernel, kernel_layout)?;
+        if weights.is_empty() || weights.len() % rows != 0 {
+            bail!(
+                "conv2d: kernel has {} elements, not a multiple of {rows}",
+                weights.len()
+            );
+        }
+        let out_c = weights.len() / rows;
+        // The kernel as an (O, C k k) matrix, read in place; the product is (O, N Ho Wo).
+        let kernel_matrix =
+            Layout::contiguous_with_offset((out_c, rows), kernel_layout.start_offset());
+        let product = kernel.matmul(
+            &CpuStorage::F32(cols),
+            (1, out_c, cols_n, rows),
+            &kernel_matrix,
+            &Layout::contiguous((rows, cols_n)),
+        )?;
+        let product = contiguous_f32(self.name(), &product, &Layout::contiguous((out_c, cols_n)))?;
+        // (O, N, Ho Wo) -> (N, O, Ho Wo).
+        let plane = g.out_h * g.out_w;
+        let mut out = vec![0f32; product.len()];
+        out.par_chunks_mut(plane).enumerate().for_each(|(i, dst)| {
+            let (b, o) = (i / out_c, i % out_c);
+            dst.copy_from_slice(&product[o * cols_n + b * plane..][..plane]);
+        });
+        Ok((
+            CpuStorage::F32(out),
+            Shape::from((g.batch, out_c, g.out_h, g.out_w)),
         ))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        kernel: &Tensor,
+        _res: &Tensor,
+        grad_res: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let g = self.0;
+        let out_c = kernel.dim(0)?;
+        // The output's gradient as the product's (O, N Ho Wo).
+        let grad = grad_res
+            .reshape((g.batch, out_c, g.out_h * g.out_w))?
+            .transpose(0, 1)?
+            .contiguous()?
+            .reshape((out_c, g.cols()))?;
+        let cols = x.contiguous()?.apply_op1_no_bwd(&Im2Col(g))?;
+        let grad_kernel = grad.matmul(&cols.t()?)?.reshape(kernel.shape())?;
+        drop(cols);
+        let grad_x = kernel
+            .reshape((out_c, g.rows()))?
+            .t()?
+            .matmul(&grad)?
+            .apply_op1_no_bwd(&Col2Im(g))?;
+        Ok((Some(grad_x), Some(grad_kernel)))
     }
 }
 
@@ -212,7 +290,7 @@ impl CustomOp1 for Col2Im {
 /// matrix product on the CPU for f32 (see the module's documentation); candle's `conv2d`
 /// elsewhere.
 pub fn conv2d(x: &Tensor, kernel: &Tensor, stride: usize, padding: usize) -> Result<Tensor> {
-    let (out_c, in_c, kh, kw) = kernel.dims4()?;
+    let (_, in_c, kh, kw) = kernel.dims4()?;
     if !x.device().is_cpu() || x.dtype() != DType::F32 || kh != kw || stride == 0 {
         return x.conv2d(kernel, padding, stride, 1, 1);
     }
@@ -234,13 +312,7 @@ pub fn conv2d(x: &Tensor, kernel: &Tensor, stride: usize, padding: usize) -> Res
         out_h: (height + 2 * padding - kh) / stride + 1,
         out_w: (width + 2 * padding - kh) / stride + 1,
     };
-    let cols = x.contiguous()?.apply_op1(Im2Col(g))?;
-    kernel
-        .reshape((out_c, g.rows()))?
-        .matmul(&cols)?
-        .reshape((out_c, batch, g.out_h, g.out_w))?
-        .transpose(0, 1)?
-        .contiguous()
+    x.contiguous()?.apply_op2(&kernel.contiguous()?, Conv2d(g))
 }
 
 #[cfg(test)]
