@@ -4,6 +4,7 @@
 //! Everything here is generic over the candle [`Device`](candle_core::Device): the same code
 //! trains on CUDA and serves on a door controller's CPU.
 
+pub mod batch_norm;
 pub mod checkpoint;
 pub mod conv;
 pub mod device;

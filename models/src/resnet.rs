@@ -253,7 +253,11 @@ impl ConvBn {
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let cfg = self.conv.config();
         let y = crate::conv::conv2d(x, self.conv.weight(), cfg.stride, cfg.padding)?;
-        self.bn.forward_t(&y, train)
+        if train {
+            crate::batch_norm::forward_train(&self.bn, &y)
+        } else {
+            self.bn.forward_t(&y, false)
+        }
     }
 }
 
