@@ -33,7 +33,13 @@ pub fn predict_probabilities(
     let mut outputs = Vec::new();
     for_each_plain_batch(cache, pre, device, batch_size, |x| {
         let logits = model.logits(&x)?;
-        outputs.push(candle_nn::ops::softmax(&logits, D::Minus1)?.to_device(&Device::Cpu)?);
+        // Detached: a trained network's output would otherwise keep its batch's whole graph
+        // (every activation) alive until the last batch, tens of GB for a large validation set.
+        outputs.push(
+            candle_nn::ops::softmax(&logits, D::Minus1)?
+                .to_device(&Device::Cpu)?
+                .detach(),
+        );
         Ok(())
     })?;
     if outputs.is_empty() {
@@ -106,4 +112,42 @@ pub fn evaluate_probabilities(
         loss: loss / n,
         misidentified,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::build_model;
+    use fingerprint_models::Arch;
+
+    /// The probabilities of a trained (graph-recording) network hold no graph: each batch's
+    /// activations are freed when the next batch runs.
+    #[test]
+    fn predicted_probabilities_keep_no_graph() {
+        let device = Device::Cpu;
+        let (_varmap, model) = build_model(Arch::ResNet18, 3, &device, 0, None).unwrap();
+        let images: Vec<_> = (0..5u8)
+            .map(|i| {
+                image::GrayImage::from_fn(32, 32, |x, y| image::Luma([(x * 7 + y * 3) as u8 ^ i]))
+            })
+            .collect();
+        let cache = ImageCache {
+            paths: (0..images.len())
+                .map(|i| format!("{i}.png").into())
+                .collect(),
+            labels: (0..images.len() as u32).map(|i| i % 3).collect(),
+            images,
+        };
+        let pre = Preprocessing::imagenet(32);
+        let probs =
+            predict_probabilities(&Classifier::Trained(&model), &cache, &pre, &device, 2).unwrap();
+        assert_eq!(probs.dims(), &[5, 3]);
+        assert!(
+            !probs.track_op(),
+            "the probabilities still record the network's graph"
+        );
+        for row in probs.to_vec2::<f32>().unwrap() {
+            assert!((row.iter().sum::<f32>() - 1.0).abs() < 1e-5);
+        }
+    }
 }
