@@ -11,7 +11,6 @@
 //! variance, the same momentum); sums are taken in f64. Other devices and dtypes take
 //! candle_nn's own path.
 
-use candle_core::backend::BackendStorage;
 use candle_core::{
     bail, CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor, Var,
 };
@@ -68,11 +67,11 @@ pub fn forward_train(bn: &BatchNorm, x: &Tensor) -> Result<Tensor> {
     x.apply_op3(
         weight,
         bias,
-        Normalize {
+        Normalize(BatchStatistics {
             geometry,
             mean: mean.clone(),
             inv_std,
-        },
+        }),
     )
 }
 
@@ -97,38 +96,18 @@ impl Planes {
     }
 }
 
-fn contiguous_f32<'a>(
+/// The `expected` f32 values of a contiguous operand.
+fn values<'a>(
     op: &str,
-    geometry: Planes,
     storage: &'a CpuStorage,
     layout: &Layout,
+    expected: usize,
 ) -> Result<&'a [f32]> {
-    let CpuStorage::F32(data) = storage else {
-        bail!("{op}: f32 only, got {:?}", storage.dtype())
-    };
-    let Some((start, end)) = layout.contiguous_offsets() else {
-        bail!("{op}: the input must be contiguous")
-    };
-    if end - start != geometry.len() {
-        bail!("{op}: {} values, expected {:?}", end - start, geometry);
+    let data = crate::conv::contiguous_f32(op, storage, layout)?;
+    if data.len() != expected {
+        bail!("{op}: {} values, expected {expected}", data.len());
     }
-    Ok(&data[start..end])
-}
-
-/// A per-channel vector (C,) of f32, contiguous.
-fn channel_vector<'a>(
-    op: &str,
-    channels: usize,
-    storage: &'a CpuStorage,
-    layout: &Layout,
-) -> Result<&'a [f32]> {
-    let CpuStorage::F32(data) = storage else {
-        bail!("{op}: f32 only, got {:?}", storage.dtype())
-    };
-    match layout.contiguous_offsets() {
-        Some((start, end)) if end - start == channels => Ok(&data[start..end]),
-        _ => bail!("{op}: expected a contiguous vector of {channels} values"),
-    }
+    Ok(data)
 }
 
 /// Rows of a (2, C) result: one value of each kind per channel, computed in parallel.
@@ -151,7 +130,7 @@ impl CustomOp1 for ChannelStats {
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
         let g = self.0;
-        let x = contiguous_f32(self.name(), g, storage, layout)?;
+        let x = values(self.name(), storage, layout, g.len())?;
         let count = (g.batch * g.plane) as f64;
         let stats = per_channel_pairs(g.channels, |c| {
             let sum: f64 = g
@@ -173,12 +152,31 @@ impl CustomOp1 for ChannelStats {
     }
 }
 
-/// (x, weight, bias) -> (x - mean) * inv_std * weight + bias, per channel.
-struct Normalize {
+/// A batch's per-channel statistics, which the normalisation and its gradients use.
+#[derive(Clone, Debug)]
+struct BatchStatistics {
     geometry: Planes,
     mean: Vec<f32>,
     inv_std: Vec<f32>,
 }
+
+impl BatchStatistics {
+    /// The (grad, x) pair of a backward op, both checked against the geometry.
+    fn grad_and_input<'a>(
+        &self,
+        op: &str,
+        grad: (&'a CpuStorage, &Layout),
+        x: (&'a CpuStorage, &Layout),
+    ) -> Result<(&'a [f32], &'a [f32])> {
+        Ok((
+            values(op, grad.0, grad.1, self.geometry.len())?,
+            values(op, x.0, x.1, self.geometry.len())?,
+        ))
+    }
+}
+
+/// (x, weight, bias) -> (x - mean) * inv_std * weight + bias, per channel.
+struct Normalize(BatchStatistics);
 
 impl CustomOp3 for Normalize {
     fn name(&self) -> &'static str {
@@ -194,18 +192,19 @@ impl CustomOp3 for Normalize {
         bias: &CpuStorage,
         bias_layout: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let g = self.geometry;
-        let x = contiguous_f32(self.name(), g, x, x_layout)?;
-        let weight = channel_vector(self.name(), g.channels, weight, weight_layout)?;
-        let bias = channel_vector(self.name(), g.channels, bias, bias_layout)?;
+        let stats = &self.0;
+        let g = stats.geometry;
+        let x = values(self.name(), x, x_layout, g.len())?;
+        let weight = values(self.name(), weight, weight_layout, g.channels)?;
+        let bias = values(self.name(), bias, bias_layout, g.channels)?;
         let mut out = vec![0f32; x.len()];
         out.par_chunks_mut(g.plane)
             .zip(x.par_chunks(g.plane))
             .enumerate()
             .for_each(|(i, (dst, src))| {
                 let c = i % g.channels;
-                let scale = self.inv_std[c] * weight[c];
-                let shift = bias[c] - self.mean[c] * scale;
+                let scale = stats.inv_std[c] * weight[c];
+                let shift = bias[c] - stats.mean[c] * scale;
                 for (d, s) in dst.iter_mut().zip(src) {
                     *d = s * scale + shift;
                 }
@@ -221,25 +220,15 @@ impl CustomOp3 for Normalize {
         _res: &Tensor,
         grad_res: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let g = self.geometry;
         let grad = grad_res.contiguous()?;
-        let sums = grad.apply_op2_no_bwd(
-            x,
-            &GradSums {
-                geometry: g,
-                mean: self.mean.clone(),
-                inv_std: self.inv_std.clone(),
-            },
-        )?;
+        let sums = grad.apply_op2_no_bwd(x, &GradSums(self.0.clone()))?;
         let grad_bias = sums.get(0)?;
         let grad_weight = sums.get(1)?;
         let sums = sums.to_vec2::<f32>()?;
         let grad_x = grad.apply_op2_no_bwd(
             x,
             &GradInput {
-                geometry: g,
-                mean: self.mean.clone(),
-                inv_std: self.inv_std.clone(),
+                stats: self.0.clone(),
                 weight: weight.to_vec1::<f32>()?,
                 sum_grad: sums[0].clone(),
                 sum_grad_normalized: sums[1].clone(),
@@ -251,11 +240,7 @@ impl CustomOp3 for Normalize {
 
 /// (grad, x) -> (2, C): per channel the sum of the output's gradient (the bias's gradient),
 /// then of the gradient times the normalised input (the weight's).
-struct GradSums {
-    geometry: Planes,
-    mean: Vec<f32>,
-    inv_std: Vec<f32>,
-}
+struct GradSums(BatchStatistics);
 
 impl CustomOp2 for GradSums {
     fn name(&self) -> &'static str {
@@ -269,11 +254,11 @@ impl CustomOp2 for GradSums {
         x: &CpuStorage,
         x_layout: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let g = self.geometry;
-        let grad = contiguous_f32(self.name(), g, grad, grad_layout)?;
-        let x = contiguous_f32(self.name(), g, x, x_layout)?;
+        let stats = &self.0;
+        let g = stats.geometry;
+        let (grad, x) = stats.grad_and_input(self.name(), (grad, grad_layout), (x, x_layout))?;
         let sums = per_channel_pairs(g.channels, |c| {
-            let (mean, inv_std) = (f64::from(self.mean[c]), f64::from(self.inv_std[c]));
+            let (mean, inv_std) = (f64::from(stats.mean[c]), f64::from(stats.inv_std[c]));
             let (mut sum, mut weighted) = (0f64, 0f64);
             for (dy, xs) in g.channel(grad, c).zip(g.channel(x, c)) {
                 for (&d, &v) in dy.iter().zip(xs) {
@@ -290,9 +275,7 @@ impl CustomOp2 for GradSums {
 /// (grad, x) -> the input's gradient:
 /// weight * inv_std * (grad - mean(grad) - x_hat * mean(grad * x_hat)), per channel.
 struct GradInput {
-    geometry: Planes,
-    mean: Vec<f32>,
-    inv_std: Vec<f32>,
+    stats: BatchStatistics,
     weight: Vec<f32>,
     sum_grad: Vec<f32>,
     sum_grad_normalized: Vec<f32>,
@@ -310,9 +293,9 @@ impl CustomOp2 for GradInput {
         x: &CpuStorage,
         x_layout: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let g = self.geometry;
-        let grad = contiguous_f32(self.name(), g, grad, grad_layout)?;
-        let x = contiguous_f32(self.name(), g, x, x_layout)?;
+        let stats = &self.stats;
+        let g = stats.geometry;
+        let (grad, x) = stats.grad_and_input(self.name(), (grad, grad_layout), (x, x_layout))?;
         let count = (g.batch * g.plane) as f32;
         let mut out = vec![0f32; x.len()];
         out.par_chunks_mut(g.plane)
@@ -320,7 +303,7 @@ impl CustomOp2 for GradInput {
             .enumerate()
             .for_each(|(i, (dst, (dy, xs)))| {
                 let c = i % g.channels;
-                let (mean, inv_std) = (self.mean[c], self.inv_std[c]);
+                let (mean, inv_std) = (stats.mean[c], stats.inv_std[c]);
                 let scale = self.weight[c] * inv_std;
                 let mean_grad = self.sum_grad[c] / count;
                 let mean_grad_normalized = self.sum_grad_normalized[c] / count;
@@ -336,20 +319,9 @@ impl CustomOp2 for GradInput {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::conv::tests::max_relative;
     use candle_core::Device;
     use candle_nn::{BatchNormConfig, ModuleT, VarBuilder, VarMap};
-
-    fn max_relative(a: &Tensor, b: &Tensor) -> f32 {
-        let scale = b
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
-        let diff = (a - b).unwrap().abs().unwrap().max_all().unwrap();
-        diff.to_scalar::<f32>().unwrap() / scale.max(1e-12)
-    }
 
     /// A batch norm layer of `channels` whose weight, bias and running statistics are not the
     /// defaults (so a swapped or ignored one shows), the same for every call.

@@ -102,7 +102,12 @@ struct Im2Col(Geometry);
 /// patch element adds back into the pixel it was copied from.
 struct Col2Im(Geometry);
 
-fn contiguous_f32<'a>(op: &str, storage: &'a CpuStorage, layout: &Layout) -> Result<&'a [f32]> {
+/// The f32 values of a contiguous operand of a custom op.
+pub(crate) fn contiguous_f32<'a>(
+    op: &str,
+    storage: &'a CpuStorage,
+    layout: &Layout,
+) -> Result<&'a [f32]> {
     let CpuStorage::F32(data) = storage else {
         bail!("{op}: f32 only, got {:?}", storage.dtype())
     };
@@ -316,11 +321,12 @@ pub fn conv2d(x: &Tensor, kernel: &Tensor, stride: usize, padding: usize) -> Res
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use candle_core::{Device, Var};
 
-    fn max_relative(a: &Tensor, b: &Tensor) -> f32 {
+    /// The largest difference between `a` and `b`, relative to `b`'s largest magnitude.
+    pub(crate) fn max_relative(a: &Tensor, b: &Tensor) -> f32 {
         let scale = b
             .abs()
             .unwrap()
