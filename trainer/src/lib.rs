@@ -2,6 +2,7 @@
 //! contact sheets. The `trainer` binary is a thin command line over it.
 
 pub mod augment;
+pub mod backbone;
 pub mod dataset;
 pub mod evaluate;
 pub mod export;

@@ -183,7 +183,7 @@ pub fn train(run: &RunDir, session: &Session) -> Result<Outcome> {
         (varmap, model)
     } else {
         if config.pretrained.is_none() {
-            eprintln!("warning: no --pretrained checkpoint: training {} from scratch; accuracy will suffer (ImageNet weights help a lot, see README)", config.arch);
+            eprintln!("warning: no --pretrained checkpoint: training {} from scratch; accuracy will suffer (ImageNet weights help a lot; resnet18 with --resize ridge-scale starts from the shipped backbone unless --from-scratch; see README)", config.arch);
         }
         build_model(
             config.arch,

@@ -7,6 +7,7 @@ use fingerprint_common::{Preprocessing, ScanLimits};
 use fingerprint_models::export::Quantization;
 use fingerprint_models::{device_from_name, Arch};
 use trainer::augment::Augmentation;
+use trainer::backbone::{shipped_backbone_suits, write_shipped_backbone, SHIPPED_BACKBONE_FILE};
 use trainer::dataset::{Dataset, Layout, Split, SplitConfig};
 use trainer::export::{export_run, print_summary};
 use trainer::run::{Loss, LrSchedule, Report, RunDir, TrainConfig};
@@ -41,9 +42,15 @@ pub struct TrainArgs {
     /// Network: resnet18, resnet34 or resnet50.
     #[arg(long, default_value = "resnet50")]
     arch: Arch,
-    /// Checkpoint to start from (.safetensors or .pth, torchvision or timm names).
+    /// Checkpoint to start from (.safetensors or .pth, torchvision or timm names). Without
+    /// it, a resnet18 run with --resize ridge-scale starts from the backbone shipped with the
+    /// trainer (pretrained on synthetic prints only; copied into the run folder), and any other
+    /// run from scratch.
     #[arg(long)]
     pretrained: Option<PathBuf>,
+    /// Start from random weights even where the shipped backbone suits the run.
+    #[arg(long, conflicts_with = "pretrained")]
+    from_scratch: bool,
     #[arg(long, default_value_t = 100)]
     epochs: usize,
     #[arg(long, default_value_t = 24)]
@@ -210,9 +217,29 @@ pub fn run(args: TrainArgs) -> Result<()> {
                 args.margin_scale
             );
         }
+        let preprocessing = Preprocessing {
+            resize: args.resize.policy(args.window, args.ridge_period),
+            ..Preprocessing::imagenet(args.size)
+        };
+        let pretrained = match args.pretrained {
+            Some(path) => Some(path),
+            None if !args.from_scratch
+                && shipped_backbone_suits(args.arch, &preprocessing)
+                && !dir.join("run.json").exists() =>
+            {
+                let path = dir.join(SHIPPED_BACKBONE_FILE);
+                write_shipped_backbone(&path)?;
+                println!(
+                    "starting from the shipped backbone (ResNet-18 pretrained on synthetic prints; trainer/backbones/README.md), copied to {}; --from-scratch for random weights",
+                    path.display()
+                );
+                Some(path)
+            }
+            None => None,
+        };
         let config = TrainConfig {
             arch: args.arch,
-            pretrained: args.pretrained,
+            pretrained,
             epochs: args.epochs,
             batch_size: args.batch_size,
             lr: args.lr,
@@ -228,10 +255,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
                     margin: args.margin,
                 },
             },
-            preprocessing: Preprocessing {
-                resize: args.resize.policy(args.window, args.ridge_period),
-                ..Preprocessing::imagenet(args.size)
-            },
+            preprocessing,
             sensor_dpi: args.sensor_dpi,
             augmentation: match (args.no_augment, args.no_flip) {
                 (true, _) => None,
