@@ -126,6 +126,29 @@ fn export_measures_every_format_and_records_it_in_the_manifest() -> Result<()> {
             .map_or(f32::NAN, |c| c.similarity_threshold)
     );
     assert!(image::open(&det).is_ok(), "DET curve written");
+
+    // --size feeds the network larger inputs than it was trained with (more of the print at
+    // the same scale): the scores move; a side too small for the network is refused.
+    let larger: serde_json::Value = serde_json::from_str(&stdout_of(
+        trainer_command()
+            .args(["eval", "--open-set", "--json", "--size", "48", "--model"])
+            .arg(&out)
+            .arg("--run")
+            .arg(&run.0),
+    )?)?;
+    assert_eq!(larger["mated_scores"], 6);
+    assert_ne!(
+        larger["eer_threshold"], report["eer_threshold"],
+        "48 px inputs score as 32 px ones: --size was not applied"
+    );
+    let refused = trainer_command()
+        .args(["eval", "--open-set", "--json", "--size", "8", "--model"])
+        .arg(&out)
+        .arg("--run")
+        .arg(&run.0)
+        .output()?;
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--size"));
     Ok(())
 }
 

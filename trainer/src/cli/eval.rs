@@ -98,6 +98,10 @@ pub struct EvalArgs {
     /// apart (`ridge-scale`: its own period measured) instead of the model's resize policy.
     #[arg(long)]
     ridge_period: Option<f32>,
+    /// Feed the network square inputs of this side instead of the model's own (with
+    /// ridge-scale inputs a larger side shows more of the print at the same ridge scale).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(32..=1024))]
+    size: Option<u32>,
     /// Calibrate as `fingerprintd calibrate` would before evaluating: the threshold (and for
     /// the fused matcher the fusion) fitted on the enrolled gallery and these scans of other
     /// never-enrolled fingers (a dataset root; keep them apart from --strangers).
@@ -137,6 +141,9 @@ pub fn run(args: EvalArgs) -> Result<()> {
     }
     if let Some(period) = args.ridge_period {
         loaded.preprocessing.resize = fingerprint_common::ResizePolicy::RidgeScale { period };
+    }
+    if let Some(size) = args.size {
+        loaded.preprocessing.size = size;
     }
     if args.open_set {
         return open_set(&args, Some(&loaded), run.as_ref(), &device);

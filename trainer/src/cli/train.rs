@@ -104,6 +104,10 @@ pub struct TrainArgs {
     /// mirror image of a print is another print).
     #[arg(long, conflicts_with = "no_augment")]
     no_flip: bool,
+    /// Largest rotation of the augmentation, in degrees either way (the method's small
+    /// distortions: 10; a finger laid on a sensor turns by up to 20-30).
+    #[arg(long, default_value_t = Augmentation::default().max_rotation_degrees, conflicts_with = "no_augment")]
+    max_rotation: f32,
     /// Times each training scan is shown per epoch: once as is, the rest augmented.
     #[arg(long, default_value_t = 3)]
     copies: usize,
@@ -217,6 +221,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
                 args.margin_scale
             );
         }
+        let augmentation = augmentation(args.no_augment, args.no_flip, args.max_rotation)?;
         let preprocessing = Preprocessing {
             resize: args.resize.policy(args.window, args.ridge_period),
             ..Preprocessing::imagenet(args.size)
@@ -257,11 +262,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
             },
             preprocessing,
             sensor_dpi: args.sensor_dpi,
-            augmentation: match (args.no_augment, args.no_flip) {
-                (true, _) => None,
-                (false, true) => Some(Augmentation::without_flips()),
-                (false, false) => Some(Augmentation::default()),
-            },
+            augmentation,
             copies: args.copies,
             patience: (args.patience > 0).then_some(args.patience),
             freeze_backbone: args.freeze_backbone,
@@ -295,6 +296,26 @@ pub fn run(args: TrainArgs) -> Result<()> {
     Ok(())
 }
 
+/// The augmentation `--no-augment`, `--no-flip` and `--max-rotation` ask for.
+fn augmentation(
+    no_augment: bool,
+    no_flip: bool,
+    max_rotation: f32,
+) -> Result<Option<Augmentation>> {
+    if !(0.0..=90.0).contains(&max_rotation) {
+        bail!("--max-rotation must lie in 0..=90 degrees (got {max_rotation})");
+    }
+    let base = match (no_augment, no_flip) {
+        (true, _) => return Ok(None),
+        (false, true) => Augmentation::without_flips(),
+        (false, false) => Augmentation::default(),
+    };
+    Ok(Some(Augmentation {
+        max_rotation_degrees: max_rotation,
+        ..base
+    }))
+}
+
 pub fn print_report(report: &Report, dir: &std::path::Path) {
     println!(
         "test: top-1 {:.2}% top-5 {:.2}% on {} scans of {} identities ({} misidentified); best epoch {} (validation {:.2}%); {:.0} s",
@@ -311,4 +332,24 @@ pub fn print_report(report: &Report, dir: &std::path::Path) {
         "run folder: {} (report.json, curves.png, best.safetensors)",
         dir.display()
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn max_rotation_reaches_the_augmentation_and_is_bounded() -> Result<()> {
+        let turned = augmentation(false, true, 25.0)?.context("augmentation expected")?;
+        assert_eq!(turned.max_rotation_degrees, 25.0);
+        assert_eq!(turned.flip_probability, 0.0);
+        let default = augmentation(false, false, 10.0)?.context("augmentation expected")?;
+        assert_eq!(default, Augmentation::default());
+        assert!(augmentation(true, false, 10.0)?.is_none());
+        for bad in [-1.0, 91.0, f32::NAN] {
+            let err = augmentation(false, false, bad).expect_err("out of range");
+            assert!(err.to_string().contains("--max-rotation"), "{err}");
+        }
+        Ok(())
+    }
 }
