@@ -8,7 +8,8 @@
 #
 # BIN_DIR holds a `--features cuda` trainer built here (scripts/cuda-env.sh with
 # CUDA_COMPUTE_CAP=90 for Hopper), stripped and xz-compressed as trainer.xz to fit the trip
-# there. FINGERS and BATCH go to the pretraining (2000 and 64); PRETRAIN=0 skips it.
+# there. FINGERS and BATCH go to the pretraining (2000 and 64), SIZE and SCAN as
+# pretrain-backbone.sh reads them; PRETRAIN=0 skips it.
 set -uo pipefail
 out=${1:?usage: scripts/gpu-session.sh OUT}
 bin=${BIN_DIR:-.gpu-bin}

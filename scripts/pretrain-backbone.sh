@@ -2,8 +2,8 @@
 # Pretrains the fingerprint backbone on synthetic prints only (issue 21; no real print is
 # used, so the weights' licence is the project's): `trainer synth` with sensor realism at
 # full fingertip size, then `trainer train` with the input the network is used with
-# (ResNet-18, ridge-scale 4.0 at 500 dpi, 112 px) from random weights, ending with an int8
-# export. The backbone shipped in trainer/backbones/ was made so, on a GPU
+# (ResNet-18, ridge-scale 4.0 at 500 dpi, 112 px by default) from random weights, ending with
+# an int8 export. The backbone shipped in trainer/backbones/ was made so, on a GPU
 # (trainer/backbones/README.md).
 #
 #   scripts/pretrain-backbone.sh OUT
@@ -18,6 +18,9 @@
 #             stopped (Ctrl-C, saved, resumable) if it runs over
 #   BATCH     batch size [64]; LR Adam's learning rate, cosine schedule [1e-3]
 #   SEED      the synthetic fingers' seed [101]
+#   SIZE      the network's input side [112]; SCAN the synthetic scans' side [256]. Synthetic
+#             ridges are about 9 px apart, 4 in the input: a SCAN of 2.25 x SIZE fills it
+#             (fine-tuned on real prints, 144 px inputs did better than 112: README)
 #
 # OUT/synth holds the prints, OUT/run the run (best.safetensors: `--pretrained` for
 # `trainer train`; model-int8.safetensors: the network for `trainer eval` and fingerprintd).
@@ -30,17 +33,19 @@ fingers=${FINGERS:-1000}
 batch=${BATCH:-64}
 lr=${LR:-1e-3}
 seed=${SEED:-101}
+size=${SIZE:-112}
+scan=${SCAN:-256}
 impressions=8
 impostors=30
 copies=2
 [ -x "$trainer" ] || { echo "pretrain-backbone: no trainer at $trainer (build it, or set BIN_DIR)" >&2; exit 1; }
 mkdir -p "$out"
 
-echo "== $fingers synthetic fingers x $impressions (256 px, sensor realism, seed $seed)"
+echo "== $fingers synthetic fingers x $impressions ($scan px, sensor realism, seed $seed)"
 [ -f "$out/synth/.complete" ] || {
     rm -rf "$out/synth"
     "$trainer" synth --out "$out/synth" --fingers "$fingers" --impressions "$impressions" \
-        --size 256 --realism sensor --seed "$seed"
+        --size "$scan" --realism sensor --seed "$seed"
     touch "$out/synth/.complete"
 }
 
@@ -48,7 +53,7 @@ echo "== $fingers synthetic fingers x $impressions (256 px, sensor realism, seed
 # times each.
 per_epoch=$(( (fingers - impostors) * (impressions - 2) * copies ))
 if [ -n "${BUDGET_S:-}" ]; then
-    "$trainer" bench --device "$device" --arch resnet18 --size 112 --batch "$batch" \
+    "$trainer" bench --device "$device" --arch resnet18 --size "$size" --batch "$batch" \
         --infer-batch "$batch" --classes "$fingers" --iters 5 --json "$out/bench.json" >/dev/null
     left=$(( BUDGET_S - ($(date +%s) - start) ))
     # A training step as the bench times it, at 65% of that pace (augmentation, validation
@@ -63,7 +68,7 @@ fi
 
 rm -rf "$out/run"
 "${guard[@]}" "$trainer" train --data "$out/synth" --out "$out/run" --device "$device" \
-    --arch resnet18 --size 112 --resize ridge-scale --ridge-period 4.0 --sensor-dpi 500 \
+    --arch resnet18 --size "$size" --resize ridge-scale --ridge-period 4.0 --sensor-dpi 500 \
     --epochs "$epochs" --copies "$copies" --batch-size "$batch" --lr "$lr" --lr-schedule cosine \
     --no-flip --test-per-identity 1 --val-per-identity 1 --impostors "$impostors" --patience 0 \
     --from-scratch --export int8 --seed 0 || true

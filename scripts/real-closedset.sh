@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# The method's closed set on real prints (README, "A backbone pretrained on a GPU"; issue 21):
+# per finger 3 training, 1 validation and 4 test scans (seed 0), a ResNet-18 fine-tuned at the
+# ridge scale the shipped backbone learned (4 input pixels a ridge, windows of fixed physical
+# size: --sensor-dpi 500, no mirrored prints), once from the shipped backbone and once from
+# scratch, exported to int8 and tested in f32 and int8. Sets of ../shared/datasets (never part
+# of the project): FVC2002 DB1-3_B together (30 fingers), Neurotechnology's CrossMatch (51) and
+# U.are.U (65) samples. Prints a Markdown table; each run folder stays in OUT.
+# Usage: scripts/real-closedset.sh [OUT] (default runs/real-closedset); SIZE=144 (input side),
+# SETS="fvc2002 crossmatch uareu", STARTS="backbone scratch", DATASETS=..., BIN_DIR=... (binaries
+# already built: no build here), EPOCHS=N (instead of each set's schedule: a dry run). On 2
+# cores at SIZE=144: FVC2002 about 12 minutes a run, CrossMatch 15, U.are.U 25.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out=${1:-runs/real-closedset}
+data=${DATASETS:-../shared/datasets}
+size=${SIZE:-144}
+sets=${SETS:-fvc2002 crossmatch uareu}
+starts=${STARTS:-backbone scratch}
+[ -n "${BIN_DIR:-}" ] || cargo build --release -p trainer
+trainer=${BIN_DIR:-target/release}/trainer
+mkdir -p "$out"
+for set in $sets; do
+    case $set in
+        fvc2002) roots=(--data "$data/fvc2002/DB1_B" --data "$data/fvc2002/DB2_B" --data "$data/fvc2002/DB3_B")
+                 schedule=(--epochs 30 --patience 10) ;;
+        crossmatch|uareu) roots=(--data "$data/neurotech/$set")
+                 schedule=(--epochs 20 --patience 8) ;;
+        *) echo "unknown set $set (fvc2002, crossmatch, uareu)" >&2; exit 1 ;;
+    esac
+    [ -n "${EPOCHS:-}" ] && schedule=(--epochs "$EPOCHS" --patience 0)
+    for start in $starts; do
+        case $start in
+            backbone) init=() ;; # the trainer's default for a resnet18 ridge-scale run
+            scratch) init=(--from-scratch) ;;
+            *) echo "unknown start $start (backbone, scratch)" >&2; exit 1 ;;
+        esac
+        run="$out/$set-$start-$size"
+        [ -f "$run/export.json" ] && { echo "== $run done before"; continue; }
+        rm -rf "$run"
+        echo "== $run"
+        "$trainer" train "${roots[@]}" --out "$run" --arch resnet18 --size "$size" \
+            --resize ridge-scale --ridge-period 4.0 --sensor-dpi 500 --no-flip \
+            --batch-size 16 --lr 3e-4 --seed 0 --impostors 0 "${schedule[@]}" \
+            --export int8 "${init[@]}" > "$run.log" 2>&1 || { tail -n 20 "$run.log" >&2; exit 1; }
+    done
+done
+python3 - "$out" "$size" <<'PY'
+import json, pathlib, sys
+out, size = pathlib.Path(sys.argv[1]), sys.argv[2]
+print(f"| set | start | input | test scans | top-1 f32 | top-1 int8 | best epoch | training |")
+print("|---|---|---|---|---|---|---|---|")
+for run in sorted(p for p in out.iterdir() if (p / "export.json").is_file()):
+    report = json.loads((run / "report.json").read_text())
+    export = json.loads((run / "export.json").read_text())
+    top1 = {f["quantization"]: f["top1"] for f in export["formats"]}
+    s, start, side = run.name.rsplit("-", 2)
+    print(f"| {s} | {start} | {side} px | {export['test_scans']} | {100 * top1['f32']:.1f}% "
+          f"| {100 * top1['int8']:.1f}% | {report['best_epoch']} | {report['train_seconds'] / 60:.0f} min |")
+PY
