@@ -9,7 +9,8 @@
 # BIN_DIR holds a `--features cuda` trainer built here (scripts/cuda-env.sh with
 # CUDA_COMPUTE_CAP=90 for Hopper), stripped and xz-compressed as trainer.xz to fit the trip
 # there. FINGERS and BATCH go to the pretraining (2000 and 64), SIZE and SCAN as
-# pretrain-backbone.sh reads them; PRETRAIN=0 skips it.
+# pretrain-backbone.sh reads them (INIT, SEED, LR too); PRETRAIN=0 skips it, CHECK=0 skips
+# gpu-check (already in the README) to leave its minutes to training.
 set -uo pipefail
 out=${1:?usage: scripts/gpu-session.sh OUT}
 bin=${BIN_DIR:-.gpu-bin}
@@ -32,8 +33,12 @@ log=$out/device.log
     echo "LD_LIBRARY_PATH=${LD_LIBRARY_PATH:-}"; ldd "$bin/trainer" | grep -E 'cuda|cublas|curand|not found'
 } > /tmp/pack/machine.txt 2>&1
 tee "$log" < /tmp/pack/machine.txt
-scripts/gpu-check.sh --bin "$bin" --out /tmp/gc 2>&1 | tee -a "$log"
-rc=${PIPESTATUS[0]}
+if [ "${CHECK:-1}" = 1 ]; then
+    scripts/gpu-check.sh --bin "$bin" --out /tmp/gc 2>&1 | tee -a "$log"
+    rc=${PIPESTATUS[0]}
+else
+    rc=0
+fi
 cp /tmp/gc/gpu-check.md /tmp/gc/ours.json /tmp/gc/torch.json /tmp/gc/run/metrics.jsonl /tmp/pack/ 2>/dev/null
 tar cf "$out/check.tar" -C /tmp/pack .
 echo "gpu-check status $rc after $(( $(date +%s) - t0 )) s" | tee -a "$log"
@@ -44,7 +49,8 @@ BIN_DIR=$bin DEVICE=cuda FINGERS=${FINGERS:-2000} BUDGET_S=$budget BATCH=${BATCH
     scripts/pretrain-backbone.sh /tmp/pre 2>&1 | tee -a "$log"
 cp /tmp/pre/bench.json /tmp/pack/ 2>/dev/null
 tar cf "$out/check.tar" -C /tmp/pack .
+# The int8 export stays behind (made again here from best.safetensors): the trip back is 64 MB.
 (cd /tmp/pre/run && tar cf /tmp/run.tar --ignore-failed-read best.safetensors \
-    model-int8.safetensors run.json split.json metrics.jsonl report.json curves.png state.json)
+    run.json split.json metrics.jsonl report.json curves.png state.json)
 split -b 15M /tmp/run.tar "$out/run.tar."
 echo "gpu-session done after $(( $(date +%s) - t0 )) s" | tee -a "$log"

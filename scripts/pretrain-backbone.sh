@@ -2,8 +2,8 @@
 # Pretrains the fingerprint backbone on synthetic prints only (issue 21; no real print is
 # used, so the weights' licence is the project's): `trainer synth` with sensor realism at
 # full fingertip size, then `trainer train` with the input the network is used with
-# (ResNet-18, ridge-scale 4.0 at 500 dpi, 112 px by default) from random weights, ending with
-# an int8 export. The backbone shipped in trainer/backbones/ was made so, on a GPU
+# (ResNet-18, ridge-scale 4.0 at 500 dpi, 112 px by default) from random weights (or INIT),
+# ending with an int8 export. The backbone shipped in trainer/backbones/ was made so, on a GPU
 # (trainer/backbones/README.md).
 #
 #   scripts/pretrain-backbone.sh OUT
@@ -21,6 +21,9 @@
 #   SIZE      the network's input side [112]; SCAN the synthetic scans' side [256]. Synthetic
 #             ridges are about 9 px apart, 4 in the input: a SCAN of 2.25 x SIZE fills it
 #             (fine-tuned on real prints, 144 px inputs did better than 112: README)
+#   INIT      where training starts: scratch (random weights), backbone (the shipped one,
+#             to carry it on at another SIZE or on new fingers) or a checkpoint's path
+#             (`--pretrained`) [scratch]
 #
 # OUT/synth holds the prints, OUT/run the run (best.safetensors: `--pretrained` for
 # `trainer train`; model-int8.safetensors: the network for `trainer eval` and fingerprintd).
@@ -35,6 +38,12 @@ lr=${LR:-1e-3}
 seed=${SEED:-101}
 size=${SIZE:-112}
 scan=${SCAN:-256}
+case ${INIT:-scratch} in
+    scratch) init=(--from-scratch) ;;
+    backbone) init=() ;;
+    *) [ -f "$INIT" ] || { echo "pretrain-backbone: INIT $INIT is neither scratch, backbone nor a file" >&2; exit 1; }
+       init=(--pretrained "$INIT") ;;
+esac
 impressions=8
 impostors=30
 copies=2
@@ -71,7 +80,7 @@ rm -rf "$out/run"
     --arch resnet18 --size "$size" --resize ridge-scale --ridge-period 4.0 --sensor-dpi 500 \
     --epochs "$epochs" --copies "$copies" --batch-size "$batch" --lr "$lr" --lr-schedule cosine \
     --no-flip --test-per-identity 1 --val-per-identity 1 --impostors "$impostors" --patience 0 \
-    --from-scratch --export int8 --seed 0 || true
+    "${init[@]}" --export int8 --seed 0 || true
 [ -f "$out/run/report.json" ] || echo "pretrain-backbone: stopped by the time budget before the run's end (trainer train --resume $out/run continues it)" >&2
 [ -f "$out/run/model-int8.safetensors" ] || "$trainer" export "$out/run" --export int8
 echo "== done in $(( $(date +%s) - start )) s: $out/run/best.safetensors"

@@ -7,7 +7,8 @@
 # of the project): FVC2002 DB1-3_B together (30 fingers), Neurotechnology's CrossMatch (51) and
 # U.are.U (65) samples. Prints a Markdown table; each run folder stays in OUT.
 # Usage: scripts/real-closedset.sh [OUT] (default runs/real-closedset); SIZE=144 (input side),
-# SETS="fvc2002 crossmatch uareu", STARTS="backbone scratch", DATASETS=..., BIN_DIR=... (binaries
+# SETS="fvc2002 crossmatch uareu", STARTS="backbone scratch" (or NAME:CHECKPOINT, a candidate
+# backbone's `best.safetensors`, as --pretrained), DATASETS=..., BIN_DIR=... (binaries
 # already built: no build here), EPOCHS=N (instead of each set's schedule: a dry run). On 2
 # cores at SIZE=144: FVC2002 about 12 minutes a run, CrossMatch 15, U.are.U 25.
 set -euo pipefail
@@ -33,8 +34,11 @@ for set in $sets; do
         case $start in
             backbone) init=() ;; # the trainer's default for a resnet18 ridge-scale run
             scratch) init=(--from-scratch) ;;
-            *) echo "unknown start $start (backbone, scratch)" >&2; exit 1 ;;
+            *:*) [ -f "${start#*:}" ] || { echo "no checkpoint ${start#*:}" >&2; exit 1; }
+                 init=(--pretrained "${start#*:}"); start=${start%%:*} ;;
+            *) echo "unknown start $start (backbone, scratch, NAME:CHECKPOINT)" >&2; exit 1 ;;
         esac
+        case $start in *-*|"") echo "a start's name needs no '-' (the run folder's name is SET-START-SIZE)" >&2; exit 1 ;; esac
         run="$out/$set-$start-$size"
         [ -f "$run/export.json" ] && { echo "== $run done before"; continue; }
         rm -rf "$run"
