@@ -47,6 +47,10 @@ fn the_shipped_backbone_loads_whole_and_leaves_the_head_fresh() -> Result<()> {
     Ok(())
 }
 
+/// The synthetic scans' and the network input's sides the backbone was last trained with.
+const SCAN_SIDE: u32 = 320;
+const INPUT_SIDE: u32 = 144;
+
 /// Rank-1 of `fingers` synthetic fingers the backbone never saw (another seed than its
 /// training prints), one impression enrolled and two probing, on cosine similarity of the
 /// pooled features, with the input the backbone was trained on.
@@ -54,13 +58,13 @@ fn rank1_on_unseen_fingers(model: &ResNet, fingers: usize) -> Result<f32> {
     let prints = generate(&SynthConfig {
         fingers,
         impressions: 3,
-        size: 256,
+        size: SCAN_SIDE,
         seed: 7,
         realism: Realism::Sensor,
     });
     let pre = Preprocessing {
         resize: ResizePolicy::RidgeScale { period: 4.0 },
-        ..Preprocessing::imagenet(112)
+        ..Preprocessing::imagenet(INPUT_SIDE)
     };
     let mut x = Vec::new();
     for impressions in &prints {
@@ -68,7 +72,8 @@ fn rank1_on_unseen_fingers(model: &ResNet, fingers: usize) -> Result<f32> {
             x.extend(pre.apply_at(scan, Some(500)));
         }
     }
-    let x = Tensor::from_vec(x, (fingers * 3, 3, 112, 112), &Device::Cpu)?;
+    let side = INPUT_SIDE as usize;
+    let x = Tensor::from_vec(x, (fingers * 3, 3, side, side), &Device::Cpu)?;
     let f = model.features_t(&x, false)?;
     let f = f.broadcast_div(&f.sqr()?.sum_keepdim(D::Minus1)?.sqrt()?)?;
     let f: Vec<Vec<f32>> = f.to_vec2()?;
