@@ -8,8 +8,11 @@
 //! (temporary file, fsync, rename, fsync of the directory), so a power cut leaves the old
 //! gallery or the new one, never a mixture; writers take an exclusive lock on `<file>.lock`.
 //!
-//! Versions: 2 (this one) keeps both templates of each impression; 1 (before minutiae) kept
-//! the network's only, and still loads, as a gallery whose decisions are network-only.
+//! Versions: 2 (this one) keeps both templates of each impression, and the network's
+//! templates of the scan turned by the enrolment turns where it was enrolled with them
+//! (`turned`, optional: galleries from before turns load and match as they did); 1 (before
+//! minutiae) kept the network's only, and still loads, as a gallery whose decisions are
+//! network-only.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
@@ -48,6 +51,11 @@ pub struct Impression {
     pub embedding: Option<Vec<f32>>,
     /// Its minutiae; None in galleries from before minutiae (version 1).
     pub minutiae: Option<Template>,
+    /// The network's templates of the same scan turned by
+    /// [`ENROLMENT_TURNS_DEGREES`](crate::preprocess::ENROLMENT_TURNS_DEGREES) (L2-normalised),
+    /// compared with a probe as the scan's own is; empty in galleries enrolled before turns,
+    /// without a model, and for probes.
+    pub turned: Vec<Vec<f32>>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -99,6 +107,10 @@ struct ImpressionFile {
     embedding: Option<String>,
     /// `[x, y, theta, quality]` each.
     minutiae: Option<Vec<[i32; 4]>>,
+    /// The turned scan's templates, base64 each as `embedding` (absent: none; a file of an
+    /// older binary still loads, and an older binary ignores them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    turned: Vec<String>,
 }
 
 fn encode_embedding(t: &[f32]) -> String {
@@ -247,6 +259,7 @@ impl Gallery {
                                     .map_err(|e| malformed(format!("{name}: {e}")))?,
                             ),
                             minutiae: None,
+                            turned: Vec::new(),
                         })
                     })
                     .collect::<Result<Vec<_>, GalleryError>>()?;
@@ -276,9 +289,16 @@ impl Gallery {
                                 })
                                 .collect(),
                         });
+                        let turned = i
+                            .turned
+                            .iter()
+                            .map(|t| decode_embedding(t))
+                            .collect::<Result<Vec<_>, _>>()
+                            .map_err(|e| malformed(format!("{name}: {e}")))?;
                         Ok(Impression {
                             embedding,
                             minutiae,
+                            turned,
                         })
                     })
                     .collect::<Result<Vec<_>, GalleryError>>()?;
@@ -313,6 +333,7 @@ impl Gallery {
                                     .map(|m| [m.x, m.y, m.theta, m.quality])
                                     .collect()
                             }),
+                            turned: i.turned.iter().map(|t| encode_embedding(t)).collect(),
                         })
                         .collect();
                     (name.clone(), stored)

@@ -315,8 +315,9 @@ pub struct Probe {
 /// One enrolled identity, ready to compare with.
 struct Entry {
     name: String,
+    /// The scans' templates, then their turned ones.
     embeddings: Vec<Vec<f32>>,
-    /// Mean of the templates, L2-normalised: the shortlist compares with this alone.
+    /// Mean of the scans' own templates, L2-normalised: the shortlist compares with this alone.
     centroid: Option<Vec<f32>>,
     minutiae: Vec<Prepared>,
 }
@@ -332,20 +333,23 @@ impl Index {
             .identities
             .iter()
             .map(|(name, impressions)| {
-                let embeddings: Vec<Vec<f32>> = impressions
+                let own: Vec<&Vec<f32>> = impressions
                     .iter()
-                    .filter_map(|i| i.embedding.clone())
+                    .filter_map(|i| i.embedding.as_ref())
                     .collect();
-                let centroid = embeddings.first().map(|first| {
+                let centroid = own.first().map(|first| {
                     let mut sum = vec![0.0f32; first.len()];
-                    for e in &embeddings {
-                        sum.iter_mut().zip(e).for_each(|(s, x)| *s += x);
+                    for e in &own {
+                        sum.iter_mut().zip(e.iter()).for_each(|(s, x)| *s += x);
                     }
                     crate::gallery::normalize(sum)
                 });
+                // The turned scans' templates count as the scans' own: the identity's
+                // network score is the best over all of them.
+                let turned = impressions.iter().flat_map(|i| i.turned.iter());
                 Entry {
                     name: name.clone(),
-                    embeddings,
+                    embeddings: own.into_iter().chain(turned).cloned().collect(),
                     centroid,
                     minutiae: impressions
                         .iter()
@@ -737,6 +741,7 @@ mod tests {
                 .map(|_| Impression {
                     embedding: None,
                     minutiae: Some(impression(&mut next)),
+                    turned: Vec::new(),
                 })
                 .collect();
             gallery.identities.insert(name.clone(), enrolled);

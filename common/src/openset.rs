@@ -596,6 +596,7 @@ mod tests {
                     .map(|i| Impression {
                         embedding: Some(unit(base + (i as f32 * 2.0).to_radians())),
                         minutiae: None,
+                        turned: Vec::new(),
                     })
                     .collect(),
             );
@@ -662,6 +663,7 @@ mod tests {
                     .map(|i| Impression {
                         embedding: None,
                         minutiae: Some(minutiae(finger + 1, 40, 4.0 * i as f32, 3.0 * i as f32)),
+                        turned: Vec::new(),
                     })
                     .collect(),
             );
@@ -765,6 +767,7 @@ mod tests {
                 vec![Impression {
                     embedding: Some(unit(angle)),
                     minutiae: None,
+                    turned: Vec::new(),
                 }],
             );
         }

@@ -131,6 +131,78 @@ impl Preprocessing {
         self.normalize_into(&self.resize_at(scan, sensor_dpi), &mut out);
         out
     }
+
+    /// Step (1) for the scan turned by `degrees` about its centre first
+    /// ([`turn`]; 0: exactly [`resize_at`](Self::resize_at)). Enrolment uses it
+    /// for the extra templates of [`ENROLMENT_TURNS_DEGREES`].
+    pub fn resize_turned_at(
+        &self,
+        scan: &GrayImage,
+        sensor_dpi: Option<u32>,
+        degrees: f32,
+    ) -> GrayImage {
+        if degrees == 0.0 {
+            return self.resize_at(scan, sensor_dpi);
+        }
+        self.resize_at(&turn(scan, degrees), sensor_dpi)
+    }
+
+    /// Both steps for the scan turned by `degrees` (see [`resize_turned_at`](Self::resize_turned_at)).
+    pub fn apply_turned_at(
+        &self,
+        scan: &GrayImage,
+        sensor_dpi: Option<u32>,
+        degrees: f32,
+    ) -> Vec<f32> {
+        let mut out = Vec::with_capacity(self.len());
+        self.normalize_into(&self.resize_turned_at(scan, sensor_dpi, degrees), &mut out);
+        out
+    }
+}
+
+/// The turns, in degrees, of each enrolled scan whose network templates a gallery keeps
+/// beside the scan's own: a finger is seldom laid twice at one angle (FVC2002's impressions
+/// of a finger differ by up to about 20 degrees), the network is only partly indifferent to
+/// that, and a probe compared with an enrolled scan turned its way scores as a probe laid
+/// alike. The probe itself is never turned, so identification costs one network pass as
+/// before. On the five real open-set splits (README, "Enrolment turns") these lifted the
+/// network's rank-1 from 78.6% to 81.1% of 360 genuine probes (int8), EER unchanged.
+pub const ENROLMENT_TURNS_DEGREES: [f32; 4] = [-20.0, -10.0, 10.0, 20.0];
+
+/// The scan turned by `degrees` (counter-clockwise as displayed, y down) about its centre,
+/// same size, bilinear, the background (the median of its border) where the turned scan has
+/// no source pixel. The window that preprocessing then cuts is centred on the print as
+/// found in the turned scan. (Turned about the print's centre instead, the network's rank-1
+/// on the real open-set splits was 2 points lower: 78.9% against 80.8% of 360 probes.)
+pub fn turn(scan: &GrayImage, degrees: f32) -> GrayImage {
+    let (w, h) = scan.dimensions();
+    if w == 0 || h == 0 {
+        return scan.clone();
+    }
+    let (cx, cy) = ((w as f32 - 1.0) / 2.0, (h as f32 - 1.0) / 2.0);
+    let background = f32::from(border_median(scan));
+    let (sin, cos) = degrees.to_radians().sin_cos();
+    let pixel = |x: i64, y: i64| -> f32 {
+        if x < 0 || y < 0 || x >= i64::from(w) || y >= i64::from(h) {
+            background
+        } else {
+            f32::from(scan.get_pixel(x as u32, y as u32).0[0])
+        }
+    };
+    GrayImage::from_fn(w, h, |x, y| {
+        // The source of an output pixel: the output turned back by -degrees.
+        let (dx, dy) = (x as f32 - cx, y as f32 - cy);
+        let sx = cx + cos * dx - sin * dy;
+        let sy = cy + sin * dx + cos * dy;
+        let (x0, y0) = (sx.floor(), sy.floor());
+        let (fx, fy) = (sx - x0, sy - y0);
+        let (x0, y0) = (x0 as i64, y0 as i64);
+        let value = pixel(x0, y0) * (1.0 - fx) * (1.0 - fy)
+            + pixel(x0 + 1, y0) * fx * (1.0 - fy)
+            + pixel(x0, y0 + 1) * (1.0 - fx) * fy
+            + pixel(x0 + 1, y0 + 1) * fx * fy;
+        Luma([value.round().clamp(0.0, 255.0) as u8])
+    })
 }
 
 /// Centres a non-square scan on a square canvas of its background value; `None` if square.
@@ -374,6 +446,38 @@ mod tests {
                 230
             }])
         })
+    }
+
+    #[test]
+    fn a_turn_moves_the_scan_about_its_centre_and_fills_the_background() {
+        // A print area (a fine checkerboard) with one dark mark right of the scan's centre.
+        let scan = GrayImage::from_fn(201, 201, |x, y| {
+            let inside = (60..140).contains(&x) && (60..140).contains(&y);
+            let mark = (128..133).contains(&x) && (98..103).contains(&y);
+            Luma([match (inside, mark) {
+                (_, true) => 0,
+                (true, false) => [60, 200][((x / 2 + y / 2) % 2) as usize],
+                (false, false) => 230,
+            }])
+        });
+        assert_eq!(turn(&scan, 0.0), scan);
+        let turned = turn(&scan, 90.0);
+        assert_eq!(turned.dimensions(), scan.dimensions());
+        // Counter-clockwise as displayed: the mark right of the centre goes above it.
+        let dark = |img: &GrayImage, x: u32, y: u32| img.get_pixel(x, y).0[0] < 30;
+        assert!(dark(&scan, 130, 100));
+        assert!(dark(&turned, 100, 70), "the mark went elsewhere");
+        assert!(!dark(&turned, 130, 100));
+        // A turn by 45 degrees brings corners of the scan from outside it: background.
+        let corner = turn(&scan, 45.0);
+        assert_eq!(corner.get_pixel(0, 0).0[0], 230);
+        // The network input of a turn of 0 is the plain one; a turn changes it.
+        let pre = Preprocessing {
+            resize: ResizePolicy::Window { side: 96 },
+            ..Preprocessing::imagenet(32)
+        };
+        assert_eq!(pre.apply_turned_at(&scan, None, 0.0), pre.apply(&scan));
+        assert_ne!(pre.apply_turned_at(&scan, None, 10.0), pre.apply(&scan));
     }
 
     #[test]

@@ -12,6 +12,7 @@ use crate::error::{At, IoError};
 use fingerprint_common::gallery::{normalize, Impression};
 use fingerprint_common::matcher::{Index, MatcherMode, Probe, Rule, SHIPPED_FUSION};
 use fingerprint_common::minutiae::{self, Minutia, Template};
+use fingerprint_common::preprocess::ENROLMENT_TURNS_DEGREES;
 use fingerprint_common::{Gallery, ScanLimits};
 use fingerprint_models::export::Backend;
 use fingerprint_models::formula;
@@ -158,6 +159,11 @@ fn bench_matching(engine: &Engine, m: &MatchBench, runs: usize) -> Result<MatchR
             .map(|_| Impression {
                 embedding: Some(random_unit(&mut rng)),
                 minutiae: Some(another_impression(base, &mut rng)),
+                // As many turned templates as an enrolment keeps: 1:N compares them all.
+                turned: ENROLMENT_TURNS_DEGREES
+                    .iter()
+                    .map(|_| random_unit(&mut rng))
+                    .collect(),
             })
             .collect();
         identities.insert(format!("person-{i:05}"), impressions);

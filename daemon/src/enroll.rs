@@ -7,6 +7,7 @@ use fingerprint_common::gallery::{
     agreement, check_name, GalleryError, GalleryLock, Impression, MIN_IMPRESSIONS,
 };
 use fingerprint_common::matcher::{MatcherMode, PairScores};
+use fingerprint_common::preprocess::ENROLMENT_TURNS_DEGREES;
 use fingerprint_common::{decode_scan, minutiae, DaemonConfig, Gallery, ScanLimits};
 
 use std::sync::Arc;
@@ -74,8 +75,12 @@ fn gallery_for(engine: Option<&Engine>, path: &Path) -> Result<Gallery, EnrollEr
     }
 }
 
+/// A scan's network template and those of the scan turned by each enrolment turn.
+type ScanTemplates = (Option<Vec<f32>>, Vec<Vec<f32>>);
+
 /// Enrols (or re-enrols, replacing its templates) `identity` from encoded scans given with a
-/// name each. Each impression keeps the network's template (when a model is loaded) and its
+/// name each. Each impression keeps the network's template (when a model is loaded) with
+/// those of the scan turned by each of `ENROLMENT_TURNS_DEGREES`, and its
 /// minutiae (required unless the matcher is the network alone: a scan with too few is
 /// refused, with the count). Every impression must match at least half of the others at the
 /// door's threshold, by the door's matcher (`gallery::agreement`): a scan of another finger
@@ -100,24 +105,36 @@ pub fn enroll(
             })
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let embeddings: Vec<Option<Vec<f32>>> = match engine {
+    // Each scan's template, then those of the scan turned by each enrolment turn.
+    let views = 1 + ENROLMENT_TURNS_DEGREES.len();
+    let templates: Vec<ScanTemplates> = match engine {
         Some(engine) => {
             let inputs: Vec<Vec<f32>> = images
                 .iter()
-                .map(|i| {
-                    engine
-                        .preprocessing()
-                        .apply_at(i, config.matcher.sensor_dpi)
+                .flat_map(|i| {
+                    std::iter::once(0.0)
+                        .chain(ENROLMENT_TURNS_DEGREES)
+                        .map(move |degrees| {
+                            engine.preprocessing().apply_turned_at(
+                                i,
+                                config.matcher.sensor_dpi,
+                                degrees,
+                            )
+                        })
                 })
                 .collect();
-            engine
+            let mut embeddings = engine
                 .embeddings(&inputs)
                 .map_err(EnrollError::Inference)?
-                .into_iter()
-                .map(Some)
+                .into_iter();
+            (0..images.len())
+                .map(|_| {
+                    let own = embeddings.next();
+                    (own, embeddings.by_ref().take(views - 1).collect())
+                })
                 .collect()
         }
-        None => vec![None; images.len()],
+        None => vec![(None, Vec::new()); images.len()],
     };
     let extracted: Vec<Result<minutiae::Template, minutiae::MinutiaeError>> = images
         .iter()
@@ -133,12 +150,13 @@ pub fn enroll(
             return Err(EnrollError::NoMinutiae(refused.join("; ")));
         }
     }
-    let impressions: Vec<Impression> = embeddings
+    let impressions: Vec<Impression> = templates
         .into_iter()
         .zip(extracted)
-        .map(|(embedding, m)| Impression {
+        .map(|((embedding, turned), m)| Impression {
             embedding,
             minutiae: m.ok(),
+            turned,
         })
         .collect();
 

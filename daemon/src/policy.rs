@@ -292,6 +292,7 @@ mod tests {
                     20
                 ],
             }),
+            turned: Vec::new(),
         };
         let mut g = Gallery::new(embedding.then_some("sha256:a"));
         g.version = version;

@@ -15,6 +15,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use base64::Engine as _;
 use fingerprint_common::gallery::{agreement, similarity, Impression};
+use fingerprint_common::preprocess::ENROLMENT_TURNS_DEGREES;
 use fingerprint_common::{DaemonConfig, Gallery, MatchMode, Verdict};
 use fingerprint_models::export::Quantization;
 use fingerprintd::engine::Engine;
@@ -32,6 +33,23 @@ fn embed(engine: &Engine, scans: &[Vec<u8>]) -> Result<Vec<Vec<f32>>> {
         .iter()
         .map(|s| encoded_scan_input(s, engine.preprocessing(), None, &limits))
         .collect::<Result<Vec<_>, _>>()?;
+    Ok(engine.embeddings(&inputs)?)
+}
+
+/// The templates of `scans` turned by each enrolment turn, as enrolment keeps them.
+fn embed_turned(engine: &Engine, scans: &[Vec<u8>]) -> Result<Vec<Vec<f32>>> {
+    let limits = fingerprint_common::ScanLimits::default();
+    let mut inputs = Vec::new();
+    for scan in scans {
+        let image = fingerprint_common::decode_scan(scan, &limits)?;
+        for degrees in ENROLMENT_TURNS_DEGREES {
+            inputs.push(
+                engine
+                    .preprocessing()
+                    .apply_turned_at(&image, None, degrees),
+            );
+        }
+    }
     Ok(engine.embeddings(&inputs)?)
 }
 
@@ -70,6 +88,11 @@ fn cast(model: &Path) -> Result<Cast> {
     let e = |s: &[Vec<u8>]| embed(&engine, s);
     let (ea, eb, es) = (e(&alice)?, e(&bob)?, e(&strangers)?);
     let ep = e(std::slice::from_ref(&alice_probe))?.remove(0);
+    // What the door compares a probe with: each enrolled scan's template and its turned ones.
+    let (ta, tb) = (
+        [ea.clone(), embed_turned(&engine, &alice)?].concat(),
+        [eb.clone(), embed_turned(&engine, &bob)?].concat(),
+    );
     let best = |probe: &[f32], set: &[Vec<f32>]| {
         set.iter()
             .map(|t| similarity(probe, t))
@@ -81,11 +104,11 @@ fn cast(model: &Path) -> Result<Cast> {
             .into_iter()
             .fold(f32::MAX, f32::min)
     };
-    let genuine = agreement(&ea).min(agreement(&eb)).min(best(&ep, &ea));
+    let genuine = agreement(&ea).min(agreement(&eb)).min(best(&ep, &ta));
     let impostor = es
         .iter()
-        .map(|s| best(s, &ea).max(best(s, &eb)))
-        .fold(best(&ep, &eb), f32::max);
+        .map(|s| best(s, &ta).max(best(s, &tb)))
+        .fold(best(&ep, &tb), f32::max);
     println!("lowest genuine {genuine:.4}, highest impostor {impostor:.4}");
     anyhow::ensure!(
         genuine > impostor,
@@ -192,6 +215,16 @@ async fn cli_enrolment_is_picked_up_by_the_running_service() -> Result<()> {
         "{text}"
     );
     assert!(!text.contains("eve") && !text.contains("carol"), "{text}");
+    // Each enrolled scan keeps the templates of its turned scans beside its own.
+    let enrolled = Gallery::load(&setup.config.gallery_path())?.context("no gallery")?;
+    for impression in &enrolled.identities["alice"] {
+        let own = impression.embedding.as_ref().context("no template")?;
+        assert_eq!(impression.turned.len(), ENROLMENT_TURNS_DEGREES.len());
+        assert!(impression
+            .turned
+            .iter()
+            .all(|t| t.len() == own.len() && t != own));
+    }
 
     // The service reloads the gallery within a second or so.
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -368,11 +401,15 @@ fn a_gallery_cut_short_mid_write_leaves_the_previous_one() -> Result<()> {
     let impression = |v: Vec<f32>| Impression {
         embedding: Some(v),
         minutiae: None,
+        turned: Vec::new(),
     };
+    // One impression with the templates of its turned scans: they are saved and read back.
+    let mut turned = impression(vec![0.6, 0.8]);
+    turned.turned = vec![vec![0.8, 0.6], vec![0.28, 0.96]];
     gallery.identities.insert(
         "alice".into(),
         vec![
-            impression(vec![0.6, 0.8]),
+            turned,
             impression(vec![1.0, 0.0]),
             impression(vec![0.0, 1.0]),
         ],

@@ -73,8 +73,8 @@ pub fn calibrate(
     device: &Device,
 ) -> Result<Option<(Calibration, crate::openset::OpenSetReport)>> {
     use crate::openset::{
-        calibration, embedding_only, enrol_first, first_per_identity, prints_of, rule, templates,
-        Comparisons, LabelledProbe,
+        add_enrolment_turns, calibration, embedding_only, enrol_first, first_per_identity,
+        prints_of, rule, templates, Comparisons, LabelledProbe,
     };
     use fingerprint_common::gallery::MIN_IMPRESSIONS;
     use fingerprint_common::matcher::{Index, MatcherMode, Probe};
@@ -101,21 +101,39 @@ pub fn calibrate(
         },
         identity,
     };
+    // Enrolled scans keep their turned scans' templates too, as `fingerprintd enroll` does:
+    // the threshold is set on the scores a door will see.
+    let embed_turned = |samples: &[crate::dataset::Sample], degrees: f32| {
+        let cache = ImageCache::load_turned(samples, pre, sensor_dpi, &limits, degrees, || {})?;
+        crate::evaluate::predict_embeddings(&classifier, &cache, pre, device, 16)
+    };
     let enrolled = first_per_identity(&split.enrollable_train(), MIN_IMPRESSIONS);
-    let (trained_gallery, _) = enrol_first(
-        named(&enrolled, &split.identities, embed(&enrolled)?),
+    let mut enrolled_impressions = named(&enrolled, &split.identities, embed(&enrolled)?);
+    add_enrolment_turns(
+        &enrolled,
+        &mut enrolled_impressions,
         MIN_IMPRESSIONS,
-    );
+        |_| true,
+        embed_turned,
+    )?;
+    let (trained_gallery, _) = enrol_first(enrolled_impressions, MIN_IMPRESSIONS);
     let val_probes: Vec<LabelledProbe> = named(&split.val, &split.identities, embed(&split.val)?)
         .into_iter()
         .map(|(name, impression)| network_probe(impression.embedding, Some(name)))
         .collect();
     // Held-out scans by identity, in split order (so the first ones are enrolled).
-    let held_out = named(
+    let mut held_out = named(
         &split.impostors,
         &split.impostor_names,
         embed(&split.impostors)?,
     );
+    add_enrolment_turns(
+        &split.impostors,
+        &mut held_out,
+        MIN_IMPRESSIONS,
+        |_| true,
+        embed_turned,
+    )?;
     let mut scans_of = vec![0usize; split.impostor_names.len()];
     split
         .impostors

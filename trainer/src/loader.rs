@@ -31,12 +31,25 @@ impl ImageCache {
         limits: &ScanLimits,
         on_done: impl Fn() + Sync,
     ) -> Result<Self, ScanError> {
+        Self::load_turned(samples, pre, sensor_dpi, limits, 0.0, on_done)
+    }
+
+    /// [`load`](Self::load) with every scan turned by `degrees` about its print first
+    /// ([`Preprocessing::resize_turned_at`]: an enrolment's turned templates).
+    pub fn load_turned(
+        samples: &[Sample],
+        pre: &Preprocessing,
+        sensor_dpi: Option<u32>,
+        limits: &ScanLimits,
+        degrees: f32,
+        on_done: impl Fn() + Sync,
+    ) -> Result<Self, ScanError> {
         let images = samples
             .par_iter()
             .map(|s| {
                 let scan = read_scan(&s.path, limits)?;
                 on_done();
-                Ok(pre.resize_at(&scan, sensor_dpi))
+                Ok(pre.resize_turned_at(&scan, sensor_dpi, degrees))
             })
             .collect::<Result<Vec<_>, ScanError>>()?;
         Ok(Self {

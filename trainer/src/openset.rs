@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use fingerprint_common::gallery::Impression;
 use fingerprint_common::matcher::{MatcherMode, Prints, Probe, Rule};
+use fingerprint_common::preprocess::ENROLMENT_TURNS_DEGREES;
 use fingerprint_common::Gallery;
 use fingerprint_models::export::Calibration;
 
@@ -39,6 +40,7 @@ pub fn embedding_only(embedding: Vec<f32>) -> Impression {
     Impression {
         embedding: Some(embedding),
         minutiae: None,
+        turned: Vec::new(),
     }
 }
 
@@ -54,6 +56,44 @@ pub fn first_per_identity(samples: &[Sample], k: usize) -> Vec<Sample> {
         })
         .cloned()
         .collect()
+}
+
+/// Gives the first `per_identity` impressions of each identity that `enrollable` accepts
+/// (in the order given, as [`enrol_first`] takes them) the network templates of their scans
+/// turned by each of [`ENROLMENT_TURNS_DEGREES`], as `fingerprintd enroll` keeps them.
+/// `embed_turned(scans, degrees)` gives the templates of `scans` turned by `degrees`;
+/// `samples[i]` is the scan of `impressions[i]`.
+pub fn add_enrolment_turns(
+    samples: &[Sample],
+    impressions: &mut [(String, Impression)],
+    per_identity: usize,
+    enrollable: impl Fn(&Impression) -> bool,
+    mut embed_turned: impl FnMut(&[Sample], f32) -> anyhow::Result<Vec<Vec<f32>>>,
+) -> anyhow::Result<()> {
+    let mut taken: BTreeMap<&str, usize> = BTreeMap::new();
+    let chosen: Vec<usize> = (0..impressions.len())
+        .filter(|&i| {
+            let (name, impression) = &impressions[i];
+            if !enrollable(impression) {
+                return false;
+            }
+            let n = taken.entry(name.as_str()).or_default();
+            *n += 1;
+            *n <= per_identity
+        })
+        .collect();
+    let scans: Vec<Sample> = chosen.iter().map(|&i| samples[i].clone()).collect();
+    for degrees in ENROLMENT_TURNS_DEGREES {
+        let templates = embed_turned(&scans, degrees)?;
+        anyhow::ensure!(
+            templates.len() == scans.len(),
+            "one template per turned scan"
+        );
+        for (&i, t) in chosen.iter().zip(templates) {
+            impressions[i].1.turned.push(t);
+        }
+    }
+    Ok(())
 }
 
 /// Builds a gallery from the first `per_identity` impressions of each identity (in the order
@@ -163,6 +203,48 @@ pub fn draw_det(report: &OpenSetReport, label: &str, path: &std::path::Path) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn enrolment_turns_go_to_the_enrolled_impressions_only() {
+        let sample = |identity: usize, n: usize| Sample {
+            path: format!("{identity}_{n}.png").into(),
+            identity,
+        };
+        let samples = vec![
+            sample(0, 1),
+            sample(0, 2),
+            sample(1, 1),
+            sample(0, 3),
+            sample(0, 4),
+        ];
+        let mut impressions: Vec<(String, Impression)> = samples
+            .iter()
+            .map(|s| (s.identity.to_string(), embedding_only(vec![1.0, 0.0])))
+            .collect();
+        // The second scan of finger 0 cannot be enrolled (as a scan without minutiae).
+        impressions[1].1.embedding = None;
+        let mut calls = Vec::new();
+        add_enrolment_turns(
+            &samples,
+            &mut impressions,
+            2,
+            |i| i.embedding.is_some(),
+            |scans, degrees| {
+                calls.push((scans.len(), degrees));
+                Ok(scans.iter().map(|_| vec![0.0, degrees]).collect())
+            },
+        )
+        .expect("turns");
+        assert_eq!(calls.len(), ENROLMENT_TURNS_DEGREES.len());
+        assert!(calls.iter().all(|&(n, _)| n == 3));
+        // Finger 0 enrols scans 1 and 3 (two enrollable); scan 4 is a probe.
+        let counts: Vec<usize> = impressions.iter().map(|(_, i)| i.turned.len()).collect();
+        assert_eq!(counts, vec![4, 0, 4, 4, 0]);
+        assert_eq!(
+            impressions[3].1.turned[1],
+            vec![0.0, ENROLMENT_TURNS_DEGREES[1]]
+        );
+    }
 
     #[test]
     fn galleries_take_the_first_impressions_and_probe_with_the_rest() {

@@ -15,8 +15,8 @@ use trainer::evaluate::{evaluate_probabilities, predict_embeddings, predict_prob
 use trainer::loader::ImageCache;
 use trainer::model::LoadedModel;
 use trainer::openset::{
-    draw_det, enrol_first, evaluate, first_per_identity, fit_door, probe_of, rule, LabelledProbe,
-    OpenSetReport,
+    add_enrolment_turns, draw_det, enrol_first, evaluate, first_per_identity, fit_door, probe_of,
+    rule, LabelledProbe, OpenSetReport,
 };
 use trainer::run::RunDir;
 
@@ -118,6 +118,10 @@ pub struct EvalArgs {
     /// Write the DET curve here (PNG).
     #[arg(long)]
     det: Option<PathBuf>,
+    /// Enrol each scan's network template alone, without those of the scan turned by
+    /// -20, -10, 10 and 20 degrees that `fingerprintd enroll` keeps beside it (to compare).
+    #[arg(long, requires = "open_set")]
+    no_enrolment_turns: bool,
 }
 
 pub fn run(args: EvalArgs) -> Result<()> {
@@ -221,12 +225,15 @@ pub fn run(args: EvalArgs) -> Result<()> {
 
 /// Impressions of `samples` as the matcher needs them, named by identity: the network's
 /// templates (with a model), minutiae (a scan with too few gets none: as a probe it cannot be
-/// matched, as an enrolment it is skipped, and the count is printed).
+/// matched, as an enrolment it is skipped, and the count is printed). The first `enrolled`
+/// scans of each identity that can be enrolled also get the templates of their turned scans,
+/// as `fingerprintd enroll` keeps them (unless --no-enrolment-turns).
 fn impressions(
     loaded: Option<&LoadedModel>,
     mode: MatcherMode,
     samples: &[Sample],
     names: &[String],
+    enrolled: usize,
     args: &EvalArgs,
     device: &candle_core::Device,
 ) -> Result<Vec<(String, Impression)>> {
@@ -268,7 +275,7 @@ fn impressions(
             samples.len()
         );
     }
-    Ok(samples
+    let mut impressions: Vec<(String, Impression)> = samples
         .iter()
         .zip(embeddings.into_iter().zip(minutiae))
         .map(|(s, (embedding, minutiae))| {
@@ -277,10 +284,27 @@ fn impressions(
                 Impression {
                     embedding,
                     minutiae,
+                    turned: Vec::new(),
                 },
             )
         })
-        .collect())
+        .collect();
+    if let (Some(loaded), true, false) = (loaded, mode.needs_network(), args.no_enrolment_turns) {
+        let pre = &loaded.preprocessing;
+        add_enrolment_turns(
+            samples,
+            &mut impressions,
+            enrolled,
+            |i| !mode.needs_minutiae() || i.minutiae.is_some(),
+            |scans, degrees| {
+                let cache =
+                    ImageCache::load_turned(scans, pre, args.sensor_dpi, &limits, degrees, || {})
+                        .context("reading scans")?;
+                predict_embeddings(&loaded.classifier(), &cache, pre, device, args.batch_size)
+            },
+        )?;
+    }
+    Ok(impressions)
 }
 
 fn load_root(root: &std::path::Path) -> Result<Dataset> {
@@ -306,17 +330,18 @@ fn open_set(
 ) -> Result<()> {
     let mode = args.matcher;
     let described = loaded.map_or("minutiae (no model)".to_string(), |l| l.description.clone());
-    let of = |samples: &[Sample], names: &[String]| {
-        impressions(loaded, mode, samples, names, args, device)
+    // `enrolled`: how many scans of each identity may be enrolled (they get turned templates).
+    let of = |samples: &[Sample], names: &[String], enrolled: usize| {
+        impressions(loaded, mode, samples, names, enrolled, args, device)
     };
     let (enrol, strangers, source) = match (&args.enroll_data, run) {
         (Some(root), _) => {
             let d = load_root(root)?;
-            let enrol = of(&d.samples, &d.identities)?;
+            let enrol = of(&d.samples, &d.identities, args.enroll_impressions)?;
             let strangers = match &args.strangers {
                 Some(root) => {
                     let s = load_root(root)?;
-                    of(&s.samples, &s.identities)?
+                    of(&s.samples, &s.identities, 0)?
                 }
                 None => Vec::new(),
             };
@@ -326,9 +351,9 @@ fn open_set(
             let split = run.split()?;
             // Enrol from training scans, probe with test scans: templates first.
             let templates = first_per_identity(&split.enrollable_train(), args.enroll_impressions);
-            let mut enrol = of(&templates, &split.identities)?;
-            enrol.extend(of(&split.test, &split.identities)?);
-            let strangers = of(&split.impostors, &split.impostor_names)?;
+            let mut enrol = of(&templates, &split.identities, args.enroll_impressions)?;
+            enrol.extend(of(&split.test, &split.identities, 0)?);
+            let strangers = of(&split.impostors, &split.impostor_names, 0)?;
             (
                 enrol,
                 strangers,
@@ -362,7 +387,7 @@ fn open_set(
     let door = match &args.calibrate_strangers {
         Some(root) => {
             let d = load_root(root)?;
-            let calibration: Vec<Probe> = of(&d.samples, &d.identities)?
+            let calibration: Vec<Probe> = of(&d.samples, &d.identities, 0)?
                 .iter()
                 .filter(|(_, i)| !mode.needs_minutiae() || i.minutiae.is_some())
                 .map(|(_, i)| probe_of(i))
