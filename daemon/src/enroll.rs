@@ -106,7 +106,6 @@ pub fn enroll(
         })
         .collect::<Result<Vec<_>, _>>()?;
     // Each scan's template, then those of the scan turned by each enrolment turn.
-    let views = 1 + ENROLMENT_TURNS_DEGREES.len();
     let templates: Vec<ScanTemplates> = match engine {
         Some(engine) => {
             let inputs: Vec<Vec<f32>> = images
@@ -130,7 +129,13 @@ pub fn enroll(
             (0..images.len())
                 .map(|_| {
                     let own = embeddings.next();
-                    (own, embeddings.by_ref().take(views - 1).collect())
+                    (
+                        own,
+                        embeddings
+                            .by_ref()
+                            .take(ENROLMENT_TURNS_DEGREES.len())
+                            .collect(),
+                    )
                 })
                 .collect()
         }

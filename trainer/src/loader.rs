@@ -34,7 +34,7 @@ impl ImageCache {
         Self::load_turned(samples, pre, sensor_dpi, limits, 0.0, on_done)
     }
 
-    /// [`load`](Self::load) with every scan turned by `degrees` about its print first
+    /// [`load`](Self::load) with every scan turned by `degrees` about its centre first
     /// ([`Preprocessing::resize_turned_at`]: an enrolment's turned templates).
     pub fn load_turned(
         samples: &[Sample],
