@@ -216,6 +216,11 @@ impl Gallery {
         self.model_digest.is_some() && self.impressions().all(|i| i.embedding.is_some())
     }
 
+    /// Some impression keeps turned templates ([`Impression::turned`]).
+    pub fn has_turned(&self) -> bool {
+        self.impressions().any(|i| !i.turned.is_empty())
+    }
+
     /// Every impression has its minutiae.
     pub fn has_minutiae(&self) -> bool {
         self.impressions().all(|i| i.minutiae.is_some())

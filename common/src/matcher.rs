@@ -257,6 +257,13 @@ pub struct Rule {
     /// cannot change a decision; an identity left early reports that impression's score, not
     /// its best, and is compared in full whenever another identity could outrank it.
     pub enough: Option<f32>,
+    /// Whether the enrolled scans' turned templates ([`Impression::turned`]) take part in the
+    /// network score. Off where the threshold in force was set on scores without them (a
+    /// calibration from before enrolment turns): more templates an identity means higher
+    /// best scores for strangers too, so such a threshold would let more of them in.
+    ///
+    /// [`Impression::turned`]: crate::gallery::Impression::turned
+    pub turned_templates: bool,
 }
 
 impl Rule {
@@ -317,6 +324,8 @@ struct Entry {
     name: String,
     /// The scans' templates, then their turned ones.
     embeddings: Vec<Vec<f32>>,
+    /// How many of `embeddings` are the scans' own.
+    own: usize,
     /// Mean of the scans' own templates, L2-normalised: the shortlist compares with this alone.
     centroid: Option<Vec<f32>>,
     minutiae: Vec<Prepared>,
@@ -349,6 +358,7 @@ impl Index {
                 let turned = impressions.iter().flat_map(|i| i.turned.iter());
                 Entry {
                     name: name.clone(),
+                    own: own.len(),
                     embeddings: own.into_iter().chain(turned).cloned().collect(),
                     centroid,
                     minutiae: impressions
@@ -437,7 +447,12 @@ impl Index {
         }
         let network = |e: &Entry| -> Option<f32> {
             let p = probe.embedding.as_ref()?;
-            e.embeddings
+            let compared = if rule.turned_templates {
+                e.embeddings.len()
+            } else {
+                e.own
+            };
+            e.embeddings[..compared]
                 .iter()
                 .map(|t| similarity(p, t))
                 .reduce(f32::max)
@@ -660,6 +675,38 @@ mod tests {
     }
 
     #[test]
+    fn turned_templates_count_only_where_the_rule_takes_them() {
+        use crate::gallery::Impression;
+        let mut gallery = Gallery::new(Some("sha256:model"));
+        gallery.identities.insert(
+            "alice".into(),
+            vec![Impression {
+                embedding: Some(vec![1.0, 0.0]),
+                minutiae: None,
+                turned: vec![vec![0.0, 1.0]],
+            }],
+        );
+        assert!(gallery.has_turned());
+        let index = Index::new(&gallery);
+        // A probe like the turned template alone.
+        let probe = Probe {
+            embedding: Some(vec![0.0, 1.0]),
+            minutiae: None,
+        };
+        let rule = |turned_templates| Rule {
+            mode: MatcherMode::Network,
+            fusion: SHIPPED_FUSION,
+            shortlist: 5,
+            exhaustive_below: 200,
+            enough: None,
+            turned_templates,
+        };
+        let score = |turned| index.rank(&probe, None, &rule(turned))[0].score;
+        assert!((score(true) - 1.0).abs() < 1e-6);
+        assert!(score(false).abs() < 1e-6);
+    }
+
+    #[test]
     fn enough_clears_the_threshold_whatever_the_network_says() {
         let rule = |mode, fusion| Rule {
             mode,
@@ -667,6 +714,7 @@ mod tests {
             shortlist: 5,
             exhaustive_below: 200,
             enough: None,
+            turned_templates: true,
         };
         assert_eq!(
             rule(MatcherMode::Minutiae, SHIPPED_FUSION).enough_for(4.5),
@@ -762,6 +810,7 @@ mod tests {
             shortlist: 5,
             exhaustive_below: 200,
             enough: None,
+            turned_templates: true,
         };
         let mut stopped_early = 0;
         for threshold in [5.0f32, 20.0, 60.0] {

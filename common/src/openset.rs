@@ -432,6 +432,7 @@ pub fn fit_door(
         shortlist: usize::MAX,
         exhaustive_below: usize::MAX,
         enough: None,
+        turned_templates: true,
     };
     let impostor: Vec<Vec<(Option<f32>, Option<f32>)>> = strangers
         .iter()
@@ -789,6 +790,7 @@ mod tests {
             shortlist: 5,
             exhaustive_below: 100,
             enough: None,
+            turned_templates: true,
         };
         let mut comparisons = Comparisons::default();
         comparisons.add(&Index::new(&gallery), 2, &rule, &probes);

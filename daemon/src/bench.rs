@@ -181,6 +181,7 @@ fn bench_matching(engine: &Engine, m: &MatchBench, runs: usize) -> Result<MatchR
         shortlist: defaults.shortlist,
         exhaustive_below: defaults.exhaustive_below,
         enough: None,
+        turned_templates: true,
     };
     let (mut one, mut many) = (Vec::new(), Vec::new());
     for r in 0..runs.max(3) {

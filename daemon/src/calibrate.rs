@@ -147,6 +147,7 @@ pub fn calibrate(
             .then(|| minutiae::COMPARATOR.to_string()),
         threshold: fit.threshold,
         basis: Some(fit.basis),
+        enrolment_turns: gallery.has_turned(),
         target_far,
         far: fit.far,
         frr: fit.frr,

@@ -39,6 +39,11 @@ pub struct DoorCalibration {
     /// What set the threshold; absent in calibrations from before it was recorded.
     #[serde(default)]
     pub basis: Option<ThresholdBasis>,
+    /// Whether the gallery it was fitted with kept turned templates (enrolment turns); false
+    /// in calibrations from before them. Where false, the door leaves the turned templates
+    /// out of its scores, which then are those the threshold was set on.
+    #[serde(default)]
+    pub enrolment_turns: bool,
     pub target_far: f64,
     /// Share of the strangers' scans accepted at the threshold.
     pub far: f64,
@@ -203,7 +208,9 @@ pub fn resolve(
     };
     let shipped_source = "shipped, calibrated on real impostor pairs (README: \"Thresholds that hold on real strangers\")";
     let configured = "the configuration (matcher.threshold)";
-    let (fusion, threshold, source) = match mode {
+    // Whether the threshold in force was set on scores with the gallery's turned templates
+    // (the calibrations record it; a configured threshold is the installer's own measure).
+    let (fusion, threshold, source, turned_templates) = match mode {
         MatcherMode::Network => {
             let model_calibration = engine.and_then(|e| e.manifest.calibration.as_ref());
             if let Some(t) = config.model.match_threshold {
@@ -211,9 +218,15 @@ pub fn resolve(
                     SHIPPED_FUSION,
                     t,
                     "the configuration (model.match_threshold)".to_string(),
+                    true,
                 )
             } else if let Some(d) = door {
-                (SHIPPED_FUSION, d.threshold, door_source(d))
+                (
+                    SHIPPED_FUSION,
+                    d.threshold,
+                    door_source(d),
+                    d.enrolment_turns,
+                )
             } else if let Some(c) = model_calibration {
                 let t = c.similarity_threshold;
                 let source = match c.prints {
@@ -224,44 +237,54 @@ pub fn resolve(
                     Some(_) => "the model's calibration, on synthetic prints (allowed by matcher.accept_synthetic_threshold)".to_string(),
                     None => "the model's calibration (prints of unknown origin: check it with fingerprintd calibrate)".to_string(),
                 };
-                (SHIPPED_FUSION, t, source)
+                (SHIPPED_FUSION, t, source, c.enrolment_turns)
             } else {
                 (
                     SHIPPED_FUSION,
                     FALLBACK_MATCH_THRESHOLD,
                     "the strict fallback (no calibration anywhere)".to_string(),
+                    true,
                 )
             }
         }
         MatcherMode::Minutiae => match (config.matcher.threshold, door) {
-            (Some(t), _) => (SHIPPED_FUSION, t, configured.to_string()),
-            (None, Some(d)) => (SHIPPED_FUSION, d.threshold, door_source(d)),
+            (Some(t), _) => (SHIPPED_FUSION, t, configured.to_string(), true),
+            (None, Some(d)) => (SHIPPED_FUSION, d.threshold, door_source(d), true),
             (None, None) => (
                 SHIPPED_FUSION,
                 SHIPPED_MINUTIAE_THRESHOLD,
                 shipped_source.to_string(),
+                true,
             ),
         },
         MatcherMode::Fused => {
             let fusion = door.and_then(|d| d.fusion).unwrap_or(SHIPPED_FUSION);
             match (config.matcher.threshold, door) {
-                (Some(t), _) => (fusion, t, configured.to_string()),
-                (None, Some(d)) => (fusion, d.threshold, door_source(d)),
+                (Some(t), _) => (fusion, t, configured.to_string(), true),
+                (None, Some(d)) => (fusion, d.threshold, door_source(d), d.enrolment_turns),
+                // The shipped rule gives the network no weight: its templates only shortlist.
                 (None, None) => (
                     SHIPPED_FUSION,
                     shipped_fused_threshold(),
                     format!("{shipped_source}; the network only shortlists until the door is calibrated"),
+                    true,
                 ),
             }
         }
     };
-    let source = source + &stale;
+    let left_out = if gallery.has_turned() && !turned_templates {
+        "; the gallery's turned templates are left out: this threshold was set without them (run `fingerprintd calibrate` to use them)"
+    } else {
+        ""
+    };
+    let source = source + &stale + left_out;
     let mut rule = Rule {
         mode,
         fusion,
         shortlist: config.matcher.shortlist,
         exhaustive_below: config.matcher.exhaustive_below,
         enough: None,
+        turned_templates,
     };
     rule.enough = rule.enough_for(threshold);
     Ok(MatchPolicy {
@@ -345,6 +368,7 @@ mod tests {
             minutiae_comparator: Some(minutiae::COMPARATOR.into()),
             threshold: 61.0,
             basis: Some(ThresholdBasis::Strangers),
+            enrolment_turns: true,
             target_far: 0.001,
             far: 0.0,
             frr: 0.05,
@@ -379,10 +403,18 @@ mod tests {
         assert!(stale.source.contains("BOZORTH3"), "{}", stale.source);
         let old_json = serde_json::to_string(&bozorth_door)
             .expect("json")
-            .replace(",\"minutiae_comparator\":null", "");
-        assert!(!old_json.contains("minutiae_comparator"));
+            .replace(",\"minutiae_comparator\":null", "")
+            .replace(",\"enrolment_turns\":true", "");
+        assert!(!old_json.contains("minutiae_comparator") && !old_json.contains("enrolment_turns"));
         let parsed: DoorCalibration = serde_json::from_str(&old_json).expect("an old file parses");
-        assert_eq!(parsed, bozorth_door);
+        // A calibration from before enrolment turns was set without turned templates.
+        assert_eq!(
+            parsed,
+            DoorCalibration {
+                enrolment_turns: false,
+                ..bozorth_door
+            }
+        );
         config.matcher.threshold = Some(70.0);
         let configured = resolve(&config, None, &g, Some(&door)).expect("policy");
         assert_eq!(configured.threshold, 70.0);

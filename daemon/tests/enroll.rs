@@ -15,6 +15,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use base64::Engine as _;
 use fingerprint_common::gallery::{agreement, similarity, Impression};
+use fingerprint_common::matcher::Prints;
 use fingerprint_common::preprocess::ENROLMENT_TURNS_DEGREES;
 use fingerprint_common::{DaemonConfig, Gallery, MatchMode, Verdict};
 use fingerprint_models::export::Quantization;
@@ -490,20 +491,20 @@ async fn a_gallery_from_before_minutiae_loads_and_decides_network_only() -> Resu
     Ok(())
 }
 
-/// A network threshold calibrated on synthetic prints is not applied to a door's scans unless
-/// the installer says so: the service refuses to start on it, naming the ways out.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_synthetic_network_threshold_is_refused_without_an_override() -> Result<()> {
-    let synthetic = fingerprint_models::export::Calibration {
+/// A test door whose model carries a network calibration (threshold 0.9) on `prints`,
+/// enrolled with turned templates or not, and its cast.
+fn calibrated_setup(prints: Prints, enrolment_turns: bool) -> Result<(Setup, Cast)> {
+    let calibration = fingerprint_models::export::Calibration {
         similarity_threshold: 0.9,
         target_far: 0.001,
         far: 0.0,
         frr: 0.1,
         genuine_scores: 100,
         impostor_scores: 200,
-        prints: Some(fingerprint_common::matcher::Prints::Synthetic),
+        prints: Some(prints),
+        enrolment_turns,
     };
-    let mut setup = Setup::with_model(|path| {
+    let setup = Setup::with_model(|path| {
         write_model_calibrated(
             path,
             fingerprint_models::Arch::ResNet18,
@@ -511,13 +512,15 @@ async fn a_synthetic_network_threshold_is_refused_without_an_override() -> Resul
             32,
             Quantization::F32,
             0.0,
-            Some(synthetic),
+            Some(calibration),
         )
     })?;
     let cast = cast(&setup.model)?;
-    // Enrolled under an explicit threshold, as an installer would after measuring.
-    setup.config.model.match_threshold = Some(cast.threshold);
-    let engine = Engine::load(&setup.model, "cpu", None)?;
+    Ok((setup, cast))
+}
+
+/// Enrols the cast's alice from her three scans with `fingerprintd enroll`'s code.
+fn enrol_alice(engine: &Engine, setup: &Setup, cast: &Cast) -> Result<()> {
     let named: Vec<(String, Vec<u8>)> = cast
         .alice
         .iter()
@@ -525,12 +528,24 @@ async fn a_synthetic_network_threshold_is_refused_without_an_override() -> Resul
         .map(|(i, s)| (format!("alice-{i}"), s.clone()))
         .collect();
     fingerprintd::enroll::enroll(
-        Some(&engine),
+        Some(engine),
         &setup.config,
         "alice",
         &named,
         &fingerprint_common::ScanLimits::default(),
     )?;
+    Ok(())
+}
+
+/// A network threshold calibrated on synthetic prints is not applied to a door's scans unless
+/// the installer says so: the service refuses to start on it, naming the ways out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_synthetic_network_threshold_is_refused_without_an_override() -> Result<()> {
+    let (mut setup, cast) = calibrated_setup(Prints::Synthetic, true)?;
+    // Enrolled under an explicit threshold, as an installer would after measuring.
+    setup.config.model.match_threshold = Some(cast.threshold);
+    let engine = Engine::load(&setup.model, "cpu", None)?;
+    enrol_alice(&engine, &setup, &cast)?;
     // Without it, the model's synthetic calibration would decide: refused.
     setup.config.model.match_threshold = None;
     let refused = Service::start(setup.config.clone()).await;
@@ -546,5 +561,30 @@ async fn a_synthetic_network_threshold_is_refused_without_an_override() -> Resul
     assert_eq!(d.threshold, 0.9);
     assert_eq!(d.matcher, Some(fingerprint_common::MatcherMode::Network));
     service.shutdown().await?;
+    Ok(())
+}
+
+/// A threshold is applied to the scores it was set on: a model calibrated before enrolment
+/// turns (its calibration does not say it enrolled with them) leaves a gallery's turned
+/// templates out of the comparison, and the threshold's source in the log says so; a model
+/// calibrated with them uses them.
+#[test]
+fn a_threshold_set_without_turned_templates_leaves_them_out() -> Result<()> {
+    for enrolment_turns in [false, true] {
+        let (setup, cast) = calibrated_setup(Prints::Real, enrolment_turns)?;
+        let engine = Engine::load(&setup.model, "cpu", None)?;
+        enrol_alice(&engine, &setup, &cast)?;
+        let gallery = Gallery::load(&setup.config.gallery_path())?.context("no gallery")?;
+        assert!(gallery.has_turned());
+        let policy = fingerprintd::policy::resolve(&setup.config, Some(&engine), &gallery, None)?;
+        assert_eq!(policy.threshold, 0.9);
+        assert_eq!(policy.rule.turned_templates, enrolment_turns);
+        assert_eq!(
+            policy.source.contains("turned templates are left out"),
+            !enrolment_turns,
+            "{}",
+            policy.source
+        );
+    }
     Ok(())
 }

@@ -32,6 +32,7 @@ pub fn rule(mode: MatcherMode, fusion: fingerprint_common::matcher::Fusion) -> R
         shortlist: usize::MAX,
         exhaustive_below: usize::MAX,
         enough: None,
+        turned_templates: true,
     }
 }
 
@@ -142,8 +143,14 @@ pub fn templates(gallery: &Gallery) -> usize {
     gallery.identities.values().map(Vec::len).sum()
 }
 
-/// The calibration a report implies, for the manifest, with what its scans were.
-pub fn calibration(report: &OpenSetReport, target_far: f64, prints: Prints) -> Calibration {
+/// The calibration a report implies, for the manifest, with what its scans were and whether
+/// its enrolled scans kept turned templates.
+pub fn calibration(
+    report: &OpenSetReport,
+    target_far: f64,
+    prints: Prints,
+    enrolment_turns: bool,
+) -> Calibration {
     Calibration {
         similarity_threshold: report.threshold,
         target_far,
@@ -152,6 +159,7 @@ pub fn calibration(report: &OpenSetReport, target_far: f64, prints: Prints) -> C
         genuine_scores: report.genuine_probes,
         impostor_scores: report.impostor_probes,
         prints: Some(prints),
+        enrolment_turns,
     }
 }
 

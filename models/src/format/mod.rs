@@ -103,6 +103,12 @@ pub struct Calibration {
     /// real ones. None in models exported before this was recorded (unknown).
     #[serde(default)]
     pub prints: Option<fingerprint_common::matcher::Prints>,
+    /// Whether the calibration's enrolled scans kept their turned templates
+    /// ([`ENROLMENT_TURNS_DEGREES`](fingerprint_common::preprocess::ENROLMENT_TURNS_DEGREES))
+    /// as a door's gallery does. False in models exported before this was recorded: a door
+    /// applying such a threshold leaves its gallery's turned templates out.
+    #[serde(default)]
+    pub enrolment_turns: bool,
 }
 
 /// What a daemon needs to know about a model besides its weights.
@@ -375,4 +381,25 @@ fn expected_tensors(
     }
     add("fc", classes, vec![classes, arch.feature_dim()]);
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_calibration_from_before_enrolment_turns_reads_as_set_without_them() {
+        let old = r#"{"similarity_threshold":0.7,"target_far":0.001,"far":0.0,"frr":0.1,
+            "genuine_scores":10,"impostor_scores":20,"prints":"real"}"#;
+        let parsed: Calibration = serde_json::from_str(old).expect("an old calibration parses");
+        assert!(!parsed.enrolment_turns);
+        assert_eq!(parsed.similarity_threshold, 0.7);
+        let now = Calibration {
+            enrolment_turns: true,
+            ..parsed
+        };
+        let json = serde_json::to_string(&now).expect("json");
+        let back: Calibration = serde_json::from_str(&json).expect("round trip");
+        assert!(back.enrolment_turns);
+    }
 }
