@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
 # The method's closed set on real prints (README, "A backbone pretrained on a GPU"; issue 21):
-# per finger 3 training, 1 validation and 4 test scans (seed 0), a ResNet-18 fine-tuned at the
-# ridge scale the shipped backbone learned (4 input pixels a ridge, windows of fixed physical
-# size: --sensor-dpi 500, no mirrored prints), once from the shipped backbone and once from
-# scratch, exported to int8 and tested in f32 and int8. Sets of ../shared/datasets (never part
-# of the project): FVC2002 DB1-3_B together (30 fingers), Neurotechnology's CrossMatch (51) and
-# U.are.U (65) samples. Prints a Markdown table; each run folder stays in OUT.
+# per finger 1 validation and 4 test scans (TEST=N for another count), the rest training
+# (seed 0), a ResNet-18 fine-tuned at the ridge scale the shipped backbone learned (4 input
+# pixels a ridge, windows of fixed physical size: --sensor-dpi 500, no mirrored prints), once
+# from the shipped backbone and once from scratch, exported to int8 and tested in f32 and
+# int8. Sets of ../shared/datasets (never part of the project): FVC2002 DB1-3_B together (30
+# fingers, `fvc2002`) or each alone as FVC reports them (10 fingers of one sensor: `db1_b`,
+# `db2_b`, `db3_b`), Neurotechnology's CrossMatch (51) and U.are.U (65) samples. Prints a
+# Markdown table; each run folder stays in OUT.
 # Usage: scripts/real-closedset.sh [OUT] (default runs/real-closedset); SIZE=144 (input side),
 # SETS="fvc2002 crossmatch uareu", STARTS="backbone scratch" (or NAME:CHECKPOINT, a candidate
 # backbone's `best.safetensors`, as --pretrained), DATASETS=..., BIN_DIR=... (binaries
-# already built: no build here), EPOCHS=N (instead of each set's schedule: a dry run). On 2
+# already built: no build here), EPOCHS=N (instead of each set's schedule: a dry run), TEST=N
+# (test scans per finger, default 4, the method's; another count wants another OUT). On 2
 # cores at SIZE=144: FVC2002 about 12 minutes a run, CrossMatch 15, U.are.U 25.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,6 +21,7 @@ data=${DATASETS:-../shared/datasets}
 size=${SIZE:-144}
 sets=${SETS:-fvc2002 crossmatch uareu}
 starts=${STARTS:-backbone scratch}
+test=${TEST:-4}
 [ -n "${BIN_DIR:-}" ] || cargo build --release -p trainer
 trainer=${BIN_DIR:-target/release}/trainer
 mkdir -p "$out"
@@ -25,9 +29,11 @@ for set in $sets; do
     case $set in
         fvc2002) roots=(--data "$data/fvc2002/DB1_B" --data "$data/fvc2002/DB2_B" --data "$data/fvc2002/DB3_B")
                  schedule=(--epochs 30 --patience 10) ;;
+        db1_b|db2_b|db3_b) roots=(--data "$data/fvc2002/${set^^}")
+                 schedule=(--epochs 30 --patience 10) ;;
         crossmatch|uareu) roots=(--data "$data/neurotech/$set")
                  schedule=(--epochs 20 --patience 8) ;;
-        *) echo "unknown set $set (fvc2002, crossmatch, uareu)" >&2; exit 1 ;;
+        *) echo "unknown set $set (fvc2002, db1_b, db2_b, db3_b, crossmatch, uareu)" >&2; exit 1 ;;
     esac
     [ -n "${EPOCHS:-}" ] && schedule=(--epochs "$EPOCHS" --patience 0)
     for start in $starts; do
@@ -46,6 +52,7 @@ for set in $sets; do
         "$trainer" train "${roots[@]}" --out "$run" --arch resnet18 --size "$size" \
             --resize ridge-scale --ridge-period 4.0 --sensor-dpi 500 --no-flip \
             --batch-size 16 --lr 3e-4 --seed 0 --impostors 0 "${schedule[@]}" \
+            --test-per-identity "$test" --val-per-identity 1 \
             --export int8 "${init[@]}" > "$run.log" 2>&1 || { tail -n 20 "$run.log" >&2; exit 1; }
     done
 done
