@@ -8,10 +8,10 @@ use fingerprint_common::DaemonConfig;
 use tokio::sync::mpsc;
 
 use crate::decide::{decide_batch, Matcher, Settings};
-use crate::engine::EngineSlot;
-use crate::gallery::GallerySlot;
+use crate::engine::{Engine, EngineSlot};
+use crate::gallery::{GallerySlot, LiveGallery};
 use crate::job::{Job, Origin, Outcome, ScanRequest};
-use crate::policy;
+use crate::policy::{self, MatchPolicy, PolicyError};
 
 /// Counts kept by the worker, for logs, tests and benchmarks.
 #[derive(Clone, Default)]
@@ -49,6 +49,7 @@ pub fn spawn(
         .name("inference".into())
         .spawn(move || {
             let mut announced = None;
+            let mut policies = PolicyCache::default();
             while let Some(first) = jobs.blocking_recv() {
                 let mut batch = vec![first];
                 while batch.len() < config.max_batch {
@@ -61,16 +62,9 @@ pub fn spawn(
                 let (scans, origins): (Vec<ScanRequest>, Vec<Origin>) =
                     batch.into_iter().map(|j| (j.scan, j.origin)).unzip();
                 let gallery = gallery.current();
-                let policy = gallery.as_ref().map(|g| {
-                    policy::resolve(
-                        &config.config,
-                        engine.as_deref(),
-                        &g.gallery,
-                        g.door.as_ref(),
-                    )
-                });
-                announce(&mut announced, policy.as_ref());
-                let matcher = match (&gallery, &policy) {
+                let policy = policies.get(&config.config, &engine, &gallery);
+                announce(&mut announced, policy);
+                let matcher = match (&gallery, policy) {
                     (Some(g), Some(Ok(policy))) => Matcher::Gallery {
                         index: &g.index,
                         policy,
@@ -94,12 +88,53 @@ pub fn spawn(
         })
 }
 
+/// The match policy of the engine and gallery in use, resolved again only when either is
+/// replaced (a model reload, an enrolment, a calibration): resolving walks every template of
+/// the gallery, which at 10,000 identities is not work to repeat for every batch.
+#[derive(Default)]
+struct PolicyCache {
+    /// What the policy was resolved for; holding them keeps their addresses from being reused.
+    resolved_for: Option<(Option<Arc<Engine>>, Arc<LiveGallery>)>,
+    policy: Option<Result<MatchPolicy, PolicyError>>,
+}
+
+impl PolicyCache {
+    /// The policy for `engine` and `gallery` (None: nothing enrolled).
+    fn get(
+        &mut self,
+        config: &DaemonConfig,
+        engine: &Option<Arc<Engine>>,
+        gallery: &Option<Arc<LiveGallery>>,
+    ) -> Option<&Result<MatchPolicy, PolicyError>> {
+        let Some(live) = gallery else {
+            self.resolved_for = None;
+            self.policy = None;
+            return None;
+        };
+        let same = self.resolved_for.as_ref().is_some_and(|(e, g)| {
+            Arc::ptr_eq(g, live)
+                && match (e, engine) {
+                    (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                    (None, None) => true,
+                    _ => false,
+                }
+        });
+        if !same {
+            self.policy = Some(policy::resolve(
+                config,
+                engine.as_deref(),
+                &live.gallery,
+                live.door.as_ref(),
+            ));
+            self.resolved_for = Some((engine.clone(), live.clone()));
+        }
+        self.policy.as_ref()
+    }
+}
+
 /// Logs the matcher and threshold in force whenever they change (an enrolment, a
 /// calibration, a model reload).
-fn announce(
-    announced: &mut Option<String>,
-    policy: Option<&Result<crate::policy::MatchPolicy, crate::policy::PolicyError>>,
-) {
+fn announce(announced: &mut Option<String>, policy: Option<&Result<MatchPolicy, PolicyError>>) {
     let line = match policy {
         None => "no identities enrolled: deciding with the model's classes".to_string(),
         Some(Ok(p)) => format!(
@@ -148,6 +183,73 @@ mod tests {
             },
             origin: Origin::File(format!("/sensor/{id}").into()),
         }
+    }
+
+    /// A replaced gallery (an enrolment, a door calibration) gets its own policy, and losing
+    /// every identity leaves none: the cache never serves the policy of a gallery gone.
+    #[test]
+    fn the_policy_follows_the_gallery_in_use() -> anyhow::Result<()> {
+        use fingerprint_common::gallery::{Gallery, Impression};
+        use fingerprint_common::matcher::Index;
+        use fingerprint_common::matcher::{MatcherMode, SHIPPED_MINUTIAE_THRESHOLD};
+        use fingerprint_common::minutiae::{Minutia, Template, COMPARATOR};
+
+        let mut config = DaemonConfig::parse(DEFAULT_CONFIG, Path::new("default"))?;
+        config.matcher.mode = MatcherMode::Minutiae;
+        config.model.path = None;
+        let mut gallery = Gallery::new(None);
+        let minutia = Minutia {
+            x: 1,
+            y: 2,
+            theta: 3,
+            quality: 50,
+        };
+        let impression = Impression {
+            embedding: None,
+            minutiae: Some(Template {
+                minutiae: vec![minutia; 20],
+            }),
+            turned: Vec::new(),
+        };
+        gallery
+            .identities
+            .insert("alice".into(), vec![impression; 3]);
+        let live = |door| {
+            Some(Arc::new(LiveGallery {
+                index: Index::new(&gallery),
+                gallery: gallery.clone(),
+                door,
+            }))
+        };
+        let door = policy::DoorCalibration {
+            mode: MatcherMode::Minutiae,
+            model_digest: None,
+            fusion: None,
+            minutiae_comparator: Some(COMPARATOR.into()),
+            threshold: 61.0,
+            basis: None,
+            enrolment_turns: true,
+            target_far: 0.001,
+            far: 0.0,
+            frr: 0.05,
+            genuine_scores: 30,
+            stranger_scans: 200,
+            strangers: "/srv/strangers".into(),
+            created: "2026-12-02T00:00:00Z".into(),
+        };
+        let (shipped, calibrated) = (live(None), live(Some(door)));
+        let mut cache = PolicyCache::default();
+        let mut threshold = |g: &Option<Arc<LiveGallery>>| {
+            cache
+                .get(&config, &None, g)
+                .map(|p| p.as_ref().map(|p| p.threshold).map_err(|e| e.to_string()))
+        };
+        assert_eq!(threshold(&shipped), Some(Ok(SHIPPED_MINUTIAE_THRESHOLD)));
+        assert_eq!(threshold(&shipped), Some(Ok(SHIPPED_MINUTIAE_THRESHOLD)));
+        assert_eq!(threshold(&calibrated), Some(Ok(61.0)));
+        assert_eq!(threshold(&shipped), Some(Ok(SHIPPED_MINUTIAE_THRESHOLD)));
+        assert_eq!(threshold(&None), None);
+        Ok(())
     }
 
     /// Each job gives one outcome, in order, with its own origin; a scan that cannot be
