@@ -216,5 +216,23 @@ fn a_background_class_is_trained_never_enrolled_and_calibrated_for_the_trained_f
             .arg(&run),
     )?)?;
     assert_eq!(report["enrolled_identities"], 2, "the background is nobody");
+    // More scans asked than a finger has for training: all its training scans are enrolled,
+    // never a test scan, which stays a probe.
+    let every_training_scan: serde_json::Value = serde_json::from_str(&stdout_of(
+        trainer_command()
+            .args([
+                "eval",
+                "--open-set",
+                "--json",
+                "--enroll-impressions",
+                "100",
+            ])
+            .arg("--run")
+            .arg(&run),
+    )?)?;
+    assert!(report["genuine_probes"].as_u64().is_some_and(|n| n > 0));
+    for field in ["enrolled_identities", "templates", "genuine_probes"] {
+        assert_eq!(every_training_scan[field], report[field], "{field}");
+    }
     Ok(())
 }

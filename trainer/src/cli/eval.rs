@@ -334,7 +334,9 @@ fn open_set(
     let of = |samples: &[Sample], names: &[String], enrolled: usize| {
         impressions(loaded, mode, samples, names, enrolled, args, device)
     };
-    let (enrol, strangers, source) = match (&args.enroll_data, run) {
+    // `enrol`: candidates for the gallery, the first --enroll-impressions of each identity
+    // (the rest are probes); `probes_of_enrolled`: scans that are probes whatever the count.
+    let (enrol, probes_of_enrolled, strangers, source) = match (&args.enroll_data, run) {
         (Some(root), _) => {
             let d = load_root(root)?;
             let enrol = of(&d.samples, &d.identities, args.enroll_impressions)?;
@@ -345,17 +347,24 @@ fn open_set(
                 }
                 None => Vec::new(),
             };
-            (enrol, strangers, format!("fingers of {}", root.display()))
+            (
+                enrol,
+                Vec::new(),
+                strangers,
+                format!("fingers of {}", root.display()),
+            )
         }
         (None, Some(run)) => {
             let split = run.split()?;
-            // Enrol from training scans, probe with test scans: templates first.
+            // Enrol from training scans, probe with test scans: a test scan is never enrolled,
+            // even where a finger has fewer usable training scans than asked.
             let templates = first_per_identity(&split.enrollable_train(), args.enroll_impressions);
-            let mut enrol = of(&templates, &split.identities, args.enroll_impressions)?;
-            enrol.extend(of(&split.test, &split.identities, 0)?);
+            let enrol = of(&templates, &split.identities, args.enroll_impressions)?;
+            let tests = of(&split.test, &split.identities, 0)?;
             let strangers = of(&split.impostors, &split.impostor_names, 0)?;
             (
                 enrol,
+                tests,
                 strangers,
                 format!("the split of {}", run.0.display()),
             )
@@ -380,6 +389,14 @@ fn open_set(
             .collect()
     };
     let (gallery, mut probes) = enrol_first(enrol, args.enroll_impressions);
+    probes.extend(
+        probes_of_enrolled
+            .iter()
+            .map(|(identity, i)| LabelledProbe {
+                probe: probe_of(i),
+                identity: Some(identity.clone()),
+            }),
+    );
     probes.extend(strangers.iter().map(|(_, i)| LabelledProbe {
         probe: probe_of(i),
         identity: None,
@@ -444,10 +461,17 @@ fn open_set(
         println!("{}", serde_json::to_string_pretty(&output)?);
         return Ok(());
     }
+    // What was enrolled, not what was asked: a finger may have fewer usable scans.
+    let counts = gallery.identities.values().map(Vec::len);
+    let (fewest, most) = (counts.clone().min().unwrap_or(0), counts.max().unwrap_or(0));
+    let scans_each = if fewest == most {
+        most.to_string()
+    } else {
+        format!("{fewest}-{most}")
+    };
     println!(
-        "{described}, {mode} matcher, on {source}: {} fingers enrolled from {} scans each; {} genuine and {} stranger probes",
+        "{described}, {mode} matcher, on {source}: {} fingers enrolled from {scans_each} scans each; {} genuine and {} stranger probes",
         report.enrolled_identities,
-        args.enroll_impressions,
         report.genuine_probes,
         report.impostor_probes
     );
