@@ -7,7 +7,8 @@
 # int8. Sets of ../shared/datasets (never part of the project): FVC2002 DB1-3_B together (30
 # fingers, `fvc2002`) or each alone as FVC reports them (10 fingers of one sensor: `db1_b`,
 # `db2_b`, `db3_b`), Neurotechnology's CrossMatch (51) and U.are.U (65) samples. Prints a
-# Markdown table; each run folder stays in OUT.
+# Markdown table, with the door's minutiae matcher (MINDTCT + MCC, no network) on the same
+# split beside the network; each run folder stays in OUT.
 # Usage: scripts/real-closedset.sh [OUT] (default runs/real-closedset); SIZE=144 (input side),
 # SETS="fvc2002 crossmatch uareu", STARTS="backbone scratch" (or NAME:CHECKPOINT, a candidate
 # backbone's `best.safetensors`, as --pretrained), DATASETS=..., BIN_DIR=... (binaries
@@ -55,17 +56,27 @@ for set in $sets; do
             --test-per-identity "$test" --val-per-identity 1 \
             --export int8 "${init[@]}" > "$run.log" 2>&1 || { tail -n 20 "$run.log" >&2; exit 1; }
     done
+    # The door's matcher on the same split (every start of a set splits alike): minutiae
+    # alone, each test scan given the finger whose training scans match it best.
+    minutiae="$out/$set.minutiae.json"
+    if [ ! -s "$minutiae" ]; then
+        "$trainer" eval --run "$run" --open-set --matcher minutiae --sensor-dpi 500 \
+            --enroll-impressions 100 --json > "$minutiae" 2> "$out/$set.minutiae.log" \
+            || { tail -n 20 "$out/$set.minutiae.log" >&2; rm -f "$minutiae"; exit 1; }
+    fi
 done
 python3 - "$out" "$size" <<'PY'
 import json, pathlib, sys
 out, size = pathlib.Path(sys.argv[1]), sys.argv[2]
-print(f"| set | start | input | test scans | top-1 f32 | top-1 int8 | best epoch | training |")
-print("|---|---|---|---|---|---|---|---|")
+print(f"| set | start | input | test scans | top-1 f32 | top-1 int8 | best epoch | training | minutiae, same split |")
+print("|---|---|---|---|---|---|---|---|---|")
 for run in sorted(p for p in out.iterdir() if (p / "export.json").is_file()):
     report = json.loads((run / "report.json").read_text())
     export = json.loads((run / "export.json").read_text())
     top1 = {f["quantization"]: f["top1"] for f in export["formats"]}
     s, start, side = run.name.rsplit("-", 2)
+    minutiae = out / f"{s}.minutiae.json"
+    door = f"{100 * json.loads(minutiae.read_text())['rank1']:.1f}%" if minutiae.is_file() else ""
     print(f"| {s} | {start} | {side} px | {export['test_scans']} | {100 * top1['f32']:.1f}% "
-          f"| {100 * top1['int8']:.1f}% | {report['best_epoch']} | {report['train_seconds'] / 60:.0f} min |")
+          f"| {100 * top1['int8']:.1f}% | {report['best_epoch']} | {report['train_seconds'] / 60:.0f} min | {door} |")
 PY
