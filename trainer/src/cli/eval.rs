@@ -75,7 +75,8 @@ pub struct EvalArgs {
     /// Fingers never enrolled (a dataset root).
     #[arg(long, requires = "open_set")]
     strangers: Option<PathBuf>,
-    /// Scans per finger enrolled (the first ones by file name).
+    /// Scans per finger enrolled: the first ones by file name of --enroll-data, or of the
+    /// run's training scans (at most all of them; its test scans are always probes).
     #[arg(long, default_value_t = 3)]
     enroll_impressions: usize,
     /// Which matcher scores the open set, as fingerprintd's [matcher] mode: the network's
