@@ -296,12 +296,14 @@ pub fn resolve(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod test_support {
     use super::*;
     use fingerprint_common::gallery::Impression;
     use fingerprint_common::minutiae::{Minutia, Template};
 
-    fn gallery(embedding: bool, minutiae: bool, version: u32) -> Gallery {
+    /// A gallery of one identity, "alice", with 3 impressions holding a network template
+    /// and/or 20 minutiae.
+    pub(crate) fn gallery(embedding: bool, minutiae: bool, version: u32) -> Gallery {
         let impression = Impression {
             embedding: embedding.then(|| vec![1.0, 0.0]),
             minutiae: minutiae.then(|| Template {
@@ -322,6 +324,32 @@ mod tests {
         g.identities.insert("alice".into(), vec![impression; 3]);
         g
     }
+
+    /// A door's minutiae calibration at `threshold`, set by its strangers' scores.
+    pub(crate) fn minutiae_door(threshold: f32) -> DoorCalibration {
+        DoorCalibration {
+            mode: MatcherMode::Minutiae,
+            model_digest: None,
+            fusion: None,
+            minutiae_comparator: Some(minutiae::COMPARATOR.into()),
+            threshold,
+            basis: Some(ThresholdBasis::Strangers),
+            enrolment_turns: true,
+            target_far: 0.001,
+            far: 0.0,
+            frr: 0.05,
+            genuine_scores: 30,
+            stranger_scans: 200,
+            strangers: "/srv/strangers".into(),
+            created: "2026-12-02T00:00:00Z".into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_support::{gallery, minutiae_door};
+    use super::*;
 
     #[test]
     fn the_gallery_decides_which_matchers_can_run() {
@@ -361,22 +389,7 @@ mod tests {
         let shipped = resolve(&config, None, &g, None).expect("policy");
         assert_eq!(shipped.threshold, SHIPPED_MINUTIAE_THRESHOLD);
         assert!(shipped.source.starts_with("shipped"));
-        let door = DoorCalibration {
-            mode: MatcherMode::Minutiae,
-            model_digest: None,
-            fusion: None,
-            minutiae_comparator: Some(minutiae::COMPARATOR.into()),
-            threshold: 61.0,
-            basis: Some(ThresholdBasis::Strangers),
-            enrolment_turns: true,
-            target_far: 0.001,
-            far: 0.0,
-            frr: 0.05,
-            genuine_scores: 30,
-            stranger_scans: 200,
-            strangers: "/srv/strangers".into(),
-            created: "2026-12-02T00:00:00Z".into(),
-        };
+        let door = minutiae_door(61.0);
         let calibrated = resolve(&config, None, &g, Some(&door)).expect("policy");
         assert_eq!(calibrated.threshold, 61.0);
         assert!(calibrated.source.contains("/srv/strangers"));

@@ -189,55 +189,22 @@ mod tests {
     /// every identity leaves none: the cache never serves the policy of a gallery gone.
     #[test]
     fn the_policy_follows_the_gallery_in_use() -> anyhow::Result<()> {
-        use fingerprint_common::gallery::{Gallery, Impression};
-        use fingerprint_common::matcher::Index;
-        use fingerprint_common::matcher::{MatcherMode, SHIPPED_MINUTIAE_THRESHOLD};
-        use fingerprint_common::minutiae::{Minutia, Template, COMPARATOR};
+        use fingerprint_common::matcher::{Index, MatcherMode, SHIPPED_MINUTIAE_THRESHOLD};
+
+        use crate::policy::test_support::{gallery, minutiae_door};
 
         let mut config = DaemonConfig::parse(DEFAULT_CONFIG, Path::new("default"))?;
         config.matcher.mode = MatcherMode::Minutiae;
         config.model.path = None;
-        let mut gallery = Gallery::new(None);
-        let minutia = Minutia {
-            x: 1,
-            y: 2,
-            theta: 3,
-            quality: 50,
-        };
-        let impression = Impression {
-            embedding: None,
-            minutiae: Some(Template {
-                minutiae: vec![minutia; 20],
-            }),
-            turned: Vec::new(),
-        };
-        gallery
-            .identities
-            .insert("alice".into(), vec![impression; 3]);
+        let enrolled = gallery(false, true, 2);
         let live = |door| {
             Some(Arc::new(LiveGallery {
-                index: Index::new(&gallery),
-                gallery: gallery.clone(),
+                index: Index::new(&enrolled),
+                gallery: enrolled.clone(),
                 door,
             }))
         };
-        let door = policy::DoorCalibration {
-            mode: MatcherMode::Minutiae,
-            model_digest: None,
-            fusion: None,
-            minutiae_comparator: Some(COMPARATOR.into()),
-            threshold: 61.0,
-            basis: None,
-            enrolment_turns: true,
-            target_far: 0.001,
-            far: 0.0,
-            frr: 0.05,
-            genuine_scores: 30,
-            stranger_scans: 200,
-            strangers: "/srv/strangers".into(),
-            created: "2026-12-02T00:00:00Z".into(),
-        };
-        let (shipped, calibrated) = (live(None), live(Some(door)));
+        let (shipped, calibrated) = (live(None), live(Some(minutiae_door(61.0))));
         let mut cache = PolicyCache::default();
         let mut threshold = |g: &Option<Arc<LiveGallery>>| {
             cache
