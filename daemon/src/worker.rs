@@ -2,7 +2,7 @@
 //! those that wait, and hands decisions on.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use fingerprint_common::DaemonConfig;
 use tokio::sync::mpsc;
@@ -93,8 +93,9 @@ pub fn spawn(
 /// the gallery, which at 10,000 identities is not work to repeat for every batch.
 #[derive(Default)]
 struct PolicyCache {
-    /// What the policy was resolved for; holding them keeps their addresses from being reused.
-    resolved_for: Option<(Option<Arc<Engine>>, Arc<LiveGallery>)>,
+    /// What the policy was resolved for. Weak: a replaced model or gallery is freed as soon
+    /// as its last batch is done, yet its address is not reused while this is held.
+    resolved_for: Option<(Option<Weak<Engine>>, Weak<LiveGallery>)>,
     policy: Option<Result<MatchPolicy, PolicyError>>,
 }
 
@@ -112,9 +113,9 @@ impl PolicyCache {
             return None;
         };
         let same = self.resolved_for.as_ref().is_some_and(|(e, g)| {
-            Arc::ptr_eq(g, live)
+            Weak::ptr_eq(g, &Arc::downgrade(live))
                 && match (e, engine) {
-                    (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                    (Some(a), Some(b)) => Weak::ptr_eq(a, &Arc::downgrade(b)),
                     (None, None) => true,
                     _ => false,
                 }
@@ -126,7 +127,7 @@ impl PolicyCache {
                 &live.gallery,
                 live.door.as_ref(),
             ));
-            self.resolved_for = Some((engine.clone(), live.clone()));
+            self.resolved_for = Some((engine.as_ref().map(Arc::downgrade), Arc::downgrade(live)));
         }
         self.policy.as_ref()
     }
