@@ -11,6 +11,7 @@ pub mod matcher;
 pub mod mcc;
 pub mod minutiae;
 pub mod openset;
+pub mod patches;
 pub mod preprocess;
 pub mod scan;
 

@@ -182,6 +182,19 @@ pub fn turn(scan: &GrayImage, degrees: f32) -> GrayImage {
     let (cx, cy) = ((w as f32 - 1.0) / 2.0, (h as f32 - 1.0) / 2.0);
     let background = f32::from(border_median(scan));
     let (sin, cos) = degrees.to_radians().sin_cos();
+    GrayImage::from_fn(w, h, |x, y| {
+        // The source of an output pixel: the output turned back by -degrees.
+        let (dx, dy) = (x as f32 - cx, y as f32 - cy);
+        let sx = cx + cos * dx - sin * dy;
+        let sy = cy + sin * dx + cos * dy;
+        Luma([bilinear(scan, sx, sy, background)])
+    })
+}
+
+/// The grey value of `scan` at the fractional point `(x, y)`, interpolated between its four
+/// neighbouring pixels; `background` outside the scan.
+pub(crate) fn bilinear(scan: &GrayImage, x: f32, y: f32, background: f32) -> u8 {
+    let (w, h) = scan.dimensions();
     let pixel = |x: i64, y: i64| -> f32 {
         if x < 0 || y < 0 || x >= i64::from(w) || y >= i64::from(h) {
             background
@@ -189,20 +202,14 @@ pub fn turn(scan: &GrayImage, degrees: f32) -> GrayImage {
             f32::from(scan.get_pixel(x as u32, y as u32).0[0])
         }
     };
-    GrayImage::from_fn(w, h, |x, y| {
-        // The source of an output pixel: the output turned back by -degrees.
-        let (dx, dy) = (x as f32 - cx, y as f32 - cy);
-        let sx = cx + cos * dx - sin * dy;
-        let sy = cy + sin * dx + cos * dy;
-        let (x0, y0) = (sx.floor(), sy.floor());
-        let (fx, fy) = (sx - x0, sy - y0);
-        let (x0, y0) = (x0 as i64, y0 as i64);
-        let value = pixel(x0, y0) * (1.0 - fx) * (1.0 - fy)
-            + pixel(x0 + 1, y0) * fx * (1.0 - fy)
-            + pixel(x0, y0 + 1) * (1.0 - fx) * fy
-            + pixel(x0 + 1, y0 + 1) * fx * fy;
-        Luma([value.round().clamp(0.0, 255.0) as u8])
-    })
+    let (x0, y0) = (x.floor(), y.floor());
+    let (fx, fy) = (x - x0, y - y0);
+    let (x0, y0) = (x0 as i64, y0 as i64);
+    let value = pixel(x0, y0) * (1.0 - fx) * (1.0 - fy)
+        + pixel(x0 + 1, y0) * fx * (1.0 - fy)
+        + pixel(x0, y0 + 1) * (1.0 - fx) * fy
+        + pixel(x0 + 1, y0 + 1) * fx * fy;
+    value.round().clamp(0.0, 255.0) as u8
 }
 
 /// Centres a non-square scan on a square canvas of its background value; `None` if square.
@@ -407,7 +414,7 @@ fn ridge_period_at(scan: &GrayImage, (cx, cy): (u32, u32)) -> Option<f32> {
 }
 
 /// Median of the outermost rows and columns: the background a sensor shows around a finger.
-fn border_median(scan: &GrayImage) -> u8 {
+pub(crate) fn border_median(scan: &GrayImage) -> u8 {
     let (w, h) = scan.dimensions();
     let mut histogram = [0usize; 256];
     let mut count = 0;
