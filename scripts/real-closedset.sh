@@ -31,7 +31,7 @@ test=${TEST:-4}
 [ -n "${BIN_DIR:-}" ] || cargo build --release -p trainer
 trainer=${BIN_DIR:-target/release}/trainer
 cutter=target/release/examples/minutiae_patches
-[ -z "${PATCHES:-}" ] || cargo build --release -p fingerprint-common --example minutiae_patches
+[ "${PATCHES:-0}" != 1 ] || cargo build --release -p fingerprint-common --example minutiae_patches
 mkdir -p "$out"
 for set in $sets; do
     case $set in
@@ -72,11 +72,12 @@ for set in $sets; do
             || { tail -n 20 "$out/$set.minutiae.log" >&2; rm -f "$minutiae"; exit 1; }
     fi
     patches="$out/$set.patches"
-    if [ -n "${PATCHES:-}" ] && [ ! -s "$patches.json" ]; then
+    if [ "${PATCHES:-0}" = 1 ] && [ ! -s "$patches.json" ]; then
         rm -rf "$patches"
         patch_schedule=(--epochs 12 --patience 4)
         [ -n "${EPOCHS:-}" ] && patch_schedule=(--epochs "$EPOCHS" --patience 0)
-        # FVC2002 DB2 is a 569 dpi sensor: its minutiae are found at 500 dpi all the same.
+        # FVC2002 DB2_B's sensor is 569 dpi: its scans are resampled to 500 dpi (the other
+        # sets are at 500 already) before minutiae are found and patches cut.
         { "$cutter" cut "$run/split.json" "$patches/data" DB2_B=569 \
             && "$trainer" train --data "$patches/data/train" --layout folders \
                 --out "$patches/run" --arch resnet18 \
