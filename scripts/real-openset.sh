@@ -51,24 +51,7 @@ for spec in $sets; do
     [ -d "$src" ] || { echo "no $src" >&2; exit 1; }
     split="$out/$name"
     rm -rf "$split" && mkdir -p "$split/enrolled" "$split/calibration" "$split/strangers"
-    python3 - "$src" "$split" <<'PY'
-import os, random, re, sys
-src, split = sys.argv[1], sys.argv[2]
-name = re.compile(r"^(?P<id>.+)_(?P<imp>\d+)\.[A-Za-z0-9]+$")
-files = {}
-for f in sorted(os.listdir(src)):
-    m = name.match(f)
-    if m:
-        files.setdefault(m["id"], []).append(f)
-fingers = sorted(files)
-random.Random(0).shuffle(fingers)
-n = len(fingers)
-enrolled, calibration = n // 2, (n - n // 2) // 2
-for i, finger in enumerate(fingers):
-    part = "enrolled" if i < enrolled else "calibration" if i < enrolled + calibration else "strangers"
-    for f in files[finger]:
-        os.symlink(os.path.realpath(os.path.join(src, f)), os.path.join(split, part, f))
-PY
+    python3 scripts/openset_split.py "$src" "$split"
     echo "== $set_dir: $(ls "$split/enrolled" | wc -l) enrolled-finger scans, $(ls "$split/calibration" | wc -l) calibration, $(ls "$split/strangers" | wc -l) test strangers"
     common=(--open-set --enroll-data "$split/enrolled" --strangers "$split/strangers"
         --enroll-impressions 3 --sensor-dpi "$dpi" --json)

@@ -172,8 +172,19 @@ pub struct Scores {
 }
 
 impl Scores {
-    /// One probe's ranking (best first) by identity and score.
-    fn add(&mut self, own: Option<&str>, ranked: &[(&str, f32)]) {
+    /// No scores yet, for a gallery of `enrolled_identities` fingers and `templates`
+    /// impressions (for matchers outside [`Comparisons`]).
+    pub fn new(enrolled_identities: usize, templates: usize) -> Self {
+        Self {
+            enrolled_identities,
+            templates,
+            ..Self::default()
+        }
+    }
+
+    /// One probe's ranking (best first) by identity and score; `own`: its enrolled identity,
+    /// None for a stranger.
+    pub fn add(&mut self, own: Option<&str>, ranked: &[(&str, f32)]) {
         for &(identity, score) in ranked {
             if Some(identity) == own {
                 self.mated.push(score);

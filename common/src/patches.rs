@@ -2,7 +2,9 @@
 //! rather than the whole print. A patch is a square of fixed ridge count centred on a minutia
 //! and turned so that the minutia's direction points up: whatever the finger's position and
 //! angle on the sensor, one minutia gives the same patch. A scan is then identified by adding
-//! its patches' log-probabilities per finger ([`add_log_probabilities`]).
+//! its patches' log-probabilities per finger ([`add_log_probabilities`]), or, for fingers the
+//! network never learned, by how well its patches' templates are found among an enrolled
+//! finger's ([`patch_set_similarity`]).
 //!
 //! On FVC2002 DB1-3_B (real prints; 3 training scans a finger, 4 test) the shipped backbone
 //! fine-tuned on 64 px patches at 4 px a ridge identifies 90.0% of the test scans (f32 and
@@ -118,6 +120,24 @@ pub fn add_log_probabilities<'a>(
         .collect();
     ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
     ranked
+}
+
+/// An open-set score for fingers the network never learned: how well a probe scan's patch
+/// templates (L2-normalised features, see `trainer predict --embeddings`) are found among an
+/// enrolled finger's. Each probe patch takes its best cosine among `enrolled`; the score is
+/// their mean, in [-1, 1]. Patches of print the enrolment never covered lower it but do not
+/// veto it. A probe without patches scores -1 (nothing matched).
+pub fn patch_set_similarity(probe: &[Vec<f32>], enrolled: &[&[f32]]) -> f32 {
+    if probe.is_empty() || enrolled.is_empty() {
+        return -1.0;
+    }
+    let best = |p: &[f32]| {
+        enrolled
+            .iter()
+            .map(|e| e.iter().zip(p).map(|(a, b)| a * b).sum::<f32>())
+            .fold(-1.0f32, f32::max)
+    };
+    probe.iter().map(|p| best(p)).sum::<f32>() / probe.len() as f32
 }
 
 #[cfg(test)]
@@ -247,5 +267,31 @@ mod tests {
         let ranked = add_log_probabilities([a.as_slice(), b.as_slice(), c.as_slice()]);
         assert_eq!(ranked[0].0, "x");
         assert!((ranked[1].1 - ((0.4f64 * 0.7).ln() + 1e-6f64.ln())).abs() < 1e-6);
+    }
+
+    #[test]
+    fn a_probe_scores_by_its_patches_best_matches_among_the_enrolled() {
+        let unit = |a: f32| vec![a.cos(), a.sin()];
+        let (e1, e2) = (unit(0.0), unit(1.0));
+        let enrolled: Vec<&[f32]> = vec![&e1, &e2];
+        // Each probe patch finds its nearest enrolled patch: cos 0.1 and cos 0.2.
+        let probe = vec![unit(0.1), unit(1.2)];
+        let s = patch_set_similarity(&probe, &enrolled);
+        assert!(
+            (s - (0.1f32.cos() + 0.2f32.cos()) / 2.0).abs() < 1e-6,
+            "{s}"
+        );
+        // A patch of print the enrolment never covered lowers the score, no more.
+        let mut partial = probe.clone();
+        partial.push(unit(3.0));
+        let lower = patch_set_similarity(&partial, &enrolled);
+        assert!(lower < s && lower > s - 1.0, "{lower} against {s}");
+        // A finger enrolled elsewhere scores lower than the right one.
+        let (o1, o2) = (unit(2.0), unit(2.5));
+        let other: Vec<&[f32]> = vec![&o1, &o2];
+        assert!(patch_set_similarity(&probe, &other) < s);
+        // Nothing to compare: the lowest score.
+        assert_eq!(patch_set_similarity(&[], &enrolled), -1.0);
+        assert_eq!(patch_set_similarity(&probe, &[]), -1.0);
     }
 }
