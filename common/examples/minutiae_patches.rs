@@ -304,30 +304,16 @@ fn score(predictions: &Path, split: &Path) -> anyhow::Result<()> {
     let mut scans: BTreeMap<(String, String), Vec<PatchProbabilities>> = BTreeMap::new();
     let mut patch_hits = 0;
     for p in &predictions {
-        let path = Path::new(&p.scan);
-        let finger = path
-            .parent()
-            .and_then(|d| d.file_name())
-            .and_then(|d| d.to_str())
-            .with_context(|| format!("{}: no finger folder", p.scan))?;
-        let stem = path
-            .file_stem()
-            .and_then(|s| s.to_str())
-            .and_then(|s| s.rsplit_once("_m"))
-            .with_context(|| format!("{}: not a patch name <scan>_m<k>", p.scan))?
-            .0;
+        let (finger, stem) = finger_and_scan(&p.scan)?;
         if p.top.first().is_some_and(|c| c.identity == finger) {
             patch_hits += 1;
         }
-        scans
-            .entry((finger.to_string(), stem.to_string()))
-            .or_default()
-            .push(
-                p.top
-                    .iter()
-                    .map(|c| (c.identity.clone(), c.probability))
-                    .collect(),
-            );
+        scans.entry((finger, stem)).or_default().push(
+            p.top
+                .iter()
+                .map(|c| (c.identity.clone(), c.probability))
+                .collect(),
+        );
     }
     let hits = scans
         .iter()

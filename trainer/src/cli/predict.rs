@@ -1,5 +1,5 @@
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor, D};
@@ -61,6 +61,13 @@ struct Template {
     embedding: Vec<f32>,
 }
 
+/// A scan read and preprocessed as the network's input: a batch of one.
+fn input(scan: &Path, pre: &Preprocessing, device: &Device) -> Result<Tensor> {
+    let image = read_scan(scan, &ScanLimits::default())?;
+    let s = pre.size as usize;
+    Ok(Tensor::from_vec(pre.apply(&image), (1, 3, s, s), device)?)
+}
+
 /// The template of each scan (one at a time: scans of any size, as they come).
 fn templates(
     classifier: &Classifier,
@@ -68,13 +75,10 @@ fn templates(
     scans: &[PathBuf],
     device: &Device,
 ) -> Result<Vec<Template>> {
-    let limits = ScanLimits::default();
-    let s = pre.size as usize;
     scans
         .iter()
         .map(|scan| {
-            let input = pre.apply(&read_scan(scan, &limits)?);
-            let x = Tensor::from_vec(input, (1, 3, s, s), device)?;
+            let x = input(scan, pre, device)?;
             let features = classifier.features(&x)?.squeeze(0)?.to_vec1::<f32>()?;
             Ok(Template {
                 scan: scan.clone(),
@@ -122,12 +126,9 @@ pub fn run(args: PredictArgs) -> Result<()> {
     if args.embeddings {
         return print_json(&templates(&classifier, pre, &args.scans, &device)?);
     }
-    let limits = ScanLimits::default();
     let mut predictions = Vec::new();
     for scan in &args.scans {
-        let input = pre.apply(&read_scan(scan, &limits)?);
-        let s = pre.size as usize;
-        let x = Tensor::from_vec(input, (1, 3, s, s), &device)?;
+        let x = input(scan, pre, &device)?;
         let probs = candle_nn::ops::softmax(&classifier.logits(&x)?, D::Minus1)?
             .squeeze(0)?
             .to_vec1::<f32>()?;
