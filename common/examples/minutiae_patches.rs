@@ -23,7 +23,7 @@
 //!   identifies nobody.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use fingerprint_common::minutiae;
@@ -132,31 +132,19 @@ fn cut(split: &Path, out: &Path, dpis: &[(String, u32)]) -> anyhow::Result<()> {
 /// Patches of the scans in `dir` (FVC names, `<finger>_<impression>.<ext>`, at `dpi`) as
 /// `out/<finger>/<scan>_m<k>.png`.
 fn cut_dir(dir: &Path, out: &Path, dpi: u32) -> anyhow::Result<()> {
-    let mut files: Vec<_> = std::fs::read_dir(dir)
-        .with_context(|| format!("reading {}", dir.display()))?
-        .map(|e| e.map(|e| e.path()))
-        .collect::<Result<_, _>>()
-        .with_context(|| format!("reading {}", dir.display()))?;
-    files.sort();
-    let (mut cut, mut patches) = (0, 0);
-    for path in &files {
-        let Some((finger, _)) = path
-            .file_stem()
-            .and_then(|s| s.to_str())
-            .and_then(|s| s.rsplit_once('_'))
-        else {
-            eprintln!("{}: not <finger>_<impression>; skipped", path.display());
-            continue;
-        };
-        if let Some(n) = cut_scan(path, dpi, &out.join(finger))? {
-            cut += 1;
-            patches += n;
+    let (mut scans, mut cut, mut patches) = (0, 0, 0);
+    for (finger, paths) in scans_by_finger(dir)? {
+        for path in paths {
+            scans += 1;
+            if let Some(n) = cut_scan(&path, dpi, &out.join(&finger))? {
+                cut += 1;
+                patches += n;
+            }
         }
     }
     eprintln!(
-        "{}: {patches} patches of {cut} of {} scans",
-        dir.display(),
-        files.len()
+        "{}: {patches} patches of {cut} of {scans} scans",
+        dir.display()
     );
     Ok(())
 }
@@ -203,30 +191,38 @@ fn finger_and_scan(patch: &str) -> anyhow::Result<(String, String)> {
     Ok((finger.to_string(), stem.to_string()))
 }
 
-/// The scans of `dir` by finger (FVC names, as `cut-dir` reads them), each finger's in name
-/// order.
-fn scans_by_finger(dir: &Path) -> anyhow::Result<BTreeMap<String, Vec<String>>> {
-    let mut fingers: BTreeMap<String, Vec<String>> = BTreeMap::new();
+/// The scans of `dir` by finger (FVC names, `<finger>_<impression>.<ext>`; other names are
+/// said on stderr and skipped), each finger's in name order.
+fn scans_by_finger(dir: &Path) -> anyhow::Result<BTreeMap<String, Vec<PathBuf>>> {
+    let mut fingers: BTreeMap<String, Vec<PathBuf>> = BTreeMap::new();
     for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
         let path = entry
             .with_context(|| format!("reading {}", dir.display()))?
             .path();
-        if let Some((finger, stem)) = path
+        match path
             .file_stem()
             .and_then(|s| s.to_str())
-            .and_then(|stem| Some((stem.rsplit_once('_')?.0, stem)))
+            .and_then(|s| s.rsplit_once('_'))
         {
-            fingers.entry(finger.into()).or_default().push(stem.into());
+            Some((finger, _)) => fingers.entry(finger.into()).or_default().push(path.clone()),
+            None => eprintln!("{}: not <finger>_<impression>; skipped", path.display()),
         }
     }
     fingers.values_mut().for_each(|scans| scans.sort());
     Ok(fingers)
 }
 
+/// A scan's file stem, as its patches are named.
+fn stem(scan: &Path) -> &str {
+    scan.file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or_default()
+}
+
 /// The patch templates of one scan (none if it gave no patches).
-fn patches_of<'a>(templates: &'a ScanTemplates, finger: &str, scan: &str) -> &'a [Vec<f32>] {
+fn patches_of<'a>(templates: &'a ScanTemplates, finger: &str, scan: &Path) -> &'a [Vec<f32>] {
     templates
-        .get(&(finger.to_string(), scan.to_string()))
+        .get(&(finger.to_string(), stem(scan).to_string()))
         .map_or(&[][..], Vec::as_slice)
 }
 

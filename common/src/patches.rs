@@ -134,7 +134,7 @@ pub fn patch_set_similarity(probe: &[Vec<f32>], enrolled: &[&[f32]]) -> f32 {
     let best = |p: &[f32]| {
         enrolled
             .iter()
-            .map(|e| e.iter().zip(p).map(|(a, b)| a * b).sum::<f32>())
+            .map(|e| crate::gallery::similarity(e, p))
             .fold(-1.0f32, f32::max)
     };
     probe.iter().map(|p| best(p)).sum::<f32>() / probe.len() as f32
