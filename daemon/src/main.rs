@@ -71,7 +71,7 @@ enum Command {
     /// Time the model on this machine as the service runs it: median batch-1 latency,
     /// images/s at --batch, load time, resident memory (JSON with --json), and the CPU
     /// kernels in use (the best this CPU runs; FINGERPRINT_KERNELS=portable, avx2, avx-vnni,
-    /// avx512-vnni, amx, neon or neon-dot picks a lower one, for comparisons).
+    /// avx512-vnni, amx, neon, neon-dot or neon-i8mm picks a lower one, for comparisons).
     Bench {
         /// Exported model file.
         model: PathBuf,

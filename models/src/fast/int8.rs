@@ -287,10 +287,11 @@ pub fn matmul_int8(
         |row| a.row_start(row),
         a.rows(),
         b.cols,
-        // `vpdpbusd` and `sdot` need no temporaries: six rows' accumulators fit the registers.
+        // `vpdpbusd`, `sdot` and `smmla` need no temporaries: six rows' accumulators fit the
+        // registers.
         if matches!(
             kernels.level(),
-            Level::AvxVnni | Level::Avx512Vnni | Level::Amx | Level::NeonDot
+            Level::AvxVnni | Level::Avx512Vnni | Level::Amx | Level::NeonDot | Level::NeonI8mm
         ) {
             MR
         } else {
@@ -336,6 +337,9 @@ fn kernel(
         #[cfg(target_arch = "aarch64")]
         // SAFETY: see above: this level exists only where the CPU has NEON and `sdot`.
         Level::NeonDot => unsafe { neon_dot::kernel(a, starts, panel, height, acc) },
+        #[cfg(target_arch = "aarch64")]
+        // SAFETY: see above: this level exists only where the CPU has NEON and `smmla`.
+        Level::NeonI8mm => unsafe { neon_i8mm::kernel(a, starts, panel, height, acc) },
         _ => {
             portable_kernel(a, starts, panel, height, acc);
             false
@@ -435,6 +439,203 @@ mod neon_dot {
             for (g, cg) in ci.iter().enumerate() {
                 // SAFETY: each accumulator row holds NR = 16 floats.
                 unsafe { vst1q_f32(row.as_mut_ptr().add(4 * g), vcvtq_f32_s32(*cg)) };
+            }
+        }
+    }
+}
+
+/// int8 products on aarch64 with the int8 matrix-multiply instructions: `smmla` multiplies a
+/// 2 x 8 matrix of i8 by an 8 x 2 one into a 2 x 2 block of i32 sums, exactly (activations
+/// are 0..=63, the same bytes as i8), so the integer results are those of every other kernel.
+/// A tile of six rows is three row pairs, each pair's eight depths one register (two rows'
+/// bytes side by side); the panel's two quads of four depths for 16 channels are four 16-byte
+/// loads each, which `zip1`/`zip2` on 32-bit lanes turn into eight channel pairs of eight
+/// depths. Each accumulator holds one row pair x channel pair; 24 of them cover 6 x 16.
+#[cfg(target_arch = "aarch64")]
+mod neon_i8mm {
+    use std::arch::aarch64::*;
+    use std::arch::asm;
+
+    use super::{Rows, MR, NR, QUAD};
+
+    /// Row pairs of a tile.
+    const PAIRS: usize = MR / 2;
+    /// Channel pairs of a panel.
+    const CHANNEL_PAIRS: usize = NR / 2;
+
+    /// `acc + a . bᵀ` for `a` and `b` each two rows of eight i8 (`smmla`; inline assembly, as
+    /// the matrix-multiply intrinsics are not stable in this Rust): lanes (a0.b0, a0.b1,
+    /// a1.b0, a1.b1).
+    ///
+    /// # Safety
+    /// The CPU must support the int8 matrix-multiply instructions.
+    #[target_feature(enable = "neon,i8mm")]
+    #[inline]
+    unsafe fn smmla(acc: int32x4_t, a: int8x16_t, b: int8x16_t) -> int32x4_t {
+        let mut acc = acc;
+        // SAFETY: a register-only instruction, on a CPU that has it (as the caller guarantees).
+        unsafe {
+            asm!(
+                "smmla {acc:v}.4s, {a:v}.16b, {b:v}.16b",
+                acc = inout(vreg) acc,
+                a = in(vreg) a,
+                b = in(vreg) b,
+                options(pure, nomem, nostack, preserves_flags)
+            );
+        }
+        acc
+    }
+
+    /// # Safety
+    /// The CPU must support NEON and the int8 matrix-multiply instructions; rows `starts[i]`
+    /// (i < height) plus every tap and depth must lie inside `a.data`; the panel must hold
+    /// depth x NR bytes. Returns false: the tile is in `acc`.
+    #[target_feature(enable = "neon,i8mm")]
+    pub unsafe fn kernel(
+        a: &Rows<u8>,
+        starts: &[usize; MR],
+        panel: &[u8],
+        height: usize,
+        acc: &mut [[f32; NR]; MR],
+    ) -> bool {
+        debug_assert!(panel.len() >= a.depth() * NR);
+        // SAFETY: forwarded from the caller.
+        unsafe { for_height!(rows, height, (a, starts, panel, acc)) }
+        false
+    }
+
+    /// Rows `2p` and `2p + 1` (zeros past the tile's height) of `bytes` depths from `at`,
+    /// side by side; `bytes` is 8, or 4 for a tap's last odd quad (the rest zeros).
+    ///
+    /// # Safety
+    /// `ap[i] + at .. + bytes` must lie inside A for every row i < H.
+    #[target_feature(enable = "neon,i8mm")]
+    #[inline]
+    unsafe fn row_pair<const H: usize>(
+        ap: &[*const u8; H],
+        p: usize,
+        at: usize,
+        bytes: usize,
+    ) -> int8x16_t {
+        let read = |i: usize| -> u64 {
+            if i >= H {
+                return 0;
+            }
+            // SAFETY: row i < H, `bytes` from `at` inside A (the caller's guarantee).
+            unsafe {
+                if bytes == 8 {
+                    std::ptr::read_unaligned(ap[i].add(at) as *const u64)
+                } else {
+                    u64::from(std::ptr::read_unaligned(ap[i].add(at) as *const u32))
+                }
+            }
+        };
+        vreinterpretq_s8_u64(vcombine_u64(
+            vcreate_u64(read(2 * p)),
+            vcreate_u64(read(2 * p + 1)),
+        ))
+    }
+
+    /// Adds one step of depths to the tile: two quads (`BOTH`), or a tap's odd last quad
+    /// (the second quad's place zeros in A and B). Returns the panel after it.
+    ///
+    /// # Safety
+    /// `ap[i] + at` and the step's depths must lie inside A for every row i < H, and the
+    /// panel at `bp` must hold the step's quads; the CPU must have `smmla`.
+    #[target_feature(enable = "neon,i8mm")]
+    #[inline]
+    unsafe fn step<const H: usize, const BOTH: bool>(
+        c: &mut [[int32x4_t; CHANNEL_PAIRS]; PAIRS],
+        ap: &[*const u8; H],
+        at: usize,
+        bp: *const u32,
+    ) -> *const u32 {
+        let pairs = H.div_ceil(2);
+        let bytes = if BOTH { 2 * QUAD } else { QUAD };
+        // SAFETY: (the whole block) forwarded from the caller: rows, depths and panel
+        // inside their data, the instructions on this CPU.
+        unsafe {
+            let x: [int8x16_t; PAIRS] = std::array::from_fn(|p| {
+                if p < pairs {
+                    row_pair(ap, p, at, bytes)
+                } else {
+                    vdupq_n_s8(0)
+                }
+            });
+            // Four channels a load: (c, c+1, c+2, c+3) x depths 0..4 of the first quad, and
+            // of the second (zeros after an odd last quad).
+            for g in 0..NR / 4 {
+                let first = vld1q_u32(bp.add(4 * g));
+                let second = if BOTH {
+                    vld1q_u32(bp.add(NR + 4 * g))
+                } else {
+                    vdupq_n_u32(0)
+                };
+                // One channel pair at a time, so that the 24 accumulators, three row pairs
+                // and these fit the 32 registers.
+                let low = vreinterpretq_s8_u32(vzip1q_u32(first, second));
+                for (cp, &xp) in c.iter_mut().zip(&x).take(pairs) {
+                    cp[2 * g] = smmla(cp[2 * g], xp, low);
+                }
+                let high = vreinterpretq_s8_u32(vzip2q_u32(first, second));
+                for (cp, &xp) in c.iter_mut().zip(&x).take(pairs) {
+                    cp[2 * g + 1] = smmla(cp[2 * g + 1], xp, high);
+                }
+            }
+            bp.add(if BOTH { 2 * NR } else { NR })
+        }
+    }
+
+    #[target_feature(enable = "neon,i8mm")]
+    #[inline]
+    unsafe fn rows<const H: usize>(
+        a: &Rows<u8>,
+        starts: &[usize; MR],
+        panel: &[u8],
+        acc: &mut [[f32; NR]; MR],
+    ) {
+        let pairs = H.div_ceil(2);
+        let mut c = [[vdupq_n_s32(0); CHANNEL_PAIRS]; PAIRS];
+        let mut bp = panel.as_ptr() as *const u32;
+        let quads = a.tap_depth() / QUAD;
+        for &tap in a.taps() {
+            // SAFETY: (the whole block) the caller guarantees rows, taps and depths of A lie
+            // inside a.data and the panel holds depth x NR bytes, read in order here (two
+            // quads of NR x QUAD bytes a step, then a tap's odd last quad); the CPU has the
+            // int8 matrix-multiply instructions.
+            unsafe {
+                let ap: [*const u8; H] =
+                    std::array::from_fn(|i| a.data().as_ptr().add(starts[i] + tap));
+                for q in (0..quads / 2).map(|s| 2 * s) {
+                    bp = step::<H, true>(&mut c, &ap, q * QUAD, bp);
+                }
+                if quads % 2 == 1 {
+                    bp = step::<H, false>(&mut c, &ap, (quads - 1) * QUAD, bp);
+                }
+            }
+        }
+        // Exact i32 sums to f32, as the portable kernel converts them: channel pairs 2g and
+        // 2g + 1 hold row 2p's four channels 4g.. in their low halves, row 2p + 1's in their
+        // high halves.
+        for (p, cp) in c.iter().enumerate().take(pairs) {
+            for g in 0..NR / 4 {
+                let (left, right) = (
+                    vreinterpretq_s64_s32(cp[2 * g]),
+                    vreinterpretq_s64_s32(cp[2 * g + 1]),
+                );
+                let halves = [vzip1q_s64(left, right), vzip2q_s64(left, right)];
+                for (r, half) in halves.into_iter().enumerate() {
+                    let row = 2 * p + r;
+                    if row < H {
+                        // SAFETY: each accumulator row holds NR = 16 floats.
+                        unsafe {
+                            vst1q_f32(
+                                acc[row].as_mut_ptr().add(4 * g),
+                                vcvtq_f32_s32(vreinterpretq_s32_s64(half)),
+                            )
+                        };
+                    }
+                }
             }
         }
     }

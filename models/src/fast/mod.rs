@@ -9,7 +9,7 @@
 //! read from the memory-mapped file); f32 stride-1 3x3 convolutions up to 256 channels run
 //! on Winograd F(4x4, 3x3) ([`winograd`]); the kernels' [`Level`] is found at run time (on x86-64 AVX2
 //! and FMA, for int8 also AVX-VNNI, or AVX-512 with VNNI for both; on aarch64 NEON, for int8 also the
-//! dot-product instructions; a portable fallback for other CPUs), and the work is split over
+//! dot-product or the int8 matrix-multiply instructions; a portable fallback for other CPUs), and the work is split over
 //! rayon's threads. Candle stays for training and for CUDA.
 
 /// Calls `$rows::<H>(args)` for a tile height 1..=6 known only at run time (each height is
@@ -51,7 +51,7 @@ use crate::fold::FoldedWeights;
 use crate::resnet::{Arch, ConvSpec};
 
 /// Environment variable that chooses a lower kernel level than the CPU's best (`portable`,
-/// `avx2`, `avx-vnni`, `avx512-vnni`, `amx`; `neon`, `neon-dot`), for comparisons and bisecting. A level this CPU cannot
+/// `avx2`, `avx-vnni`, `avx512-vnni`, `amx`; `neon`, `neon-dot`, `neon-i8mm`), for comparisons and bisecting. A level this CPU cannot
 /// run is never taken: the detected best runs instead ([`Kernels::override_problem`]).
 pub const KERNELS_ENV: &str = "FINGERPRINT_KERNELS";
 
@@ -76,12 +76,16 @@ pub enum Level {
     /// NEON with the dot-product instructions (`sdot`, Armv8.2 and later: Cortex-A55/A76/A78,
     /// a Jetson Orin's, a Raspberry Pi 5's) for int8 products.
     NeonDot,
+    /// NEON with the int8 matrix multiply (`smmla`, FEAT_I8MM, Armv8.6: Neoverse V1/N2/V2,
+    /// Cortex-A710/X2 and later): a 2 x 8 by 8 x 2 product per instruction, twice `sdot`'s
+    /// work, for int8 products.
+    NeonI8mm,
 }
 
 impl Level {
     /// Every level, from the most portable up on each architecture (a CPU runs levels of its
     /// own architecture only).
-    pub const ALL: [Level; 7] = [
+    pub const ALL: [Level; 8] = [
         Level::Portable,
         Level::Avx2,
         Level::AvxVnni,
@@ -89,6 +93,7 @@ impl Level {
         Level::Amx,
         Level::Neon,
         Level::NeonDot,
+        Level::NeonI8mm,
     ];
 
     pub fn name(self) -> &'static str {
@@ -100,6 +105,7 @@ impl Level {
             Level::Amx => "amx",
             Level::Neon => "neon",
             Level::NeonDot => "neon-dot",
+            Level::NeonI8mm => "neon-i8mm",
         }
     }
 
@@ -119,7 +125,7 @@ impl Level {
                 Level::AvxVnni => avx2 && is_x86_feature_detected!("avxvnni"),
                 Level::Avx512Vnni => avx512_vnni,
                 Level::Amx => avx512_vnni && int8::amx::enabled(),
-                Level::Neon | Level::NeonDot => false,
+                Level::Neon | Level::NeonDot | Level::NeonI8mm => false,
             }
         }
         #[cfg(target_arch = "aarch64")]
@@ -130,6 +136,7 @@ impl Level {
                 Level::Portable => true,
                 Level::Neon => neon,
                 Level::NeonDot => neon && is_aarch64_feature_detected!("dotprod"),
+                Level::NeonI8mm => neon && is_aarch64_feature_detected!("i8mm"),
                 Level::Avx2 | Level::AvxVnni | Level::Avx512Vnni | Level::Amx => false,
             }
         }
@@ -251,7 +258,7 @@ impl Kernels {
     #[inline]
     #[cfg_attr(not(target_arch = "aarch64"), allow(dead_code))]
     pub(crate) fn neon(self) -> bool {
-        matches!(self.level, Level::Neon | Level::NeonDot)
+        matches!(self.level, Level::Neon | Level::NeonDot | Level::NeonI8mm)
     }
 }
 
@@ -1028,14 +1035,18 @@ mod tests {
         }
     }
 
-    /// On aarch64 the NEON kernels are the ones chosen: NEON is in every aarch64 CPU, and the
-    /// dot-product level wherever the CPU has `sdot` (qemu's default CPU does: CI runs this).
+    /// On aarch64 the NEON kernels are the ones chosen: NEON is in every aarch64 CPU, the
+    /// dot-product level wherever the CPU has `sdot`, the matrix-multiply level wherever it has
+    /// `smmla` (CI runs this under qemu's `max` CPU, which has both, and its Cortex-A76 and
+    /// A72, which have only the first and neither).
     #[test]
     #[cfg(target_arch = "aarch64")]
     fn aarch64_chooses_the_neon_kernels() {
         let levels: Vec<Level> = Kernels::available().iter().map(|k| k.level()).collect();
         assert!(levels.contains(&Level::Neon), "{levels:?}");
-        let expected = if std::arch::is_aarch64_feature_detected!("dotprod") {
+        let expected = if std::arch::is_aarch64_feature_detected!("i8mm") {
+            Level::NeonI8mm
+        } else if std::arch::is_aarch64_feature_detected!("dotprod") {
             Level::NeonDot
         } else {
             Level::Neon
