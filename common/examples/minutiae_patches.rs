@@ -30,6 +30,7 @@ use fingerprint_common::minutiae;
 use fingerprint_common::patches::{
     add_log_probabilities, minutia_patches, patch_set_similarity, PatchSpec,
 };
+use fingerprint_common::scan::is_scan_file_name;
 use serde::Deserialize;
 
 #[derive(Deserialize)]
@@ -199,6 +200,9 @@ fn scans_by_finger(dir: &Path) -> anyhow::Result<BTreeMap<String, Vec<PathBuf>>>
         let path = entry
             .with_context(|| format!("reading {}", dir.display()))?
             .path();
+        if !is_scan_file_name(&path) {
+            continue;
+        }
         match path
             .file_stem()
             .and_then(|s| s.to_str())

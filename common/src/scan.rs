@@ -190,6 +190,24 @@ pub fn read_limited(path: &Path, limits: &ScanLimits) -> Result<Vec<u8>, ScanErr
     Ok(bytes)
 }
 
+/// File extensions of the scan formats [`decode_scan`] reads (lowercase).
+pub const SCAN_EXTENSIONS: [&str; 8] = ["png", "bmp", "tif", "tiff", "jpg", "jpeg", "pgm", "pnm"];
+
+/// Whether `path` names a scan by its extension (any case) and is not a hidden file: what a
+/// folder of scans is listed by, so that notes, checksums or editor files beside them are
+/// not read as scans.
+pub fn is_scan_file_name(path: &Path) -> bool {
+    let hidden = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .is_none_or(|n| n.starts_with('.'));
+    let extension = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(|e| e.to_ascii_lowercase());
+    !hidden && extension.is_some_and(|e| SCAN_EXTENSIONS.contains(&e.as_str()))
+}
+
 /// Reads and decodes a scan file; errors name the file.
 pub fn read_scan(path: &Path, limits: &ScanLimits) -> Result<GrayImage, ScanError> {
     let bytes = read_limited(path, limits)?;

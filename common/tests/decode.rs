@@ -223,3 +223,32 @@ fn file_errors_name_the_file() -> Result<()> {
     ));
     Ok(())
 }
+
+/// A folder of scans is listed by extension: every extension listed is a format that reads
+/// back as a scan, and notes, hidden files and names without a scan extension are left out.
+#[test]
+fn scan_file_names_are_the_formats_that_decode() -> Result<()> {
+    use fingerprint_common::scan::{is_scan_file_name, SCAN_EXTENSIONS};
+    let dir = tempfile::tempdir()?;
+    for extension in SCAN_EXTENSIONS {
+        let format = ImageFormat::from_extension(extension)
+            .ok_or_else(|| anyhow::anyhow!("{extension}: no image format"))?;
+        let path = dir
+            .path()
+            .join(format!("101_1.{}", extension.to_uppercase()));
+        std::fs::write(&path, encode(DynamicImage::ImageLuma8(sample()), format)?)?;
+        assert!(is_scan_file_name(&path), "{}", path.display());
+        let scan = read_scan(&path, &limits())?;
+        assert_eq!(scan.dimensions(), sample().dimensions(), "{extension}");
+    }
+    for name in [
+        "notes.txt",
+        "101_1",
+        ".101_1.png",
+        "101_1.png.part",
+        "SHA256SUMS",
+    ] {
+        assert!(!is_scan_file_name(std::path::Path::new(name)), "{name}");
+    }
+    Ok(())
+}

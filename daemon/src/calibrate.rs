@@ -11,6 +11,7 @@ use std::time::SystemTime;
 use fingerprint_common::matcher::Probe;
 use fingerprint_common::minutiae;
 use fingerprint_common::openset::fit_door;
+use fingerprint_common::scan::is_scan_file_name;
 use fingerprint_common::{decode_scan, read_limited, DaemonConfig, Gallery, ScanLimits};
 
 use crate::engine::Engine;
@@ -57,15 +58,7 @@ fn scan_files(dir: &Path) -> Result<Vec<PathBuf>, CalibrateError> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(io)?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.is_file()
-                && p.extension().and_then(|e| e.to_str()).is_some_and(|e| {
-                    matches!(
-                        e.to_ascii_lowercase().as_str(),
-                        "png" | "tif" | "tiff" | "bmp" | "jpg" | "jpeg" | "pgm" | "pnm"
-                    )
-                })
-        })
+        .filter(|p| p.is_file() && is_scan_file_name(p))
         .collect();
     files.sort();
     Ok(files)

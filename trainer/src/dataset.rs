@@ -17,10 +17,10 @@ use rand_chacha::ChaCha8Rng;
 use regex::Regex;
 use serde::{Deserialize, Serialize};
 
+use fingerprint_common::scan::{is_scan_file_name, SCAN_EXTENSIONS};
+
 /// File name pattern of FVC and PolyU databases: `<finger>_<impression>.<ext>`.
 pub const FVC_PATTERN: &str = r"^(?P<id>[^_]+)_[^_.]+\.[A-Za-z0-9]+$";
-
-const IMAGE_EXTENSIONS: [&str; 8] = ["png", "bmp", "tif", "tiff", "jpg", "jpeg", "pgm", "pnm"];
 
 #[derive(Debug, thiserror::Error)]
 pub enum DatasetError {
@@ -30,7 +30,7 @@ pub enum DatasetError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{0}: no scans found (looked for {exts} files)", exts = IMAGE_EXTENSIONS.join(", "))]
+    #[error("{0}: no scans found (looked for {exts} files)", exts = SCAN_EXTENSIONS.join(", "))]
     Empty(PathBuf),
     #[error("invalid label pattern: {0}")]
     Pattern(String),
@@ -80,18 +80,6 @@ pub struct Dataset {
     pub samples: Vec<Sample>,
 }
 
-fn is_image(path: &Path) -> bool {
-    let hidden = path
-        .file_name()
-        .and_then(|n| n.to_str())
-        .is_none_or(|n| n.starts_with('.'));
-    let ext = path
-        .extension()
-        .and_then(|e| e.to_str())
-        .map(|e| e.to_ascii_lowercase());
-    !hidden && ext.is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.as_str()))
-}
-
 fn read_dir_sorted(dir: &Path) -> Result<Vec<PathBuf>, DatasetError> {
     let io = |source| DatasetError::Io {
         path: dir.to_path_buf(),
@@ -126,7 +114,10 @@ fn scan_root(root: &Path, layout: &Layout) -> Result<Vec<(String, PathBuf)>, Dat
                 if name.starts_with('.') {
                     continue;
                 }
-                for file in read_dir_sorted(dir)?.into_iter().filter(|p| is_image(p)) {
+                for file in read_dir_sorted(dir)?
+                    .into_iter()
+                    .filter(|p| is_scan_file_name(p))
+                {
                     found.push((name.to_string(), file));
                 }
             }
@@ -138,7 +129,10 @@ fn scan_root(root: &Path, layout: &Layout) -> Result<Vec<(String, PathBuf)>, Dat
                     "{pattern} has no named group `id`"
                 )));
             }
-            for file in entries.into_iter().filter(|p| p.is_file() && is_image(p)) {
+            for file in entries
+                .into_iter()
+                .filter(|p| p.is_file() && is_scan_file_name(p))
+            {
                 let name = file.file_name().and_then(|n| n.to_str()).unwrap_or("");
                 let id = re
                     .captures(name)
