@@ -19,8 +19,9 @@
 //!   predict --embeddings` JSON of both folders' patches in; the first N scans of each finger
 //!   of ENROLLED_DIR enrolled, its other scans and every scan of STRANGERS_DIR probes, scored
 //!   by [`patch_set_similarity`]; the open-set report (`fingerprint_common::openset`: rank-1,
-//!   EER, ...) out as JSON, with `probes_without_patches`. A probe that gave no patches
-//!   identifies nobody.
+//!   EER, ...) out as JSON, with `probes_without_patches`, and under `test_normalised` the
+//!   report of the same scores each rescaled against the probe's scores across the gallery
+//!   ([`test_normalised`]). A probe that gave no patches identifies nobody.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -28,7 +29,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 use fingerprint_common::minutiae;
 use fingerprint_common::patches::{
-    add_log_probabilities, minutia_patches, patch_set_similarity, PatchSpec,
+    add_log_probabilities, minutia_patches, patch_set_similarity, test_normalised, PatchSpec,
 };
 use fingerprint_common::scan::is_scan_file_name;
 use serde::Deserialize;
@@ -230,6 +231,13 @@ fn patches_of<'a>(templates: &'a ScanTemplates, finger: &str, scan: &Path) -> &'
         .map_or(&[][..], Vec::as_slice)
 }
 
+/// `fingers` with their scores, best first.
+fn ranked<'a>(fingers: &[&'a str], scores: Vec<f32>) -> Vec<(&'a str, f32)> {
+    let mut ranked: Vec<(&str, f32)> = fingers.iter().copied().zip(scores).collect();
+    ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
+    ranked
+}
+
 /// Open set on patch templates: the first `enrol` scans (by name) of each finger in
 /// `enrolled_dir` form its gallery, its other scans are genuine probes, every scan of
 /// `strangers_dir` an impostor probe. Scores by [`patch_set_similarity`]; a probe that gave no
@@ -265,31 +273,46 @@ fn openset(
             probes.push((None, patches_of(&strangers, &finger, &scan)));
         }
     }
-    let mut scores = fingerprint_common::openset::Scores::new(
-        gallery.len(),
-        gallery.values().map(Vec::len).sum(),
-    );
+    let new_scores = || {
+        fingerprint_common::openset::Scores::new(
+            gallery.len(),
+            gallery.values().map(Vec::len).sum(),
+        )
+    };
+    let (mut raw, mut normalised) = (new_scores(), new_scores());
+    let fingers: Vec<&str> = gallery.keys().copied().collect();
     for (own, patches) in &probes {
-        let mut ranked: Vec<(&str, f32)> = if patches.is_empty() {
+        let similarities: Vec<f32> = if patches.is_empty() {
             Vec::new()
         } else {
             gallery
-                .iter()
-                .map(|(finger, enrolled)| (*finger, patch_set_similarity(patches, enrolled)))
+                .values()
+                .map(|enrolled| patch_set_similarity(patches, enrolled))
                 .collect()
         };
-        ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
-        scores.add(own.as_deref(), &ranked);
+        let fingers = &fingers[..similarities.len()];
+        normalised.add(
+            own.as_deref(),
+            &ranked(fingers, test_normalised(&similarities)),
+        );
+        raw.add(own.as_deref(), &ranked(fingers, similarities));
     }
-    let mut report = serde_json::to_value(scores.report(None, 0.001))?;
-    if let Some(r) = report.as_object_mut() {
-        r.remove("det");
+    let report = |scores: fingerprint_common::openset::Scores| -> anyhow::Result<_> {
+        let mut report = serde_json::to_value(scores.report(None, 0.001))?;
+        if let Some(r) = report.as_object_mut() {
+            r.remove("det");
+        }
+        Ok(report)
+    };
+    let mut out = report(raw)?;
+    if let Some(r) = out.as_object_mut() {
         r.insert(
             "probes_without_patches".into(),
             probes.iter().filter(|p| p.1.is_empty()).count().into(),
         );
+        r.insert("test_normalised".into(), report(normalised)?);
     }
-    println!("{report}");
+    println!("{out}");
     Ok(())
 }
 
