@@ -290,6 +290,7 @@ fn openset(
                 .map(|enrolled| patch_set_similarity(patches, enrolled))
                 .collect()
         };
+        // A probe without patches ranks no finger (it identifies nobody).
         let fingers = &fingers[..similarities.len()];
         normalised.add(
             own.as_deref(),
