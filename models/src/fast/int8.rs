@@ -347,6 +347,37 @@ fn kernel(
     }
 }
 
+/// `fn $name(acc, a, b) -> acc`: one NEON instruction that adds i8 x i8 products of `a` and
+/// `b` (16 bytes each) into four i32 lanes of `acc` (`sdot`, `smmla`), as inline assembly: the
+/// intrinsics of these extensions are not stable in this Rust. Calling it needs the CPU to
+/// have `$features`.
+#[cfg(target_arch = "aarch64")]
+macro_rules! neon_i8_accumulate {
+    ($name:ident, $features:literal, $what:literal) => {
+        #[doc = $what]
+        ///
+        /// # Safety
+        #[doc = concat!("The CPU must support `", $features, "`.")]
+        #[target_feature(enable = $features)]
+        #[inline]
+        unsafe fn $name(acc: int32x4_t, a: int8x16_t, b: int8x16_t) -> int32x4_t {
+            let mut acc = acc;
+            // SAFETY: a register-only instruction, on a CPU that has it (as the caller
+            // guarantees).
+            unsafe {
+                std::arch::asm!(
+                    concat!(stringify!($name), " {acc:v}.4s, {a:v}.16b, {b:v}.16b"),
+                    acc = inout(vreg) acc,
+                    a = in(vreg) a,
+                    b = in(vreg) b,
+                    options(pure, nomem, nostack, preserves_flags)
+                );
+            }
+            acc
+        }
+    };
+}
+
 /// int8 products on aarch64 with the dot-product instructions: `sdot` sums four u8 x i8
 /// products per lane into i32, exactly (activations are 0..=63, the same bytes as i8), so the
 /// integer results are those of every other kernel. A quad of the panel (16 channels x 4
@@ -354,49 +385,16 @@ fn kernel(
 #[cfg(target_arch = "aarch64")]
 mod neon_dot {
     use std::arch::aarch64::*;
-    use std::arch::asm;
 
     use super::{Rows, MR, NR, QUAD};
 
-    /// `acc + a . b` in each 32-bit lane over its four bytes (`sdot`; inline assembly, as
-    /// the dot-product intrinsics are not stable in this Rust).
-    ///
-    /// # Safety
-    /// The CPU must support the dot-product instructions.
-    #[target_feature(enable = "neon,dotprod")]
-    #[inline]
-    unsafe fn sdot(acc: int32x4_t, a: int8x16_t, b: int8x16_t) -> int32x4_t {
-        let mut acc = acc;
-        // SAFETY: a register-only instruction, on a CPU that has it (as the caller guarantees).
-        unsafe {
-            asm!(
-                "sdot {acc:v}.4s, {a:v}.16b, {b:v}.16b",
-                acc = inout(vreg) acc,
-                a = in(vreg) a,
-                b = in(vreg) b,
-                options(pure, nomem, nostack, preserves_flags)
-            );
-        }
-        acc
-    }
+    neon_i8_accumulate!(
+        sdot,
+        "neon,dotprod",
+        "`acc + a . b` in each 32-bit lane over its four bytes (`sdot`)."
+    );
 
-    /// # Safety
-    /// The CPU must support NEON and the dot-product instructions; rows `starts[i]`
-    /// (i < height) plus every tap and depth must lie inside `a.data`; the panel must hold
-    /// depth x NR bytes. Returns false: the tile is in `acc`.
-    #[target_feature(enable = "neon,dotprod")]
-    pub unsafe fn kernel(
-        a: &Rows<u8>,
-        starts: &[usize; MR],
-        panel: &[u8],
-        height: usize,
-        acc: &mut [[f32; NR]; MR],
-    ) -> bool {
-        debug_assert!(panel.len() >= a.depth() * NR);
-        // SAFETY: forwarded from the caller.
-        unsafe { for_height!(rows, height, (a, starts, panel, acc)) }
-        false
-    }
+    neon_kernel_entry!(u8, "neon,dotprod", "NEON and the dot-product instructions");
 
     #[target_feature(enable = "neon,dotprod")]
     #[inline]
@@ -454,7 +452,6 @@ mod neon_dot {
 #[cfg(target_arch = "aarch64")]
 mod neon_i8mm {
     use std::arch::aarch64::*;
-    use std::arch::asm;
 
     use super::{Rows, MR, NR, QUAD};
 
@@ -463,46 +460,18 @@ mod neon_i8mm {
     /// Channel pairs of a panel.
     const CHANNEL_PAIRS: usize = NR / 2;
 
-    /// `acc + a . bᵀ` for `a` and `b` each two rows of eight i8 (`smmla`; inline assembly, as
-    /// the matrix-multiply intrinsics are not stable in this Rust): lanes (a0.b0, a0.b1,
-    /// a1.b0, a1.b1).
-    ///
-    /// # Safety
-    /// The CPU must support the int8 matrix-multiply instructions.
-    #[target_feature(enable = "neon,i8mm")]
-    #[inline]
-    unsafe fn smmla(acc: int32x4_t, a: int8x16_t, b: int8x16_t) -> int32x4_t {
-        let mut acc = acc;
-        // SAFETY: a register-only instruction, on a CPU that has it (as the caller guarantees).
-        unsafe {
-            asm!(
-                "smmla {acc:v}.4s, {a:v}.16b, {b:v}.16b",
-                acc = inout(vreg) acc,
-                a = in(vreg) a,
-                b = in(vreg) b,
-                options(pure, nomem, nostack, preserves_flags)
-            );
-        }
-        acc
-    }
+    neon_i8_accumulate!(
+        smmla,
+        "neon,i8mm",
+        "`acc + a . bᵀ` for `a` and `b` each two rows of eight i8 (`smmla`): lanes (a0.b0, \
+         a0.b1, a1.b0, a1.b1)."
+    );
 
-    /// # Safety
-    /// The CPU must support NEON and the int8 matrix-multiply instructions; rows `starts[i]`
-    /// (i < height) plus every tap and depth must lie inside `a.data`; the panel must hold
-    /// depth x NR bytes. Returns false: the tile is in `acc`.
-    #[target_feature(enable = "neon,i8mm")]
-    pub unsafe fn kernel(
-        a: &Rows<u8>,
-        starts: &[usize; MR],
-        panel: &[u8],
-        height: usize,
-        acc: &mut [[f32; NR]; MR],
-    ) -> bool {
-        debug_assert!(panel.len() >= a.depth() * NR);
-        // SAFETY: forwarded from the caller.
-        unsafe { for_height!(rows, height, (a, starts, panel, acc)) }
-        false
-    }
+    neon_kernel_entry!(
+        u8,
+        "neon,i8mm",
+        "NEON and the int8 matrix-multiply instructions"
+    );
 
     /// Rows `2p` and `2p + 1` (zeros past the tile's height) of `bytes` depths from `at`,
     /// side by side; `bytes` is 8, or 4 for a tap's last odd quad (the rest zeros).

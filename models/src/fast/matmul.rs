@@ -1042,23 +1042,7 @@ pub(super) mod neon {
 
     use super::{Rows, MR, NR};
 
-    /// # Safety
-    /// The CPU must support NEON; rows `starts[i]` (i < height) plus every tap and depth must
-    /// lie inside `a.data`; the panel must hold depth x NR values. Returns false: the tile is
-    /// in `acc`.
-    #[target_feature(enable = "neon")]
-    pub unsafe fn kernel(
-        a: &Rows,
-        starts: &[usize; MR],
-        panel: &[f32],
-        height: usize,
-        acc: &mut [[f32; NR]; MR],
-    ) -> bool {
-        debug_assert!(panel.len() >= a.depth() * NR);
-        // SAFETY: forwarded from the caller.
-        unsafe { for_height!(rows, height, (a, starts, panel, acc)) }
-        false
-    }
+    neon_kernel_entry!(f32, "neon", "NEON");
 
     #[target_feature(enable = "neon")]
     #[inline]

@@ -29,6 +29,34 @@ macro_rules! for_height {
     };
 }
 
+/// The entry of a NEON kernel (f32 or int8 products) that leaves its tile in `acc`:
+/// `pub unsafe fn kernel` over A's rows of `$element` and a panel of them, calling the
+/// module's `rows::<H>` for the tile's height. `$features` are the target features the
+/// kernel's instructions need, `$needs` says so in its safety contract.
+#[cfg(target_arch = "aarch64")]
+macro_rules! neon_kernel_entry {
+    ($element:ty, $features:literal, $needs:literal) => {
+        #[doc = concat!(
+            "# Safety\nThe CPU must support ", $needs, "; rows `starts[i]` (i < height) plus ",
+            "every tap and depth must lie inside `a.data`; the panel must hold depth x NR ",
+            "values. Returns false: the tile is in `acc`."
+        )]
+        #[target_feature(enable = $features)]
+        pub unsafe fn kernel(
+            a: &Rows<$element>,
+            starts: &[usize; MR],
+            panel: &[$element],
+            height: usize,
+            acc: &mut [[f32; NR]; MR],
+        ) -> bool {
+            debug_assert!(panel.len() >= a.depth() * NR);
+            // SAFETY: forwarded from the caller.
+            unsafe { for_height!(rows, height, (a, starts, panel, acc)) }
+            false
+        }
+    };
+}
+
 // The kernel modules: the only code of the engine that may be unsafe (SIMD intrinsics behind
 // run-time feature detection, each block with its SAFETY reasoning).
 #[allow(unsafe_code)]
