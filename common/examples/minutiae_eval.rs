@@ -9,7 +9,9 @@
 //! at the zero-false-accept threshold; then the pooled threshold (the highest impostor score
 //! of all folders, rounded up to the next tenth above it), each folder's result at the threshold its *other* folders
 //! give (leave one out: how it carries to a sensor it was not fitted on), and the logistic
-//! fusion fitted on all pairs (minutiae alone). Scans are read, never copied.
+//! fusion fitted on all pairs (minutiae alone), and each folder's upper tail of impostor
+//! scores (how the shipped threshold rises with the gallery's size). Scans are read, never
+//! copied.
 //!
 //! `cargo run --release -p fingerprint-common --example minutiae_eval -- \
 //!     ../shared/datasets/fvc2002/DB1_B:500 ../shared/datasets/fvc2002/DB2_B:569 ...`
@@ -98,6 +100,21 @@ fn above(top: f32) -> f32 {
     ((top * 10.0).floor() + 1.0) / 10.0
 }
 
+/// An exponential fitted on the top 2% (at least 20) of `impostor` scores: the share of
+/// comparisons at or above `at`, and the score over which the share falls e-fold (the mean
+/// excess over the lowest score kept). None with too few scores.
+fn tail_fit(impostor: &[f32], at: f32) -> Option<(f64, f64)> {
+    let mut sorted: Vec<f64> = impostor.iter().map(|&s| f64::from(s)).collect();
+    sorted.sort_by(|a, b| b.total_cmp(a));
+    let k = (sorted.len() / 50).max(20);
+    let cut = *sorted.get(k)?;
+    let decay = sorted[..k].iter().map(|s| s - cut).sum::<f64>() / k as f64;
+    (decay > 0.0).then(|| {
+        let share = k as f64 / sorted.len() as f64 * (-(f64::from(at) - cut) / decay).exp();
+        (share, decay)
+    })
+}
+
 fn main() -> anyhow::Result<()> {
     let mut folders = Vec::new();
     for spec in std::env::args().skip(1) {
@@ -138,6 +155,23 @@ fn main() -> anyhow::Result<()> {
             100.0 * accepted(&f.genuine, pooled) as f64 / f.genuine.len().max(1) as f64
         );
     }
+    // The upper tail that sets how the shipped threshold rises with the gallery
+    // (`matcher::MINUTIAE_IMPOSTOR_TAIL`): an exponential fitted on each folder's top 2%.
+    let (mut share_max, mut decay_max) = (0f64, 0f64);
+    for f in &folders {
+        let Some((share, decay)) = tail_fit(&f.impostor, pooled) else {
+            continue;
+        };
+        println!(
+            "  {}: impostor tail (top 2%): {share:.2e} of comparisons at or above {pooled:.1}, falling e-fold every {decay:.3}",
+            f.name
+        );
+        share_max = share_max.max(share);
+        decay_max = decay_max.max(decay);
+    }
+    println!(
+        "impostor tail, the largest of each: {share_max:.2e} at {pooled:.1}, e-fold every {decay_max:.3}"
+    );
     let pairs = |pick: fn(&Folder) -> &Vec<f32>| -> Vec<PairScores> {
         folders
             .iter()

@@ -11,7 +11,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::gallery::similarity;
 use crate::matcher::{
-    Fusion, Index, MatcherMode, PairScores, Probe, Rule, SHIPPED_MINUTIAE_THRESHOLD,
+    minutiae_comparisons, shipped_minutiae_threshold, Fusion, Index, MatcherMode, PairScores,
+    Probe, Rule,
 };
 use crate::minutiae::Prepared;
 use crate::{Candidate, Gallery};
@@ -290,8 +291,8 @@ pub const GENUINE_MISS: f64 = 0.01;
 pub enum ThresholdBasis {
     /// The door's strangers: their best scores' fitted tail for the target false-accept rate.
     Strangers,
-    /// The shipped threshold, calibrated on real impostor pairs of six sets (its equivalent
-    /// under the door's fusion): the door's strangers would allow a lower one, and a few
+    /// The shipped threshold for the gallery's size, calibrated on real impostor pairs of six
+    /// sets (its equivalent under the door's fusion): the door's strangers would allow a lower one, and a few
     /// hundred scans of them cannot show that the rarest stranger lies lower.
     Shipped,
     /// The middle of the gap between the strangers' fitted tail and the enrolled
@@ -326,6 +327,37 @@ pub struct DoorFit {
     pub frr: f64,
     pub genuine_scores: usize,
     pub stranger_scans: usize,
+    /// Identities enrolled when it was fitted.
+    pub identities: usize,
+    /// The lowest and highest network scores of the strangers' comparisons (0 among them):
+    /// the range [`shipped_floor`] covers.
+    pub strangers_network: [f32; 2],
+}
+
+/// The floor under a door's threshold where minutiae take part: the shipped minutiae threshold
+/// for a stranger's scan meeting `comparisons` identities ([`shipped_minutiae_threshold`]),
+/// in fused mode under the door's fusion at the network score of `strangers_network` (the
+/// range the door's strangers reached) that favours a stranger most. The fused score grows
+/// or falls with the network score, so the floor holds for a stranger anywhere in that range
+/// (with no network weight, any network score gives the same). None in network mode, or in
+/// fused mode without a fusion.
+pub fn shipped_floor(
+    mode: MatcherMode,
+    fusion: Option<Fusion>,
+    strangers_network: [f32; 2],
+    comparisons: usize,
+) -> Option<f32> {
+    let minutiae = shipped_minutiae_threshold(comparisons);
+    match mode {
+        MatcherMode::Network => None,
+        MatcherMode::Minutiae => Some(minutiae),
+        MatcherMode::Fused => fusion.map(|f| {
+            strangers_network
+                .iter()
+                .map(|&network| f.score(PairScores { network, minutiae }))
+                .fold(f32::MIN, f32::max)
+        }),
+    }
 }
 
 /// The threshold for `target` false accepts, from few impostor scans: the empirical one
@@ -405,10 +437,10 @@ fn normal_quantile(p: f64) -> f64 {
 /// ([`threshold_for_far_guarded`]). Where that leaves a gap below the enrolled impressions'
 /// own scores (all but [`GENUINE_MISS`] of them above it), the threshold goes to the middle of
 /// the gap: neither the strangers' unseen tail nor the enrolled fingers' comes first. Where
-/// minutiae take part, it is never below the shipped threshold (its equivalent under the
-/// door's fusion, at the strangers' highest network score): that one was calibrated on
-/// 57,760 real impostor comparisons, and a door's strangers can only show that its sensor
-/// needs a stricter one. None when there is nothing to fit on.
+/// minutiae take part, it is never below the shipped threshold for the gallery's size
+/// ([`shipped_floor`]): that one was calibrated on 57,760 real impostor comparisons, and a
+/// door's strangers can only show that its sensor needs a stricter one. None when there is
+/// nothing to fit on.
 pub fn fit_door(
     gallery: &Gallery,
     mode: MatcherMode,
@@ -487,31 +519,24 @@ pub fn fit_door(
         })
         .collect();
     let strangers_side = threshold_for_far_guarded(&impostor_best, target_far);
-    let shipped_floor = match mode {
-        MatcherMode::Network => None,
-        MatcherMode::Minutiae => Some(SHIPPED_MINUTIAE_THRESHOLD),
-        MatcherMode::Fused => fusion.map(|f| {
-            // The fused score grows or falls with the network score: the floor holds for a
-            // stranger anywhere in the network scores the door's strangers reached.
-            // (Without network scores the weight is 0 and any network score gives the same.)
-            impostor
-                .iter()
-                .flatten()
-                .filter_map(|s| s.0)
-                .chain([0.0])
-                .map(|network| {
-                    f.score(PairScores {
-                        network,
-                        minutiae: SHIPPED_MINUTIAE_THRESHOLD,
-                    })
-                })
-                .fold(f32::MIN, f32::max)
-        }),
-    };
+    let strangers_network = impostor
+        .iter()
+        .flatten()
+        .filter_map(|s| s.0)
+        .fold([0f32; 2], |[low, high], n| [low.min(n), high.max(n)]);
+    let identities = gallery.identities.len();
+    // Every identity counted: the calibration cannot know the door's shortlist settings, and
+    // counting more only raises the floor.
+    let floor = shipped_floor(
+        mode,
+        fusion,
+        strangers_network,
+        minutiae_comparisons(mode, identities, usize::MAX),
+    );
     let mut sorted = genuine_scores.clone();
     sorted.sort_by(f32::total_cmp);
     let genuine_side = sorted[(GENUINE_MISS * sorted.len() as f64).floor() as usize];
-    let (threshold, basis) = door_threshold(strangers_side, genuine_side, shipped_floor);
+    let (threshold, basis) = door_threshold(strangers_side, genuine_side, floor);
     Some(DoorFit {
         mode,
         fusion,
@@ -523,6 +548,8 @@ pub fn fit_door(
             / genuine_scores.len() as f64,
         genuine_scores: genuine_scores.len(),
         stranger_scans: impostor_best.len(),
+        identities,
+        strangers_network,
     })
 }
 
@@ -553,6 +580,7 @@ fn door_threshold(
 mod tests {
     use super::*;
     use crate::gallery::Impression;
+    use crate::matcher::SHIPPED_MINUTIAE_THRESHOLD;
 
     #[test]
     fn the_door_threshold_is_the_gap_middle_or_the_strangers_tail_never_below_the_floor() {
@@ -717,6 +745,7 @@ mod tests {
         );
         assert!(fit.threshold >= SHIPPED_MINUTIAE_THRESHOLD, "{fit:?}");
         assert_eq!((fit.far, fit.frr), (0.0, 0.0), "{fit:?}");
+        assert_eq!(fit.identities, gallery.identities.len());
     }
 
     #[test]
@@ -740,6 +769,48 @@ mod tests {
         assert!(lookalike_score > SHIPPED_MINUTIAE_THRESHOLD);
         assert!(fit.threshold > lookalike_score, "{fit:?} {lookalike_score}");
         assert_eq!(fit.far, 0.0);
+    }
+
+    #[test]
+    fn the_shipped_floor_rises_with_the_gallery_and_favours_no_stranger() {
+        let floor = |mode, fusion, range, n| shipped_floor(mode, fusion, range, n);
+        assert_eq!(floor(MatcherMode::Network, None, [0.0, 0.0], 1000), None);
+        assert_eq!(
+            floor(MatcherMode::Minutiae, None, [0.0, 0.0], 10),
+            Some(SHIPPED_MINUTIAE_THRESHOLD)
+        );
+        let large = floor(MatcherMode::Minutiae, None, [0.0, 0.0], 1000).expect("a floor");
+        assert_eq!(large, shipped_minutiae_threshold(1000));
+        assert!(large > SHIPPED_MINUTIAE_THRESHOLD + 0.3, "{large}");
+        // Under a fusion that weighs the network, the end of the strangers' range that
+        // raises the fused score most.
+        let fusion = Fusion {
+            bias: -10.0,
+            network_weight: 2.0,
+            minutiae_weight: 7.0,
+        };
+        let at = |network| {
+            fusion.score(PairScores {
+                network,
+                minutiae: shipped_minutiae_threshold(1000),
+            })
+        };
+        assert_eq!(
+            floor(MatcherMode::Fused, Some(fusion), [-0.2, 0.6], 1000),
+            Some(at(0.6))
+        );
+        let against = Fusion {
+            network_weight: -2.0,
+            ..fusion
+        };
+        assert_eq!(
+            floor(MatcherMode::Fused, Some(against), [-0.2, 0.6], 1000),
+            Some(against.score(PairScores {
+                network: -0.2,
+                minutiae: shipped_minutiae_threshold(1000),
+            }))
+        );
+        assert_eq!(floor(MatcherMode::Fused, None, [0.0, 0.0], 1000), None);
     }
 
     #[test]

@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use fingerprint_common::matcher::Probe;
+use fingerprint_common::matcher::{MatcherMode, Probe};
 use fingerprint_common::minutiae;
 use fingerprint_common::openset::fit_door;
 use fingerprint_common::scan::is_scan_file_name;
@@ -146,6 +146,8 @@ pub fn calibrate(
         frr: fit.frr,
         genuine_scores: fit.genuine_scores,
         stranger_scans: fit.stranger_scans,
+        identities: Some(fit.identities),
+        strangers_network: (mode == MatcherMode::Fused).then_some(fit.strangers_network),
         strangers: strangers.display().to_string(),
         created: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
     };

@@ -10,10 +10,10 @@ use std::path::Path;
 
 use fingerprint_common::config::{DaemonConfig, FALLBACK_MATCH_THRESHOLD};
 use fingerprint_common::matcher::{
-    shipped_fused_threshold, Fusion, MatcherMode, Prints, Rule, SHIPPED_FUSION,
-    SHIPPED_MINUTIAE_THRESHOLD,
+    minutiae_comparisons, shipped_fused_threshold, shipped_minutiae_threshold, Fusion, MatcherMode,
+    Prints, Rule, SHIPPED_FUSION, SHIPPED_MINUTIAE_THRESHOLD, SHIPPED_STRANGER_FAR,
 };
-use fingerprint_common::openset::ThresholdBasis;
+use fingerprint_common::openset::{shipped_floor, ThresholdBasis};
 use fingerprint_common::{minutiae, Gallery};
 use serde::{Deserialize, Serialize};
 
@@ -52,6 +52,15 @@ pub struct DoorCalibration {
     pub frr: f64,
     pub genuine_scores: usize,
     pub stranger_scans: usize,
+    /// Identities enrolled when it was made; absent in calibrations from before it was
+    /// recorded.
+    #[serde(default)]
+    pub identities: Option<usize>,
+    /// The lowest and highest network scores of the strangers' comparisons (fused mode), for
+    /// the shipped floor as the gallery grows ([`shipped_floor`]); absent in calibrations from
+    /// before it was recorded.
+    #[serde(default)]
+    pub strangers_network: Option<[f32; 2]>,
     /// The folder of other people's scans it was calibrated with.
     pub strangers: String,
     /// RFC 3339 time it was made.
@@ -206,7 +215,39 @@ pub fn resolve(
             d.basis.map(|b| format!("; set by {b}")).unwrap_or_default()
         )
     };
-    let shipped_source = "shipped, calibrated on real impostor pairs (README: \"Thresholds that hold on real strangers\")";
+    // The identities a stranger's scan meets: the shipped threshold rises with them.
+    let identities = gallery.identities.len();
+    let comparisons = minutiae_comparisons(mode, identities, config.matcher.exhaustive_below);
+    let shipped_minutiae = shipped_minutiae_threshold(comparisons);
+    let mut shipped_source = "shipped, calibrated on real impostor pairs (README: \"Thresholds that hold on real strangers\")".to_string();
+    if shipped_minutiae > SHIPPED_MINUTIAE_THRESHOLD {
+        shipped_source += &format!(
+            ", raised from {SHIPPED_MINUTIAE_THRESHOLD} to minutiae score {shipped_minutiae:.2} for a stranger's scan meeting {comparisons} identities (at most {} of strangers' scans let in)",
+            SHIPPED_STRANGER_FAR
+        );
+    }
+    // A door's calibrated threshold was never below the shipped one for its gallery then;
+    // as the gallery grows, the shipped one rises and the door's follows it. (A calibration
+    // from before the strangers' network scores were recorded is followed where its fusion
+    // gives the network no weight, so that no network score matters.)
+    let door_threshold = |d: &DoorCalibration| -> (f32, String) {
+        let range = d.strangers_network.or_else(|| {
+            d.fusion
+                .is_none_or(|f| f.network_weight == 0.0)
+                .then_some([0.0, 0.0])
+        });
+        match range.and_then(|r| shipped_floor(mode, d.fusion, r, comparisons)) {
+            Some(floor) if floor > d.threshold => (
+                floor,
+                format!(
+                    "{}; raised to the shipped threshold for a stranger's scan meeting {comparisons} identities (calibrated with {}): run `fingerprintd calibrate` again",
+                    door_source(d),
+                    d.identities.map_or("fewer".to_string(), |n| n.to_string())
+                ),
+            ),
+            _ => (d.threshold, door_source(d)),
+        }
+    };
     let configured = "the configuration (matcher.threshold)";
     // Whether the threshold in force was set on scores with the gallery's turned templates
     // (the calibrations record it; a configured threshold is the installer's own measure).
@@ -249,23 +290,24 @@ pub fn resolve(
         }
         MatcherMode::Minutiae => match (config.matcher.threshold, door) {
             (Some(t), _) => (SHIPPED_FUSION, t, configured.to_string(), true),
-            (None, Some(d)) => (SHIPPED_FUSION, d.threshold, door_source(d), true),
-            (None, None) => (
-                SHIPPED_FUSION,
-                SHIPPED_MINUTIAE_THRESHOLD,
-                shipped_source.to_string(),
-                true,
-            ),
+            (None, Some(d)) => {
+                let (threshold, source) = door_threshold(d);
+                (SHIPPED_FUSION, threshold, source, true)
+            }
+            (None, None) => (SHIPPED_FUSION, shipped_minutiae, shipped_source, true),
         },
         MatcherMode::Fused => {
             let fusion = door.and_then(|d| d.fusion).unwrap_or(SHIPPED_FUSION);
             match (config.matcher.threshold, door) {
                 (Some(t), _) => (fusion, t, configured.to_string(), true),
-                (None, Some(d)) => (fusion, d.threshold, door_source(d), d.enrolment_turns),
+                (None, Some(d)) => {
+                    let (threshold, source) = door_threshold(d);
+                    (fusion, threshold, source, d.enrolment_turns)
+                }
                 // The shipped rule gives the network no weight: its templates only shortlist.
                 (None, None) => (
                     SHIPPED_FUSION,
-                    shipped_fused_threshold(),
+                    shipped_fused_threshold(comparisons),
                     format!("{shipped_source}; the network only shortlists until the door is calibrated"),
                     true,
                 ),
@@ -340,6 +382,8 @@ pub(crate) mod test_support {
             frr: 0.05,
             genuine_scores: 30,
             stranger_scans: 200,
+            identities: Some(1),
+            strangers_network: None,
             strangers: "/srv/strangers".into(),
             created: "2026-12-02T00:00:00Z".into(),
         }
@@ -378,13 +422,19 @@ mod tests {
         );
     }
 
-    #[test]
-    fn the_threshold_comes_from_the_config_then_the_door_then_the_shipped_one() {
+    /// The default configuration, minutiae alone and no model.
+    fn minutiae_config() -> DaemonConfig {
         let mut config =
             DaemonConfig::parse(fingerprint_common::DEFAULT_CONFIG, Path::new("config.toml"))
                 .expect("the default configuration parses");
         config.matcher.mode = MatcherMode::Minutiae;
         config.model.path = None;
+        config
+    }
+
+    #[test]
+    fn the_threshold_comes_from_the_config_then_the_door_then_the_shipped_one() {
+        let mut config = minutiae_config();
         let g = gallery(false, true, 2);
         let shipped = resolve(&config, None, &g, None).expect("policy");
         assert_eq!(shipped.threshold, SHIPPED_MINUTIAE_THRESHOLD);
@@ -438,5 +488,47 @@ mod tests {
         let fallback = resolve(&config, None, &gallery(true, true, 2), None).expect("policy");
         assert_eq!(fallback.rule.mode, MatcherMode::Minutiae);
         assert!(fallback.downgrade.is_some());
+    }
+
+    #[test]
+    fn the_shipped_and_door_thresholds_rise_as_the_gallery_grows() {
+        let config = minutiae_config();
+        let grown = |identities: usize| {
+            let mut g = gallery(false, true, 2);
+            let alice = g.identities["alice"].clone();
+            for i in 1..identities {
+                g.identities.insert(format!("person{i}"), alice.clone());
+            }
+            g
+        };
+        let small = resolve(&config, None, &grown(50), None).expect("policy");
+        assert_eq!(small.threshold, SHIPPED_MINUTIAE_THRESHOLD);
+        assert!(!small.source.contains("raised"), "{}", small.source);
+        let large = resolve(&config, None, &grown(1000), None).expect("policy");
+        assert_eq!(large.threshold, shipped_minutiae_threshold(1000));
+        assert!(large.threshold > SHIPPED_MINUTIAE_THRESHOLD + 0.3);
+        assert!(
+            large.source.contains("raised") && large.source.contains("1000 identities"),
+            "{}",
+            large.source
+        );
+        assert_eq!(large.rule.enough, Some(large.threshold));
+        // A door calibrated on one identity, its gallery grown since: the shipped floor for
+        // today's gallery, and the log asks for a new calibration.
+        let door = minutiae_door(SHIPPED_MINUTIAE_THRESHOLD + 0.1);
+        let followed = resolve(&config, None, &grown(1000), Some(&door)).expect("policy");
+        assert_eq!(followed.threshold, large.threshold);
+        assert!(
+            followed.source.contains("/srv/strangers")
+                && followed.source.contains("calibrated with 1")
+                && followed.source.contains("calibrate` again"),
+            "{}",
+            followed.source
+        );
+        // A stricter calibration stays as it is.
+        let strict = minutiae_door(6.0);
+        let kept = resolve(&config, None, &grown(1000), Some(&strict)).expect("policy");
+        assert_eq!(kept.threshold, 6.0);
+        assert!(!kept.source.contains("raised"), "{}", kept.source);
     }
 }

@@ -4,7 +4,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use fingerprint_common::gallery::Impression;
 use fingerprint_common::matcher::{
-    shipped_fused_threshold, Fusion, MatcherMode, Probe, SHIPPED_FUSION, SHIPPED_MINUTIAE_THRESHOLD,
+    shipped_fused_threshold, shipped_minutiae_threshold, Fusion, MatcherMode, Probe, SHIPPED_FUSION,
 };
 use fingerprint_common::minutiae;
 use fingerprint_common::ScanLimits;
@@ -433,12 +433,13 @@ fn open_set(
             Some(t) => (Some(t), "the model's calibration".to_string()),
             None => (None, "for the target FAR on these strangers".to_string()),
         },
+        // Every identity compared, as this evaluation's rule does.
         (None, None, MatcherMode::Minutiae) => (
-            Some(SHIPPED_MINUTIAE_THRESHOLD),
+            Some(shipped_minutiae_threshold(gallery.identities.len())),
             "shipped (real impostor pairs)".to_string(),
         ),
         (None, None, MatcherMode::Fused) => (
-            Some(shipped_fused_threshold()),
+            Some(shipped_fused_threshold(gallery.identities.len())),
             "shipped (real impostor pairs; the network gets no weight)".to_string(),
         ),
     };
