@@ -97,6 +97,14 @@ pub struct MatcherConfig {
     pub threshold: Option<f32>,
     /// Applies a network threshold calibrated on synthetic prints to this door's scans.
     pub accept_synthetic_threshold: bool,
+    /// Denials in a row after which the door is locked out (0: never): every scan is denied
+    /// for `lockout_s` seconds, so a stranger cannot try scan after scan until one passes.
+    pub lockout_after: usize,
+    /// How long a lockout lasts, in seconds; one that starts within `lockout_max_s` of the
+    /// end of the one before lasts twice as long as it did, up to `lockout_max_s`.
+    pub lockout_s: u64,
+    /// The longest lockout, in seconds.
+    pub lockout_max_s: u64,
 }
 
 impl Default for MatcherConfig {
@@ -108,6 +116,9 @@ impl Default for MatcherConfig {
             sensor_dpi: None,
             threshold: None,
             accept_synthetic_threshold: false,
+            lockout_after: 5,
+            lockout_s: 30,
+            lockout_max_s: 900,
         }
     }
 }
@@ -396,6 +407,21 @@ impl DaemonConfig {
         }
         if self.matcher.shortlist == 0 {
             return Err("matcher.shortlist must be at least 1".into());
+        }
+        let lockout = &self.matcher;
+        if lockout.lockout_after > 0 && !(1..=86_400).contains(&lockout.lockout_s) {
+            return Err(format!(
+                "matcher.lockout_s {} is outside 1..=86400 (set matcher.lockout_after = 0 for no lockout)",
+                lockout.lockout_s
+            ));
+        }
+        if lockout.lockout_after > 0
+            && !(lockout.lockout_s..=86_400).contains(&lockout.lockout_max_s)
+        {
+            return Err(format!(
+                "matcher.lockout_max_s {} is outside matcher.lockout_s ({})..=86400",
+                lockout.lockout_max_s, lockout.lockout_s
+            ));
         }
         if let Some(dpi) = self
             .matcher

@@ -119,6 +119,11 @@ pub struct Decision {
     pub latency_ms: f64,
     /// Why the scan could not be judged; null unless `decision` is `error`.
     pub error: Option<String>,
+    /// The door was locked out after repeated denials (`matcher.lockout_after`) when this scan
+    /// was decided: it is denied whatever it scored (a grant was withheld where `score`
+    /// clears `threshold`). False in messages from before lockouts.
+    #[serde(default)]
+    pub locked_out: bool,
 }
 
 /// Which scores a decision rests on.

@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use anyhow::Result;
-use fingerprint_common::config::{MqttConfig, TlsConfig};
+use fingerprint_common::config::{MatcherConfig, MqttConfig, TlsConfig};
 use fingerprint_common::{
     Candidate, DaemonConfig, Decision, MatchMode, MatcherMode, ModelRef, ScanSource, SourceKind,
     Verdict, DEFAULT_CONFIG,
@@ -71,6 +71,46 @@ fn every_option_is_in_the_documented_default() -> Result<()> {
             || DEFAULT_CONFIG.contains(&format!(".{key}]"));
         assert!(documented, "option '{key}' is not in systemd/config.toml");
     }
+    Ok(())
+}
+
+/// The door locks out after 5 denials in a row for 30 s unless told otherwise; a lockout
+/// must last a while, and 0 turns it off.
+#[test]
+fn the_lockout_is_on_by_default_and_checked() -> Result<()> {
+    let default = DaemonConfig::parse(DEFAULT_CONFIG, Path::new("config.toml"))?;
+    assert_eq!(
+        (
+            default.matcher.lockout_after,
+            default.matcher.lockout_s,
+            default.matcher.lockout_max_s
+        ),
+        (5, 30, 900)
+    );
+    assert_eq!(default.matcher, MatcherConfig::default());
+    let with = |after: &str, seconds: &str| {
+        DaemonConfig::parse(
+            &DEFAULT_CONFIG
+                .replace("lockout_after = 5", &format!("lockout_after = {after}"))
+                .replace("lockout_s = 30", &format!("lockout_s = {seconds}")),
+            Path::new("config.toml"),
+        )
+    };
+    let error = with("5", "0")
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(error.contains("matcher.lockout_s 0 is outside"), "{error}");
+    let error = with("5", "1000")
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(
+        error.contains("matcher.lockout_max_s 900 is outside matcher.lockout_s (1000)"),
+        "{error}"
+    );
+    let off = with("0", "0")?;
+    assert_eq!(off.matcher.lockout_after, 0);
     Ok(())
 }
 
@@ -282,6 +322,7 @@ fn decisions_match_the_published_schema() -> Result<()> {
         }),
         latency_ms: 31.5,
         error: None,
+        locked_out: false,
     };
     let error = Decision {
         decision: Verdict::Error,
@@ -294,6 +335,7 @@ fn decisions_match_the_published_schema() -> Result<()> {
         fused_score: None,
         model: None,
         error: Some("empty scan (0 bytes)".into()),
+        locked_out: false,
         source: ScanSource {
             kind: SourceKind::Mqtt,
             name: "fingerprintd/door-1/scan".into(),

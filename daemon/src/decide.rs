@@ -319,6 +319,7 @@ fn decision_for(
         model: engine.map(|e| e.model.clone()),
         latency_ms: scan.received.elapsed().as_secs_f64() * 1e3,
         error,
+        locked_out: false,
     }
 }
 

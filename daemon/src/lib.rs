@@ -8,8 +8,8 @@
 //!   becomes of it), [`lock`], [`error`] (I/O errors that name their path);
 //! - inference, with no async runtime or MQTT in it: [`engine`] (the model), [`gallery`]
 //!   (enrolled templates), [`policy`] (matcher and threshold in force), [`decide`] (scans to
-//!   decisions), [`calibrate`], [`enroll`] (enrolment and its administration requests), and
-//!   [`bench`];
+//!   decisions), [`lockout`] (every scan denied for a while after repeated denials),
+//!   [`calibrate`], [`enroll`] (enrolment and its administration requests), and [`bench`];
 //! - sinks: [`decision_log`] (JSON lines), [`outbox`] (decisions waiting for the broker),
 //!   [`settle`] (scan files moved once their decision is out);
 //! - sources that make jobs: [`sensor`] (the sensor directory), [`input`] (scan messages
@@ -31,6 +31,7 @@ pub mod gallery;
 pub mod input;
 pub mod job;
 pub mod lock;
+pub mod lockout;
 pub mod mqtt;
 pub mod outbox;
 pub mod policy;

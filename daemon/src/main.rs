@@ -348,6 +348,15 @@ async fn check_config(path: &Path) -> Result<()> {
             config.matcher.mode
         ),
     }
+    let m = &config.matcher;
+    if m.lockout_after == 0 {
+        println!("lockout: off (matcher.lockout_after = 0): a stranger may try scan after scan");
+    } else {
+        println!(
+            "lockout: after {} denials in a row every scan is denied for {} s, doubling while lockouts follow each other, up to {} s",
+            m.lockout_after, m.lockout_s, m.lockout_max_s
+        );
+    }
     if let Some(sensor) = &config.sensor {
         anyhow::ensure!(
             sensor.dir.is_dir(),

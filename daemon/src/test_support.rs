@@ -26,5 +26,6 @@ pub(crate) fn decision(scan_id: &str, verdict: Verdict, error: Option<&str>) -> 
         model: None,
         latency_ms: 1.0,
         error: error.map(Into::into),
+        locked_out: false,
     }
 }

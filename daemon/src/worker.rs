@@ -3,14 +3,16 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
+use std::time::Instant;
 
-use fingerprint_common::DaemonConfig;
+use fingerprint_common::{DaemonConfig, Decision};
 use tokio::sync::mpsc;
 
 use crate::decide::{decide_batch, Matcher, Settings};
 use crate::engine::{Engine, EngineSlot};
 use crate::gallery::{GallerySlot, LiveGallery};
 use crate::job::{Job, Origin, Outcome, ScanRequest};
+use crate::lockout::{Applied, Lockout};
 use crate::policy::{self, MatchPolicy, PolicyError};
 
 /// Counts kept by the worker, for logs, tests and benchmarks.
@@ -50,6 +52,7 @@ pub fn spawn(
         .spawn(move || {
             let mut announced = None;
             let mut policies = PolicyCache::default();
+            let mut lockout = Lockout::from_config(&config.config.matcher);
             while let Some(first) = jobs.blocking_recv() {
                 let mut batch = vec![first];
                 while batch.len() < config.max_batch {
@@ -72,7 +75,11 @@ pub fn spawn(
                     (_, Some(Err(e))) => Matcher::Refuse(e.to_string()),
                     _ => Matcher::Classifier,
                 };
-                let decisions = decide_batch(engine.as_deref(), &matcher, &scans, &config.settings);
+                let mut decisions =
+                    decide_batch(engine.as_deref(), &matcher, &scans, &config.settings);
+                for decision in &mut decisions {
+                    log_lockout(lockout.apply(decision, Instant::now()), decision);
+                }
                 tracing::debug!(batch = scans.len(), "batch decided");
                 stats.scans.fetch_add(scans.len() as u64, Ordering::Relaxed);
                 stats.batches.fetch_add(1, Ordering::Relaxed);
@@ -86,6 +93,23 @@ pub fn spawn(
                 }
             }
         })
+}
+
+/// Says when a lockout starts and which grant it withholds.
+fn log_lockout(applied: Applied, decision: &Decision) {
+    match applied {
+        Applied::Started(duration) => tracing::warn!(
+            scan = %decision.scan_id,
+            "too many denials in a row (matcher.lockout_after): every scan is denied for {} s (matcher.lockout_s, doubling while lockouts follow each other, up to matcher.lockout_max_s)",
+            duration.as_secs()
+        ),
+        Applied::Withheld(identity) => tracing::warn!(
+            scan = %decision.scan_id,
+            identity = %identity,
+            "grant withheld: the door is locked out after repeated denials"
+        ),
+        Applied::Denied | Applied::Nothing => {}
+    }
 }
 
 /// The match policy of the engine and gallery in use, resolved again only when either is

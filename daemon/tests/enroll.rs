@@ -169,6 +169,8 @@ async fn cli_enrolment_is_picked_up_by_the_running_service() -> Result<()> {
     let mut setup = Setup::new(Quantization::F32)?;
     let cast = cast(&setup.model)?;
     setup.config.model.match_threshold = Some(cast.threshold);
+    // Locked out after two strangers in a row (below).
+    setup.config.matcher.lockout_after = 2;
     let config = write_config(setup.root.path(), &setup.config)?;
     let scans = setup.root.path().join("scans");
     std::fs::create_dir_all(&scans)?;
@@ -240,7 +242,17 @@ async fn cli_enrolment_is_picked_up_by_the_running_service() -> Result<()> {
         let d = decide(&setup, &format!("stranger-{i}.png"), s).await?;
         assert_eq!(d.decision, Verdict::Deny, "stranger {i}: {d:?}");
         assert!(d.score.is_some_and(|s| s < cast.threshold));
+        // The second denial in a row locks the door; the ones after it say so.
+        assert_eq!(d.locked_out, i >= 2, "stranger {i}: {d:?}");
     }
+    // Locked out: alice's scan clears the threshold, and is denied.
+    let d = decide(&setup, "alice-locked-out.png", &cast.alice_probe).await?;
+    assert_eq!(
+        (d.decision, d.identity.as_deref(), d.locked_out),
+        (Verdict::Deny, None, true),
+        "{d:?}"
+    );
+    assert!(d.score.is_some_and(|s| s >= cast.threshold), "{d:?}");
 
     let (ok, text) = cli(&config, &["remove", "alice"])?;
     assert!(ok, "{text}");

@@ -32,6 +32,7 @@ fn entry(id: &str) -> Entry {
             }),
             latency_ms: 1.0,
             error: None,
+            locked_out: false,
         },
         settle: Settle::Processed(format!("/sensor/{id}").into()),
     }

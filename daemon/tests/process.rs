@@ -209,6 +209,10 @@ fn default_config_is_printed_and_check_config_catches_mistakes() -> Result<()> {
     let (ok, text) = check(&path)?;
     assert!(ok, "{text}");
     assert!(text.contains("configuration OK"), "{text}");
+    assert!(
+        text.contains("lockout: after 5 denials in a row every scan is denied for 30 s"),
+        "{text}"
+    );
 
     let good = std::fs::read_to_string(&path)?;
     let typo = root.path().join("typo.toml");

@@ -29,5 +29,6 @@ pub(crate) fn decision(verdict: Verdict, identity: Option<&str>, latency_ms: f64
         }),
         latency_ms,
         error: None,
+        locked_out: false,
     }
 }
