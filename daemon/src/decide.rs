@@ -268,7 +268,11 @@ fn decision_for(
             } else {
                 MatchMode::Identification
             },
-            policy.threshold,
+            if verification {
+                policy.claim_threshold
+            } else {
+                policy.threshold
+            },
             Some(policy.rule.mode),
         ),
         Matcher::Refuse(_) => (
@@ -345,5 +349,52 @@ mod tests {
         let background = ranked(&[(fingerprint_common::BACKGROUND_LABEL, 0.9), ("alice", 0.1)]);
         assert!(granted(&background, 0.05).is_none());
         assert!(granted(&[], 0.0).is_none());
+    }
+
+    #[test]
+    fn a_claim_is_judged_at_the_claim_threshold_an_identification_at_the_gallery_one() {
+        use fingerprint_common::matcher::{Rule, SHIPPED_FUSION};
+        use fingerprint_common::{Gallery, ScanSource, SourceKind};
+        let index = Index::new(&Gallery::new(None));
+        let policy = MatchPolicy {
+            rule: Rule {
+                mode: MatcherMode::Minutiae,
+                fusion: SHIPPED_FUSION,
+                shortlist: 5,
+                exhaustive_below: 200,
+                enough: None,
+                turned_templates: true,
+            },
+            threshold: 3.8,
+            claim_threshold: 3.3,
+            source: "shipped".into(),
+            downgrade: None,
+        };
+        let matcher = Matcher::Gallery {
+            index: &index,
+            policy: &policy,
+        };
+        let scan = |claim: Option<&str>| ScanRequest {
+            scan_id: "s".into(),
+            source: ScanSource {
+                kind: SourceKind::Directory,
+                name: "s".into(),
+                sensor: None,
+            },
+            payload: Ok(Vec::new()),
+            claim: claim.map(Into::into),
+            received: std::time::Instant::now(),
+        };
+        let alice = || Ok(ranked(&[("alice", 3.5)]));
+        let claimed = decision_for(None, &matcher, &scan(Some("alice")), alice(), 3);
+        assert_eq!(
+            (claimed.mode, claimed.decision, claimed.threshold),
+            (MatchMode::Verification, Verdict::Grant, 3.3)
+        );
+        let identified = decision_for(None, &matcher, &scan(None), alice(), 3);
+        assert_eq!(
+            (identified.mode, identified.decision, identified.threshold),
+            (MatchMode::Identification, Verdict::Deny, 3.8)
+        );
     }
 }

@@ -339,6 +339,12 @@ async fn check_config(path: &Path) -> Result<()> {
                 policy.threshold,
                 policy.source
             );
+            if policy.claim_threshold != policy.threshold {
+                println!(
+                    "claims (1:1): threshold {:.3}, the shipped threshold for one identity",
+                    policy.claim_threshold
+                );
+            }
             if let Some(why) = &policy.downgrade {
                 println!("note: {why}");
             }

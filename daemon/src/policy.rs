@@ -130,6 +130,10 @@ pub struct MatchPolicy {
     pub rule: Rule,
     /// Score the best identity needs (cosine, minutiae score or fused log-odds, by mode).
     pub threshold: f32,
+    /// Score a claimed identity needs (1:1): a stranger's scan then meets one identity, so
+    /// where the threshold in force is the shipped one raised for the gallery's size, the
+    /// shipped one for a single identity; otherwise `threshold`.
+    pub claim_threshold: f32,
     /// Where the threshold came from, for the log.
     pub source: String,
     /// Why the mode in force differs from the configured one, if it does.
@@ -328,10 +332,17 @@ pub fn resolve(
         enough: None,
         turned_templates,
     };
+    // Stopping at `enough` suits claims too: it clears the lower claim threshold as well.
     rule.enough = rule.enough_for(threshold);
+    let claim_threshold = match (mode, config.matcher.threshold, door) {
+        (MatcherMode::Minutiae, None, None) => shipped_minutiae_threshold(1),
+        (MatcherMode::Fused, None, None) => shipped_fused_threshold(1),
+        _ => threshold,
+    };
     Ok(MatchPolicy {
         rule,
         threshold,
+        claim_threshold,
         source,
         downgrade,
     })
@@ -513,11 +524,16 @@ mod tests {
             large.source
         );
         assert_eq!(large.rule.enough, Some(large.threshold));
+        // A claim (1:1) meets one identity: the shipped threshold for one.
+        assert_eq!(large.claim_threshold, SHIPPED_MINUTIAE_THRESHOLD);
+        assert_eq!(small.claim_threshold, small.threshold);
         // A door calibrated on one identity, its gallery grown since: the shipped floor for
         // today's gallery, and the log asks for a new calibration.
         let door = minutiae_door(SHIPPED_MINUTIAE_THRESHOLD + 0.1);
         let followed = resolve(&config, None, &grown(1000), Some(&door)).expect("policy");
         assert_eq!(followed.threshold, large.threshold);
+        // The door's own threshold (and what follows the gallery) holds for claims too.
+        assert_eq!(followed.claim_threshold, followed.threshold);
         assert!(
             followed.source.contains("/srv/strangers")
                 && followed.source.contains("calibrated with 1")

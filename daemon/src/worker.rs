@@ -163,10 +163,18 @@ fn announce(announced: &mut Option<String>, policy: Option<&Result<MatchPolicy, 
     let line = match policy {
         None => "no identities enrolled: deciding with the model's classes".to_string(),
         Some(Ok(p)) => format!(
-            "matcher {}, threshold {:.3} from {}{}",
+            "matcher {}, threshold {:.3} from {}{}{}",
             p.rule.mode,
             p.threshold,
             p.source,
+            if p.claim_threshold == p.threshold {
+                String::new()
+            } else {
+                format!(
+                    "; claims (1:1) at {:.3}, the shipped threshold for one identity",
+                    p.claim_threshold
+                )
+            },
             p.downgrade
                 .as_ref()
                 .map(|d| format!("; {d}"))
