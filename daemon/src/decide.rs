@@ -353,23 +353,17 @@ mod tests {
 
     #[test]
     fn a_claim_is_judged_at_the_claim_threshold_an_identification_at_the_gallery_one() {
-        use fingerprint_common::matcher::{Rule, SHIPPED_FUSION};
-        use fingerprint_common::{Gallery, ScanSource, SourceKind};
+        use fingerprint_common::{DaemonConfig, Gallery, ScanSource, SourceKind};
         let index = Index::new(&Gallery::new(None));
-        let policy = MatchPolicy {
-            rule: Rule {
-                mode: MatcherMode::Minutiae,
-                fusion: SHIPPED_FUSION,
-                shortlist: 5,
-                exhaustive_below: 200,
-                enough: None,
-                turned_templates: true,
-            },
-            threshold: 3.8,
-            claim_threshold: 3.3,
-            source: "shipped".into(),
-            downgrade: None,
-        };
+        let mut config = DaemonConfig::parse(
+            fingerprint_common::DEFAULT_CONFIG,
+            std::path::Path::new("config.toml"),
+        )
+        .expect("the default configuration parses");
+        config.matcher.mode = MatcherMode::Minutiae;
+        let gallery = crate::policy::test_support::gallery(false, true, 2);
+        let mut policy = crate::policy::resolve(&config, None, &gallery, None).expect("policy");
+        (policy.threshold, policy.claim_threshold) = (3.8, 3.3);
         let matcher = Matcher::Gallery {
             index: &index,
             policy: &policy,
