@@ -39,9 +39,10 @@ pub enum Prints {
     Mixed,
 }
 
-/// The minutiae score shipped as the minutiae threshold, calibrated on real impostor pairs:
-/// just above the highest of 57,760 same-sensor impostor comparisons (a scan against a finger
-/// enrolled from 3 scans) of six real sets, FVC2002 DB1-3_B, Neurotechnology's CrossMatch and
+/// The minutiae score shipped as the minutiae threshold for galleries of up to 52 fingers
+/// ([`shipped_minutiae_threshold`] raises it for larger ones), calibrated on real impostor
+/// pairs: just above the highest of 57,760 same-sensor impostor comparisons (a scan against a
+/// finger enrolled from 3 scans) of six real sets, FVC2002 DB1-3_B, Neurotechnology's CrossMatch and
 /// U.are.U samples and toy16 (`common/examples/minutiae_eval.rs`; README, "Thresholds that
 /// hold on real strangers").
 pub const SHIPPED_MINUTIAE_THRESHOLD: f32 = 3.3;
@@ -111,24 +112,43 @@ impl ImpostorTail {
     }
 }
 
-/// How many enrolled identities a stranger's scan is compared with by minutiae in a gallery
-/// of `identities`: every one, except in fused mode from `exhaustive_below` identities on,
-/// where minutiae compare the network's shortlist only. That is counted as the largest
-/// gallery compared in full, not as the few shortlisted: the shortlist holds the identities
-/// whose prints the network finds most like the scan's.
+/// Impressions a finger was enrolled from in the comparisons the impostor tail was measured on
+/// ([`MINUTIAE_IMPOSTOR_TAIL`]).
+pub const TAIL_IMPRESSIONS: usize = 3;
+
+/// How many comparisons of the measured kind (a finger enrolled from [`TAIL_IMPRESSIONS`]
+/// scans) a stranger's scan meets in `gallery`: one for each enrolled identity, and one more
+/// for each further 3 impressions it holds (a best score over 6 impressions is about a best
+/// over two such fingers). Every identity takes part, except in fused mode from
+/// `exhaustive_below` identities on, where minutiae compare the network's shortlist only; that
+/// is counted as the largest gallery compared in full, not as the few shortlisted, since the
+/// shortlist holds the identities whose prints the network finds most like the scan's.
 pub fn minutiae_comparisons(
     mode: MatcherMode,
-    identities: usize,
+    gallery: &Gallery,
     exhaustive_below: usize,
 ) -> usize {
+    let identities = gallery.identities.len();
+    let comparisons: usize = gallery
+        .identities
+        .values()
+        .map(|impressions| {
+            let with_minutiae = impressions.iter().filter(|i| i.minutiae.is_some()).count();
+            with_minutiae.div_ceil(TAIL_IMPRESSIONS).max(1)
+        })
+        .sum();
+    let largest = exhaustive_below.max(1);
     match mode {
-        MatcherMode::Fused => identities.min(exhaustive_below.max(1)),
-        MatcherMode::Minutiae | MatcherMode::Network => identities,
+        // Scaled to `largest` identities of this gallery's kind.
+        MatcherMode::Fused if identities > largest => {
+            (comparisons as f64 * largest as f64 / identities as f64).ceil() as usize
+        }
+        MatcherMode::Fused | MatcherMode::Minutiae | MatcherMode::Network => comparisons,
     }
 }
 
 /// The shipped minutiae threshold for a gallery whose stranger's scan meets `comparisons`
-/// enrolled identities ([`minutiae_comparisons`]): 3.3 up to 52 of them, then higher,
+/// enrolled fingers ([`minutiae_comparisons`]): 3.3 up to 52 of them, then higher,
 /// so that at most [`SHIPPED_STRANGER_FAR`] of a stranger's scans are let in whatever the
 /// gallery's size (about 3.54 at 199 identities, 3.83 at 1,000, 4.24 at 10,000).
 pub fn shipped_minutiae_threshold(comparisons: usize) -> f32 {
@@ -818,11 +838,40 @@ mod tests {
     }
 
     #[test]
-    fn a_shortlisted_gallery_counts_as_the_largest_compared_in_full() {
-        assert_eq!(minutiae_comparisons(MatcherMode::Minutiae, 5000, 200), 5000);
-        assert_eq!(minutiae_comparisons(MatcherMode::Fused, 150, 200), 150);
-        assert_eq!(minutiae_comparisons(MatcherMode::Fused, 5000, 200), 200);
-        assert_eq!(minutiae_comparisons(MatcherMode::Fused, 5000, 0), 1);
+    fn comparisons_count_identities_and_their_impressions_by_threes() {
+        use crate::gallery::Impression;
+        let with = |minutiae: bool| Impression {
+            embedding: None,
+            minutiae: minutiae.then(crate::minutiae::Template::default),
+            turned: Vec::new(),
+        };
+        let gallery = |identities: usize, impressions: usize| {
+            let mut g = Gallery::new(None);
+            for i in 0..identities {
+                g.identities.insert(
+                    format!("p{i}"),
+                    (0..impressions).map(|_| with(true)).collect(),
+                );
+            }
+            g
+        };
+        let count = |mode, g: &Gallery, below| minutiae_comparisons(mode, g, below);
+        assert_eq!(count(MatcherMode::Minutiae, &gallery(5000, 3), 200), 5000);
+        assert_eq!(count(MatcherMode::Fused, &gallery(150, 3), 200), 150);
+        // A shortlisted gallery counts as the largest compared in full.
+        assert_eq!(count(MatcherMode::Fused, &gallery(5000, 3), 200), 200);
+        assert_eq!(count(MatcherMode::Fused, &gallery(5000, 3), 0), 1);
+        // 4 to 6 impressions count twice, 7 three times.
+        assert_eq!(count(MatcherMode::Minutiae, &gallery(10, 4), 200), 20);
+        assert_eq!(count(MatcherMode::Minutiae, &gallery(10, 6), 200), 20);
+        assert_eq!(count(MatcherMode::Minutiae, &gallery(10, 7), 200), 30);
+        assert_eq!(count(MatcherMode::Fused, &gallery(5000, 6), 200), 400);
+        // An identity without minutiae (network only) still counts once.
+        let mut mixed = gallery(2, 3);
+        mixed
+            .identities
+            .insert("old".into(), vec![with(false), with(false), with(false)]);
+        assert_eq!(count(MatcherMode::Minutiae, &mixed, 200), 3);
     }
 
     #[test]

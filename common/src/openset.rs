@@ -531,7 +531,7 @@ pub fn fit_door(
         mode,
         fusion,
         strangers_network,
-        minutiae_comparisons(mode, identities, usize::MAX),
+        minutiae_comparisons(mode, gallery, usize::MAX),
     );
     let mut sorted = genuine_scores.clone();
     sorted.sort_by(f32::total_cmp);

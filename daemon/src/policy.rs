@@ -220,13 +220,12 @@ pub fn resolve(
         )
     };
     // The identities a stranger's scan meets: the shipped threshold rises with them.
-    let identities = gallery.identities.len();
-    let comparisons = minutiae_comparisons(mode, identities, config.matcher.exhaustive_below);
+    let comparisons = minutiae_comparisons(mode, gallery, config.matcher.exhaustive_below);
     let shipped_minutiae = shipped_minutiae_threshold(comparisons);
     let mut shipped_source = "shipped, calibrated on real impostor pairs (README: \"Thresholds that hold on real strangers\")".to_string();
     if shipped_minutiae > SHIPPED_MINUTIAE_THRESHOLD {
         shipped_source += &format!(
-            ", raised from {SHIPPED_MINUTIAE_THRESHOLD} to minutiae score {shipped_minutiae:.2} for a stranger's scan meeting {comparisons} identities (at most {} of strangers' scans let in)",
+            ", raised from {SHIPPED_MINUTIAE_THRESHOLD} to minutiae score {shipped_minutiae:.2} for a stranger's scan meeting {comparisons} enrolled fingers of 3 impressions (at most {} of strangers' scans let in)",
             SHIPPED_STRANGER_FAR
         );
     }
@@ -244,7 +243,7 @@ pub fn resolve(
             Some(floor) if floor > d.threshold => (
                 floor,
                 format!(
-                    "{}; raised to the shipped threshold for a stranger's scan meeting {comparisons} identities (calibrated with {}): run `fingerprintd calibrate` again",
+                    "{}; raised to the shipped threshold for a stranger's scan meeting {comparisons} enrolled fingers of 3 impressions (calibrated on a gallery of {}): run `fingerprintd calibrate` again",
                     door_source(d),
                     d.identities.map_or("fewer".to_string(), |n| n.to_string())
                 ),
@@ -519,7 +518,7 @@ mod tests {
         assert_eq!(large.threshold, shipped_minutiae_threshold(1000));
         assert!(large.threshold > SHIPPED_MINUTIAE_THRESHOLD + 0.3);
         assert!(
-            large.source.contains("raised") && large.source.contains("1000 identities"),
+            large.source.contains("raised") && large.source.contains("1000 enrolled fingers"),
             "{}",
             large.source
         );
@@ -536,7 +535,7 @@ mod tests {
         assert_eq!(followed.claim_threshold, followed.threshold);
         assert!(
             followed.source.contains("/srv/strangers")
-                && followed.source.contains("calibrated with 1")
+                && followed.source.contains("calibrated on a gallery of 1)")
                 && followed.source.contains("calibrate` again"),
             "{}",
             followed.source

@@ -4,7 +4,8 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use fingerprint_common::gallery::Impression;
 use fingerprint_common::matcher::{
-    shipped_fused_threshold, shipped_minutiae_threshold, Fusion, MatcherMode, Probe, SHIPPED_FUSION,
+    minutiae_comparisons, shipped_fused_threshold, shipped_minutiae_threshold, Fusion, MatcherMode,
+    Probe, SHIPPED_FUSION,
 };
 use fingerprint_common::minutiae;
 use fingerprint_common::ScanLimits;
@@ -435,11 +436,19 @@ fn open_set(
         },
         // Every identity compared, as this evaluation's rule does.
         (None, None, MatcherMode::Minutiae) => (
-            Some(shipped_minutiae_threshold(gallery.identities.len())),
+            Some(shipped_minutiae_threshold(minutiae_comparisons(
+                mode,
+                &gallery,
+                usize::MAX,
+            ))),
             "shipped (real impostor pairs)".to_string(),
         ),
         (None, None, MatcherMode::Fused) => (
-            Some(shipped_fused_threshold(gallery.identities.len())),
+            Some(shipped_fused_threshold(minutiae_comparisons(
+                mode,
+                &gallery,
+                usize::MAX,
+            ))),
             "shipped (real impostor pairs; the network gets no weight)".to_string(),
         ),
     };
