@@ -45,8 +45,6 @@ pub struct Calibrated {
     pub calibration: DoorCalibration,
     /// Stranger files left out, with the reason.
     pub skipped: Vec<String>,
-    /// Identities enrolled.
-    pub identities: usize,
 }
 
 /// Image files directly in `dir`, sorted.
@@ -155,6 +153,5 @@ pub fn calibrate(
     Ok(Calibrated {
         calibration,
         skipped,
-        identities: gallery.identities.len(),
     })
 }

@@ -277,7 +277,7 @@ async fn calibrate(config_path: &Path, strangers: &Path, target_far: f64) -> Res
         c.threshold,
         c.basis.map(|b| b.to_string()).unwrap_or_default(),
         c.target_far,
-        done.identities,
+        c.identities.unwrap_or_default(),
         c.genuine_scores,
         c.stranger_scans,
         100.0 * c.far,
