@@ -146,6 +146,19 @@ fn convex_hull(points: &[Point]) -> Vec<(f32, f32)> {
     hull
 }
 
+/// The area of a simple polygon (shoelace formula); 0 for fewer than 3 corners.
+fn polygon_area(corners: &[(f32, f32)]) -> f32 {
+    if corners.len() < 3 {
+        return 0.0;
+    }
+    let twice: f32 = corners
+        .iter()
+        .zip(corners.iter().cycle().skip(1))
+        .map(|(a, b)| a.0 * b.1 - b.0 * a.1)
+        .sum();
+    twice.abs() / 2.0
+}
+
 /// Whether `q` lies inside the hull or within `offset` of it.
 fn near_hull(hull: &[(f32, f32)], q: (f32, f32), offset: f32) -> bool {
     let segment_distance = |a: (f32, f32), b: (f32, f32)| {
@@ -206,6 +219,8 @@ struct Cylinder {
 pub struct Cylinders {
     points: Vec<Point>,
     cylinders: Vec<Cylinder>,
+    /// Area of the minutiae's convex hull, in square pixels at 500 dpi.
+    area: f32,
     /// The relaxation's geometry of every two minutiae with cylinders (row-major by cylinder
     /// index), filled on the first comparison where this template is the probe (`self` of
     /// [`Cylinders::score`]) and reused by its others; a gallery's templates never fill it.
@@ -260,6 +275,7 @@ impl Cylinders {
             })
             .collect();
         let hull = convex_hull(&points);
+        let area = polygon_area(&hull);
         let min_valid = (MIN_VALID_SHARE * cells_in_circle() as f32).ceil() as usize;
         let reach = R + 3.0 * SIGMA_S;
         let gauss_norm = 1.0 / (SIGMA_S * (2.0 * PI).sqrt());
@@ -341,6 +357,7 @@ impl Cylinders {
         Self {
             points,
             cylinders,
+            area,
             probe_geometry: OnceLock::new(),
         }
     }
@@ -352,6 +369,12 @@ impl Cylinders {
 
     pub fn is_empty(&self) -> bool {
         self.cylinders.is_empty()
+    }
+
+    /// Area of the minutiae's convex hull, in square pixels at 500 dpi: how much of the
+    /// finger the print shows minutiae on.
+    pub fn area(&self) -> f32 {
+        self.area
     }
 
     /// The global similarity of two templates, 0..1 (LSS-R).
@@ -596,6 +619,26 @@ pub(crate) mod tests {
                 "{degrees} deg: stranger {s}, same finger {turned}"
             );
         }
+    }
+
+    #[test]
+    fn the_area_is_that_of_the_minutiae_hull() {
+        // A 100 x 60 rectangle's corners, with minutiae inside that leave the hull alone.
+        let rectangle: Xyt = vec![
+            (10, 10, 0),
+            (110, 10, 90),
+            (110, 70, 180),
+            (10, 70, 270),
+            (50, 40, 45),
+            (80, 30, 10),
+        ];
+        assert!((Cylinders::new(rectangle).area() - 6000.0).abs() < 1e-3);
+        // Fewer than three minutiae, or all on a line, span no area.
+        assert_eq!(Cylinders::new(vec![(0, 0, 0), (50, 50, 0)]).area(), 0.0);
+        let line: Xyt = (0..10).map(|i| (10 * i, 0, 0)).collect();
+        assert_eq!(Cylinders::new(line).area(), 0.0);
+        let spread = Cylinders::new(random_template(7, 45)).area();
+        assert!((40_000.0..=90_000.0).contains(&spread), "{spread}");
     }
 
     #[test]

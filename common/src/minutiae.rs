@@ -69,8 +69,45 @@ pub struct Minutia {
 pub const MAX_MINUTIAE: usize = 150;
 
 /// Names the comparator and its scale, so that a threshold fitted on another one's scores is
-/// never applied to these (a door's calibration records it).
-pub const COMPARATOR: &str = "mcc-lssr/100";
+/// never applied to these (a door's calibration records it). `area` since scores of small
+/// prints are lowered ([`small_print_score`]): calibrations fitted before no longer apply.
+pub const COMPARATOR: &str = "mcc-lssr-area/100";
+
+/// The score at which strangers' comparisons were measured on full-size prints: the shipped
+/// minutiae threshold (`matcher::SHIPPED_MINUTIAE_THRESHOLD`; a test there checks they agree).
+pub(crate) const TAIL_ANCHOR: f32 = 3.3;
+/// How fast that tail falls above it (`matcher::MINUTIAE_IMPOSTOR_TAIL`'s decay).
+pub(crate) const TAIL_DECAY: f32 = 0.18;
+/// Minutiae area (convex hull, square pixels at 500 dpi: about 93 mm²) from which two
+/// prints' comparisons have the full-size prints' impostor tail.
+pub const FULL_PRINT_AREA: f32 = 36_000.0;
+
+/// MCC's score (0-100) of two prints, the smaller of which spreads its minutiae over `area`
+/// (square pixels at 500 dpi), made comparable with full-size prints' scores.
+///
+/// MCC averages its few best-matching minutia pairs, so two small prints (a small sensor, a
+/// finger barely touching) reach a stranger's high score far more often: on crops of the six
+/// real sets' scans (`minutiae_eval --crop`), below 20,000 px² of minutiae 0.27% of
+/// impostor comparisons scored 3.3 or more, against none of 221,429 from 36,000 px². Below
+/// [`FULL_PRINT_AREA`] the score is mapped so that strangers reach any score as rarely as on
+/// full-size prints: the score where their measured tail matched full prints' at 3.3 rises
+/// as 3.3 + 0.0048 * d² and their tail's e-fold width as 0.18 + 0.0112 * d, d the area short
+/// of 36,000 px² in thousands (fitted on such crops in bins of area, at or above every
+/// bin); the score is then 3.3 plus its distance above that point in tail widths, times
+/// 0.18, and never above MCC's own. Genuine scores fall with it, so a small print's owner is
+/// refused more often; thresholds, fusion and calibration need nothing new.
+pub fn small_print_score(score: f32, area: f32) -> f32 {
+    let short = ((FULL_PRINT_AREA - area) / 1000.0).max(0.0);
+    if short == 0.0 || score.is_nan() {
+        return score;
+    }
+    let matched = TAIL_ANCHOR + 0.0048 * short * short;
+    let width = TAIL_DECAY + 0.0112 * short;
+    // Below that point the mapping would lift some low scores a little; no score is raised.
+    (TAIL_ANCHOR + (score - matched) * TAIL_DECAY / width)
+        .min(score)
+        .max(0.0)
+}
 
 /// A print's minutiae, the best [`MAX_MINUTIAE`] by quality, best first.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -113,10 +150,22 @@ impl Template {
 pub struct Prepared(Cylinders);
 
 impl Prepared {
-    /// The minutiae score, 0-100: MCC's similarity (LSS-R) times 100. Higher means more
-    /// minutiae whose neighbourhoods agree; strangers' scans score below about 3.5 on the real
-    /// sets measured, one finger's impressions mostly 5 to 60.
+    /// Area of the print's minutiae (convex hull), in square pixels at 500 dpi.
+    pub fn area(&self) -> f32 {
+        self.0.area()
+    }
+
+    /// The minutiae score, 0-100: MCC's similarity (LSS-R) times 100, lowered where the
+    /// smaller print shows less than [`FULL_PRINT_AREA`] ([`small_print_score`]). Higher
+    /// means more minutiae whose neighbourhoods agree; strangers' scans score below about 3.5
+    /// on the real sets measured, one finger's impressions mostly 5 to 60.
     pub fn score(&self, gallery: &Prepared) -> f32 {
+        small_print_score(self.mcc_score(gallery), self.area().min(gallery.area()))
+    }
+
+    /// MCC's own score, 0-100, before small prints are lowered: for measuring what
+    /// [`small_print_score`] changes (`minutiae_eval`), never for a decision.
+    pub fn mcc_score(&self, gallery: &Prepared) -> f32 {
         // The comparison indexes only arrays it sized itself; a guard all the same, since a
         // panic here would take a door's decision with it.
         std::panic::catch_unwind(|| 100.0 * self.0.score(&gallery.0)).unwrap_or(0.0)
@@ -186,6 +235,7 @@ pub fn extract(image: &GrayImage, dpi: u32) -> Result<Template, MinutiaeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::mcc::tests::random_template;
 
     fn minutia(x: i32, quality: i32) -> Minutia {
         Minutia {
@@ -194,6 +244,65 @@ mod tests {
             theta: 0,
             quality,
         }
+    }
+
+    #[test]
+    fn small_prints_need_a_higher_similarity_for_the_same_score() {
+        // From the full-print area up, the score is MCC's.
+        for score in [0.0, 3.3, 7.5, 60.0] {
+            assert_eq!(small_print_score(score, FULL_PRINT_AREA), score);
+            assert_eq!(small_print_score(score, 90_000.0), score);
+            // No jump at the boundary.
+            let just_below = small_print_score(score, FULL_PRINT_AREA - 1.0);
+            assert!((just_below - score).abs() < 0.01, "{score}: {just_below}");
+        }
+        // Below it, a stranger-like 3.3 is no longer a match; the score where small prints'
+        // strangers were measured as rare as full prints' at 3.3 is (16,000 px²: 5.22).
+        assert!(small_print_score(3.3, 16_000.0) < 3.0);
+        assert!((small_print_score(5.22, 16_000.0) - 3.3).abs() < 1e-4);
+        for area in [0.0, 8_000.0, 20_000.0, 30_000.0, 35_000.0] {
+            let mut last = -1.0;
+            for tenth in 0..1000 {
+                let score = tenth as f32 / 10.0;
+                let small = small_print_score(score, area);
+                // Order kept, never negative, never above what the same similarity scores at
+                // full size, and from the threshold up the smaller the lower.
+                assert!(small >= last && small >= 0.0, "{area}: {score} -> {small}");
+                assert!(small <= score, "{area}: {score} -> {small}");
+                if score >= 3.3 {
+                    assert!(small <= small_print_score(score, area + 1_000.0));
+                }
+                last = small;
+            }
+        }
+    }
+
+    #[test]
+    fn a_small_print_scores_below_its_full_size_similarity() {
+        let keep = |t: Vec<(i32, i32, i32)>, side: i32| Template {
+            minutiae: t
+                .into_iter()
+                .filter(|&(x, y, _)| x < 40 + side && y < 40 + side)
+                .map(|(x, y, theta)| Minutia {
+                    x,
+                    y,
+                    theta,
+                    quality: 50,
+                })
+                .collect(),
+        };
+        let full = keep(random_template(7, 45), 300);
+        let similarity = |t: &Template| {
+            let c = crate::mcc::Cylinders::new(t.minutiae.iter().map(|m| (m.x, m.y, m.theta)));
+            100.0 * c.score(&c)
+        };
+        assert!(full.prepared().area() >= FULL_PRINT_AREA);
+        assert_eq!(full.score(&full), similarity(&full));
+        // The same finger's corner on a sensor 150 px (7.6 mm) wide.
+        let small = keep(random_template(7, 120), 150);
+        assert!(small.prepared().area() < 20_000.0);
+        assert!(similarity(&small) > 50.0);
+        assert!(small.score(&small) < similarity(&small));
     }
 
     #[test]

@@ -197,13 +197,16 @@ pub fn resolve(
     if mode.needs_network() && engine.is_none() {
         return Err(PolicyError::NoModel(mode));
     }
-    // A calibration fitted on another comparator's minutiae scores (BOZORTH3's, before MCC)
-    // is void: its threshold is in another unit. Said in the source of the one in force.
+    // A calibration fitted on another comparator's minutiae scores (BOZORTH3's before MCC,
+    // MCC's before small prints were lowered) is void: its threshold is in another unit.
+    // Said in the source of the one in force.
     let stale = door
         .filter(|d| d.mode == mode && mode.needs_minutiae() && !d.same_comparator())
-        .map(|_| {
+        .map(|d| {
             format!(
-                "; the door's {CALIBRATION_FILE} was fitted on another minutiae comparator's scores (BOZORTH3) and no longer applies: run `fingerprintd calibrate` again"
+                "; the door's {CALIBRATION_FILE} was fitted on another minutiae comparator's scores ({}; this version's: {}) and no longer applies: run `fingerprintd calibrate` again",
+                d.minutiae_comparator.as_deref().unwrap_or("BOZORTH3"),
+                minutiae::COMPARATOR
             )
         })
         .unwrap_or_default();
@@ -474,6 +477,22 @@ mod tests {
         let stale = resolve(&config, None, &g, Some(&bozorth_door)).expect("policy");
         assert_eq!(stale.threshold, SHIPPED_MINUTIAE_THRESHOLD);
         assert!(stale.source.contains("BOZORTH3"), "{}", stale.source);
+        // Nor one fitted on MCC's scores before small prints were lowered.
+        let unlowered_door = DoorCalibration {
+            minutiae_comparator: Some("mcc-lssr/100".into()),
+            // Stricter than shipped: kept, were it applied.
+            threshold: 4.5,
+            ..door.clone()
+        };
+        let stale = resolve(&config, None, &g, Some(&unlowered_door)).expect("policy");
+        assert_eq!(stale.threshold, SHIPPED_MINUTIAE_THRESHOLD);
+        assert!(
+            stale
+                .source
+                .contains("(mcc-lssr/100; this version's: mcc-lssr-area/100)"),
+            "{}",
+            stale.source
+        );
         let old_json = serde_json::to_string(&bozorth_door)
             .expect("json")
             .replace(",\"minutiae_comparator\":null", "")
