@@ -57,7 +57,35 @@ pub struct Enrolled {
     pub threshold: f32,
     /// True when the identity was enrolled before and its templates were replaced.
     pub replaced: bool,
+    /// The impressions whose minutiae cover less than [`minutiae::FULL_PRINT_AREA`], with that
+    /// area in mm²: their comparisons are scored lower ([`minutiae::small_print_score`]), so
+    /// a scan of the finger needs a closer match to be let in.
+    pub small_prints: Vec<(String, f32)>,
 }
+
+impl Enrolled {
+    /// A line for the installer when impressions were small prints, else None.
+    pub fn small_prints_note(&self) -> Option<String> {
+        if self.small_prints.is_empty() {
+            return None;
+        }
+        let listed: Vec<String> = self
+            .small_prints
+            .iter()
+            .map(|(name, mm2)| format!("{name}: {mm2:.0} mm²"))
+            .collect();
+        Some(format!(
+            "{} of {} impressions show minutiae over less than {:.0} mm² ({}): comparisons with them must match more closely to let the finger in; enrolling again with the finger laid flat over the whole sensor helps, where the sensor allows",
+            self.small_prints.len(),
+            self.templates,
+            MM2_PER_PX2_AT_500_DPI * minutiae::FULL_PRINT_AREA,
+            listed.join(", ")
+        ))
+    }
+}
+
+/// Square millimetres a pixel covers at 500 dpi.
+const MM2_PER_PX2_AT_500_DPI: f32 = (25.4 / 500.0) * (25.4 / 500.0);
 
 fn gallery_for(engine: Option<&Engine>, path: &Path) -> Result<Gallery, EnrollError> {
     let digest = engine.map(|e| e.model.digest.as_str());
@@ -195,6 +223,15 @@ pub fn enroll(
             minutiae: minutiae(i, j),
         }),
     });
+    let small_prints: Vec<(String, f32)> = scans
+        .iter()
+        .zip(&prepared)
+        .filter_map(|((name, _), p)| {
+            let area = p.as_ref()?.area();
+            (area < minutiae::FULL_PRINT_AREA)
+                .then(|| (name.clone(), area * MM2_PER_PX2_AT_500_DPI))
+        })
+        .collect();
     let outliers: Vec<String> = scans
         .iter()
         .zip(&agreement)
@@ -216,6 +253,7 @@ pub fn enroll(
         agreement,
         threshold: policy.threshold,
         replaced,
+        small_prints,
     })
 }
 
@@ -331,7 +369,12 @@ fn handle_request(admin: &Admin, enroll: bool, payload: &[u8], limits: &ScanLimi
                 &scans,
                 limits,
             )
-            .map(|done| Some(done.templates))
+            .map(|done| {
+                if let Some(note) = done.small_prints_note() {
+                    tracing::warn!(identity = %request.identity, "{note}");
+                }
+                Some(done.templates)
+            })
             .map_err(|e| e.to_string())
         })
     } else {
@@ -360,4 +403,33 @@ fn handle_request(admin: &Admin, enroll: bool, payload: &[u8], limits: &ScanLimi
         error: result.err(),
     })
     .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn enrolled(small_prints: Vec<(String, f32)>) -> Enrolled {
+        Enrolled {
+            identity: "alice".into(),
+            templates: 3,
+            matcher: MatcherMode::Minutiae,
+            agreement: vec![10.0; 3],
+            threshold: 3.3,
+            replaced: false,
+            small_prints,
+        }
+    }
+
+    #[test]
+    fn small_prints_are_named_to_the_installer() {
+        assert_eq!(enrolled(Vec::new()).small_prints_note(), None);
+        let note = enrolled(vec![("a.png".into(), 41.4), ("c.png".into(), 70.0)])
+            .small_prints_note()
+            .expect("a note");
+        assert!(
+            note.starts_with("2 of 3 impressions show minutiae over less than 93 mm² (a.png: 41 mm², c.png: 70 mm²)"),
+            "{note}"
+        );
+    }
 }

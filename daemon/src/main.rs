@@ -253,6 +253,9 @@ async fn enroll(
         agreement.join(", "),
         done.threshold
     );
+    if let Some(note) = done.small_prints_note() {
+        println!("note: {note}");
+    }
     Ok(())
 }
 
