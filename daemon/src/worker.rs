@@ -3,7 +3,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use fingerprint_common::{DaemonConfig, Decision};
 use tokio::sync::mpsc;
@@ -12,7 +12,7 @@ use crate::decide::{decide_batch, Matcher, Settings};
 use crate::engine::{Engine, EngineSlot};
 use crate::gallery::{GallerySlot, LiveGallery};
 use crate::job::{Job, Origin, Outcome, ScanRequest};
-use crate::lockout::{Applied, Lockout};
+use crate::lockout::{self, Applied, Lockout, SavedLockout};
 use crate::policy::{self, MatchPolicy, PolicyError};
 
 /// Counts kept by the worker, for logs, tests and benchmarks.
@@ -52,7 +52,11 @@ pub fn spawn(
         .spawn(move || {
             let mut announced = None;
             let mut policies = PolicyCache::default();
+            let lockout_path = lockout::path(&config.config);
             let mut lockout = Lockout::from_config(&config.config.matcher);
+            if config.config.matcher.lockout_after > 0 {
+                take_up_kept_lockout(&mut lockout, &lockout_path);
+            }
             while let Some(first) = jobs.blocking_recv() {
                 let mut batch = vec![first];
                 while batch.len() < config.max_batch {
@@ -77,8 +81,12 @@ pub fn spawn(
                 };
                 let mut decisions =
                     decide_batch(engine.as_deref(), &matcher, &scans, &config.settings);
+                let before = lockout.clone();
                 for decision in &mut decisions {
                     log_lockout(lockout.apply(decision, Instant::now()), decision);
+                }
+                if lockout != before {
+                    keep_lockout(&lockout, &lockout_path);
                 }
                 tracing::debug!(batch = scans.len(), "batch decided");
                 stats.scans.fetch_add(scans.len() as u64, Ordering::Relaxed);
@@ -93,6 +101,45 @@ pub fn spawn(
                 }
             }
         })
+}
+
+/// Takes up the lockout kept by the service before a restart, and says so when one is in
+/// force or a run of denials goes on.
+fn take_up_kept_lockout(lockout: &mut Lockout, path: &std::path::Path) {
+    match SavedLockout::load(path) {
+        Ok(Some(saved)) => {
+            let now = Instant::now();
+            lockout.restore(saved, now, SystemTime::now());
+            if let Some(left) = lockout.locked_for(now) {
+                tracing::warn!(
+                    "the door is still locked out after repeated denials before the restart: every scan is denied for {} s more ({})",
+                    left.as_secs(),
+                    path.display()
+                );
+            } else if saved.denials > 0 {
+                tracing::info!(
+                    "{} denials in a row before the restart still count towards a lockout ({})",
+                    saved.denials,
+                    path.display()
+                );
+            }
+        }
+        Ok(None) => {}
+        Err(e) => tracing::warn!(
+            "the lockout's state in {} could not be read ({e}): starting with none",
+            path.display()
+        ),
+    }
+}
+
+/// Keeps the lockout's state for a restart; the door goes on deciding if it cannot.
+fn keep_lockout(lockout: &Lockout, path: &std::path::Path) {
+    if let Err(e) = lockout.saved(Instant::now(), SystemTime::now()).save(path) {
+        tracing::warn!(
+            "the lockout's state could not be kept in {} ({e}): a restart would forget it",
+            path.display()
+        );
+    }
 }
 
 /// Says when a lockout starts and which grant it withholds.

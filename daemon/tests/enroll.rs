@@ -253,6 +253,16 @@ async fn cli_enrolment_is_picked_up_by_the_running_service() -> Result<()> {
         "{d:?}"
     );
     assert!(d.score.is_some_and(|s| s >= cast.threshold), "{d:?}");
+    // A restart keeps the lockout (<state_dir>/lockout.json): still denied.
+    service.shutdown().await?;
+    assert!(setup.config.state_dir.join("lockout.json").exists());
+    let service = Service::start(setup.config.clone()).await?;
+    let d = decide(&setup, "alice-after-restart.png", &cast.alice_probe).await?;
+    assert_eq!(
+        (d.decision, d.identity.as_deref(), d.locked_out),
+        (Verdict::Deny, None, true),
+        "{d:?}"
+    );
 
     let (ok, text) = cli(&config, &["remove", "alice"])?;
     assert!(ok, "{text}");
