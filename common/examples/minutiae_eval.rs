@@ -122,22 +122,26 @@ fn scores(dir: &Path, dpi: u32, crop_side: Option<u32>) -> anyhow::Result<Folder
         for (finger, probes) in &by {
             let own = finger == enrolled;
             for (_, probe) in probes.iter().skip(if own { 3 } else { 0 }) {
+                // Each impression's MCC score, once: the score is that lowered for small
+                // prints, as `Prepared::score` does.
                 let t = std::time::Instant::now();
-                let s = probe.as_ref().map_or(0.0, |p| {
-                    gallery.iter().map(|g| p.score(g)).fold(0.0f32, f32::max)
-                });
-                let ms = t.elapsed().as_secs_f64() * 1e3 / gallery.len().max(1) as f64;
-                let mcc = probe.as_ref().map_or(0.0, |p| {
+                let singles: Vec<(f32, f32, f32)> = probe.as_ref().map_or(Vec::new(), |p| {
                     gallery
                         .iter()
-                        .map(|g| p.mcc_score(g))
-                        .fold(0.0f32, f32::max)
+                        .map(|g| {
+                            let area = p.area().min(g.area());
+                            let mcc = p.mcc_score(g);
+                            (area, mcc, minutiae::small_print_score(mcc, area))
+                        })
+                        .collect()
                 });
-                if let (false, Some(p)) = (own, probe) {
-                    for g in &gallery {
-                        let area = p.area().min(g.area());
-                        impostor_singles.push((area, p.mcc_score(g), p.score(g)));
-                    }
+                let ms = t.elapsed().as_secs_f64() * 1e3 / gallery.len().max(1) as f64;
+                let best = |pick: fn(&(f32, f32, f32)) -> f32| {
+                    singles.iter().map(pick).fold(0.0f32, f32::max)
+                };
+                let (s, mcc) = (best(|x| x.2), best(|x| x.1));
+                if !own {
+                    impostor_singles.extend(singles);
                 }
                 if own {
                     genuine.push(s);

@@ -56,9 +56,12 @@ impl SavedLockout {
     }
 }
 
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
 fn epoch_ms(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    t.duration_since(UNIX_EPOCH).map_or(0, millis)
 }
 
 /// The lockout's state: the denials in a row so far, the lockout in force, the last one.
@@ -120,11 +123,11 @@ impl Lockout {
         let (last_until_ms, last_ms) = match self.last {
             Some((until, lasted)) => {
                 let until_ms = if until >= now {
-                    wall_ms.saturating_add(epoch_ms(UNIX_EPOCH + (until - now)))
+                    wall_ms.saturating_add(millis(until - now))
                 } else {
-                    wall_ms.saturating_sub(epoch_ms(UNIX_EPOCH + (now - until)))
+                    wall_ms.saturating_sub(millis(now - until))
                 };
-                (Some(until_ms), Some(epoch_ms(UNIX_EPOCH + lasted)))
+                (Some(until_ms), Some(millis(lasted)))
             }
             None => (None, None),
         };
