@@ -223,9 +223,11 @@ pub fn enroll(
             minutiae: minutiae(i, j),
         }),
     });
+    // Only where the door compares minutiae: the network alone does not lower them.
     let small_prints: Vec<(String, f32)> = scans
         .iter()
         .zip(&prepared)
+        .filter(|_| rule.mode.needs_minutiae())
         .filter_map(|((name, _), p)| {
             let area = p.as_ref()?.area();
             (area < minutiae::FULL_PRINT_AREA)
