@@ -5,6 +5,18 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
+/// Reads a JSON file written with [`write_atomically`]; `Ok(None)` when there is none. A file
+/// that does not parse is an `InvalidData` error carrying the parser's message.
+pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> std::io::Result<Option<T>> {
+    match fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// Writes `bytes` to `<path>.tmp`, flushes it to disk, renames it over `path`, and flushes
 /// the directory so the rename itself is durable. A stale `<path>.tmp` from an interrupted
 /// write is overwritten. The new file's modification time is strictly later than the one it

@@ -40,13 +40,7 @@ pub struct SavedLockout {
 impl SavedLockout {
     /// Reads the state kept at `path`; None where there is none.
     pub fn load(path: &Path) -> std::io::Result<Option<Self>> {
-        match std::fs::read(path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map(Some)
-                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e),
-        }
+        fingerprint_common::durable::read_json(path)
     }
 
     /// Writes it atomically (a power cut leaves the old state or the new one).

@@ -92,13 +92,7 @@ impl DoorCalibration {
             path: path.display().to_string(),
             reason,
         };
-        match std::fs::read(path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map(Some)
-                .map_err(|e| error(e.to_string())),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(error(e.to_string())),
-        }
+        fingerprint_common::durable::read_json(path).map_err(|e| error(e.to_string()))
     }
 
     /// Writes it atomically.

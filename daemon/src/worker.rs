@@ -85,19 +85,21 @@ pub fn spawn(
                 for decision in &mut decisions {
                     log_lockout(lockout.apply(decision, Instant::now()), decision);
                 }
-                if lockout != before {
-                    keep_lockout(&lockout, &lockout_path);
-                }
                 tracing::debug!(batch = scans.len(), "batch decided");
                 stats.scans.fetch_add(scans.len() as u64, Ordering::Relaxed);
                 stats.batches.fetch_add(1, Ordering::Relaxed);
-                for (decision, origin) in decisions.into_iter().zip(origins) {
-                    if outcomes
-                        .blocking_send(Outcome { decision, origin })
-                        .is_err()
-                    {
-                        return;
-                    }
+                let published = decisions
+                    .into_iter()
+                    .zip(origins)
+                    .all(|(decision, origin)| {
+                        outcomes.blocking_send(Outcome { decision, origin }).is_ok()
+                    });
+                // Kept once the decisions are on their way: its fsync need not delay them.
+                if lockout != before {
+                    keep_lockout(&lockout, &lockout_path);
+                }
+                if !published {
+                    return;
                 }
             }
         })
