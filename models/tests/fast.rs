@@ -94,6 +94,37 @@ fn portable_kernels_give_the_results_of_the_vectorised_ones() -> Result<()> {
     Ok(())
 }
 
+#[test]
+fn a_batch_gives_each_image_the_logits_it_has_alone() -> Result<()> {
+    // A batch's images run in parallel, one run per thread, each with its own buffers; three
+    // threads over five images make runs of two, two and one, whatever this machine's cores.
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(3).build()?;
+    let weights = fold_batch_norm(&trained_like(Arch::ResNet18)?)?;
+    let batch = formula::input((5, 3, 36, 36), &Device::Cpu)?;
+    for int8 in [false, true] {
+        let network = if int8 {
+            FastResNet::new_int8(Arch::ResNet18, &weights)?
+        } else {
+            FastResNet::new(Arch::ResNet18, &weights)?
+        };
+        pool.install(|| -> Result<()> {
+            // Twice: the second pass reuses the buffers the first one left.
+            for pass in 0..2 {
+                let together = network.forward(&batch)?.to_vec2::<f32>()?;
+                assert_eq!(together.len(), 5);
+                for (i, logits) in together.iter().enumerate() {
+                    let alone = network.forward(&batch.narrow(0, i, 1)?)?.to_vec2::<f32>()?;
+                    assert_eq!(logits, &alone[0], "int8 {int8}, pass {pass}, image {i}");
+                }
+                let features = network.features(&batch)?;
+                assert_eq!(features.dims(), [5, 512]);
+            }
+            Ok(())
+        })?;
+    }
+    Ok(())
+}
+
 /// The int8 logits of the formula ResNet-18 (7 classes) on the formula input at 32x32, as
 /// f32 bit patterns, computed once on x86-64 and checked on aarch64 under qemu-user: a model
 /// must give the same int8 answers, to the bit, on every CPU and kernel level (a threshold

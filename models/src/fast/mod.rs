@@ -666,7 +666,8 @@ pub struct FastResNet {
     fc_bias: Vec<f32>,
     features: usize,
     kernels: Kernels,
-    pool: Mutex<Buffers>,
+    /// Buffer sets kept between passes, one per image run in parallel (`pooled`).
+    pool: Mutex<Vec<Buffers>>,
 }
 
 impl FastResNet {
@@ -803,17 +804,39 @@ impl FastResNet {
                 self.stem.cin
             )));
         }
-        let data = x
+        // Read in place (a copy of a batch of eight 224 x 224 images is 4.8 MB more resident).
+        let x = x
             .to_device(&Device::Cpu)?
             .to_dtype(candle_core::DType::F32)?
-            .flatten_all()?
-            .to_vec1::<f32>()?;
-        // One image at a time: the kernels already use every core on one image, and the
-        // activations of a batch would multiply the memory a door controller needs.
+            .contiguous()?;
+        let (storage, layout) = x.storage_and_layout();
+        let candle_core::Storage::Cpu(values) = &*storage else {
+            return Err(msg("input is not on the CPU".into()));
+        };
+        let (start, end) = layout
+            .contiguous_offsets()
+            .ok_or_else(|| msg("input is not contiguous".into()))?;
+        let data = &values.as_slice::<f32>()?[start..end];
         // The whole pass on one of rayon's threads: each product's split over the threads is
         // then a fork inside the pool, not a job sent in from outside whose caller sleeps and
         // is woken, which cost a pass of a ResNet-50 about a tenth of its time.
-        Ok(rayon::scope(|_| self.pooled_images(&data, (c, h, w))))
+        Ok(rayon::scope(|_| {
+            let per_image = c * h * w;
+            let images = data.len() / per_image.max(1);
+            let threads = rayon::current_num_threads().max(1);
+            if images < 2 || threads < 2 {
+                return self.pooled_images(data, (c, h, w));
+            }
+            // A batch's images split in runs, one per thread, each run image by image with
+            // its own buffers: a thread's products then seldom wait for the others (their
+            // splits find the other threads busy and run inline). One image's activations
+            // per thread, never a batch's: memory grows with the threads, not the batch.
+            let per_run = images.div_ceil(threads);
+            data.par_chunks(per_run * per_image)
+                .map(|run| self.pooled_images(run, (c, h, w)))
+                .collect::<Vec<_>>()
+                .concat()
+        }))
     }
 
     /// [`pooled`](Self::pooled) of NCHW images `data`, each c x h x w.
@@ -911,21 +934,31 @@ struct Scratch {
 }
 
 impl Scratch {
-    fn from_pool(pool: &Mutex<Buffers>) -> Self {
-        let free = std::mem::take(&mut *pool.lock().unwrap_or_else(|p| p.into_inner()));
+    fn from_pool(pool: &Mutex<Vec<Buffers>>) -> Self {
+        let free = pool
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop()
+            .unwrap_or_default();
         Self { free }
     }
 
-    fn return_to(self, pool: &Mutex<Buffers>) {
+    fn return_to(mut self, pool: &Mutex<Vec<Buffers>>) {
+        // A pass leaves the largest few (more than one pass's worth where buffers grew).
+        self.free
+            .f32s
+            .sort_by_key(|b| std::cmp::Reverse(b.capacity()));
+        self.free.f32s.truncate(8);
+        self.free
+            .bytes
+            .sort_by_key(|b| std::cmp::Reverse(b.capacity()));
+        self.free.bytes.truncate(4);
         let mut kept = pool.lock().unwrap_or_else(|p| p.into_inner());
-        kept.f32s.extend(self.free.f32s);
-        kept.bytes.extend(self.free.bytes);
-        kept.winograd = self.free.winograd;
-        // Two concurrent passes could leave twice the buffers; keep the largest few.
-        kept.f32s.sort_by_key(|b| std::cmp::Reverse(b.capacity()));
-        kept.f32s.truncate(8);
-        kept.bytes.sort_by_key(|b| std::cmp::Reverse(b.capacity()));
-        kept.bytes.truncate(4);
+        // At most one set per thread (a batch runs an image per thread); a concurrent
+        // caller's extra set is dropped.
+        if kept.len() < rayon::current_num_threads().max(1) {
+            kept.push(self.free);
+        }
     }
 
     /// A buffer of `len` values (contents unspecified: every caller overwrites them all).
