@@ -57,6 +57,7 @@ macro_rules! neon_kernel_entry {
     };
 }
 
+mod awake;
 // The kernel modules: the only code of the engine that may be unsafe (SIMD intrinsics behind
 // run-time feature detection, each block with its SAFETY reasoning).
 #[allow(unsafe_code)]
@@ -820,7 +821,7 @@ impl FastResNet {
         // The whole pass on one of rayon's threads: each product's split over the threads is
         // then a fork inside the pool, not a job sent in from outside whose caller sleeps and
         // is woken, which cost a pass of a ResNet-50 about a tenth of its time.
-        Ok(rayon::scope(|_| {
+        Ok(awake::run(|| {
             let per_image = c * h * w;
             let images = data.len() / per_image.max(1);
             let threads = rayon::current_num_threads().max(1);
