@@ -192,8 +192,8 @@ pub fn quantize_per_pixel(
     buffer: Vec<u8>,
 ) -> QuantizedNhwc {
     let cp = padded_channels(c);
+    // Every byte is written below (no zeroing pass over the whole buffer first).
     let mut out = buffer;
-    out.clear();
     out.resize(n * h * w * cp, 0);
     let mut scales = vec![0f32; n * h * w];
     out.par_chunks_mut(w * cp)
@@ -206,7 +206,9 @@ pub fn quantize_per_pixel(
                 .zip(src.chunks_exact(c))
             {
                 *s = scale_for(max_of(kernels, pixel));
-                quantize_values(kernels, &mut d[..c], pixel, 1.0 / *s);
+                let (values, padding) = d.split_at_mut(c);
+                quantize_values(kernels, values, pixel, 1.0 / *s);
+                padding.fill(0);
             }
         });
     QuantizedNhwc {
@@ -235,24 +237,27 @@ pub fn quantize(
     let scale = scale_for(max);
     let inv = 1.0 / scale;
     let (hp, wp, cp) = (h + 2 * pad, w + 2 * pad, padded_channels(c));
+    // Every byte is written below, the padding as zeros (no zeroing pass over the whole
+    // buffer first: it was a tenth of quantisation's time).
     let mut out = buffer;
-    out.clear();
     out.resize(n * hp * wp * cp, 0);
     out.par_chunks_mut(wp * cp)
         .enumerate()
         .for_each(|(line, dst)| {
             let (b, y) = (line / hp, line % hp);
             if y < pad || y >= pad + h {
+                dst.fill(0);
                 return;
             }
+            let (left, rest) = dst.split_at_mut(pad * cp);
+            let (pixels, right) = rest.split_at_mut(w * cp);
+            left.fill(0);
+            right.fill(0);
             let src = &data[(b * h + y - pad) * w * c..(b * h + y - pad + 1) * w * c];
-            for (x, pixel) in src.chunks_exact(c).enumerate() {
-                quantize_values(
-                    kernels,
-                    &mut dst[(x + pad) * cp..(x + pad) * cp + c],
-                    pixel,
-                    inv,
-                );
+            for (d, pixel) in pixels.chunks_exact_mut(cp).zip(src.chunks_exact(c)) {
+                let (values, padding) = d.split_at_mut(c);
+                quantize_values(kernels, values, pixel, inv);
+                padding.fill(0);
             }
         });
     QuantizedNhwc {
