@@ -32,7 +32,8 @@ pub enum ConfigError {
 pub struct DaemonConfig {
     /// Names this door in MQTT topics and in the client id.
     pub door_id: String,
-    /// Where the service keeps what must survive a restart (the decision outbox).
+    /// Where the service keeps what must survive a restart (the gallery, the door's
+    /// calibration, the lockout, the MQTT outbox); made at start if missing.
     pub state_dir: PathBuf,
     /// The network; not needed with `matcher.mode = "minutiae"`.
     #[serde(default)]

@@ -13,7 +13,7 @@ use crate::decision_log::DecisionLog;
 use crate::engine::EngineError;
 use crate::engine::{Engine, EngineSlot};
 use crate::enroll::Admin;
-use crate::error::IoError;
+use crate::error::{At, IoError};
 use crate::gallery::GallerySlot;
 use crate::gallery::LiveGalleryError;
 use crate::job::{Origin, Outcome, Settle};
@@ -108,6 +108,10 @@ impl Service {
     /// Loads the model, opens the outputs and then the inputs. When this returns the service
     /// is ready (time to tell systemd).
     pub async fn start(config: DaemonConfig) -> Result<Self, ServiceError> {
+        // What survives a restart lives here (the gallery, the door's calibration, the
+        // lockout, the MQTT outbox); made now, so a door without a broker keeps its lockout.
+        std::fs::create_dir_all(&config.state_dir)
+            .at("creating the state directory", &config.state_dir)?;
         let engine = load_engine(&config).await?;
         match &engine {
             Some(engine) => tracing::info!(

@@ -25,7 +25,11 @@ async fn sensor_directory_scans_get_decisions_and_bad_ones_are_rejected() -> Res
     std::fs::write(dir.join("early.png"), good_scan(1))?;
     std::fs::write(dir.join(".hidden.png"), good_scan(2))?;
     std::fs::write(dir.join("late.png.part"), good_scan(3))?;
+    // No broker, so no outbox: the state directory (the lockout's file) is made at start.
+    let state_dir = config.state_dir.clone();
+    assert!(!state_dir.exists());
     let service = Service::start(config).await?;
+    assert!(state_dir.is_dir());
     wait_for(20, "the scan present at start", || {
         Ok((read_decisions(&log)?.len() == 1).then_some(()))
     })
