@@ -7,11 +7,13 @@
 //! takes work as it appears (`rayon::yield_now`) and spins between, as OpenMP runtimes keep
 //! their threads spinning for a while after a parallel region.
 //!
-//! A helper returns when the pass ends, or after `IDLE_LIMIT` without work. The second bound
-//! keeps a helper from holding up anything beneath it: a thread busy elsewhere (the
-//! minutiae beside the network in a fused decision) that takes the helper up while it waits
-//! inside its own work runs the pass's steps for a while, then returns to its own; and a
-//! helper that found itself under a step of the pass (the step then waiting on it) returns
+//! Helpers are for threads that were idle when the pass began. One taken up later than
+//! `START_LIMIT` after the pass began returns at once: its thread was busy with other work
+//! (the minutiae beside the network in a fused decision), and a helper taken up while that
+//! work waits inside rayon would hold it up, beneath the helper, for the rest of the pass
+//! (the service benchmark's fused p99 went from 24 to 30-33 ms that way). A helper returns
+//! when the pass ends, or after `IDLE_LIMIT` without work; the second bound means that a
+//! helper which found itself under a step of the pass (the step then waiting on it) returns
 //! once the pass, blocked on that step, gives it nothing more to do. So helpers never wait
 //! on the pass, and nothing waits on a helper for longer than `IDLE_LIMIT` past its work.
 
@@ -22,13 +24,22 @@ use std::time::{Duration, Instant};
 /// than the serial stretches between a pass's steps, which are tens of microseconds).
 const IDLE_LIMIT: Duration = Duration::from_micros(300);
 
+/// How late after the pass began a helper may still start (a sleeping thread's wake-up takes
+/// tens of microseconds).
+const START_LIMIT: Duration = Duration::from_millis(1);
+
 /// Runs `pass` on one of rayon's threads, the pool's others helping while it has work.
 pub(super) fn run<R: Send>(pass: impl FnOnce() -> R + Send) -> R {
     let done = AtomicBool::new(false);
+    let began = Instant::now();
     rayon::scope(|scope| {
         for _ in 1..rayon::current_num_threads() {
             let done = &done;
-            scope.spawn(move |_| help(done));
+            scope.spawn(move |_| {
+                if began.elapsed() <= START_LIMIT {
+                    help(done)
+                }
+            });
         }
         let result = pass();
         done.store(true, Ordering::Release);
