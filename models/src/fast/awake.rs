@@ -31,8 +31,10 @@ const START_LIMIT: Duration = Duration::from_millis(1);
 /// Runs `pass` on one of rayon's threads, the pool's others helping while it has work.
 pub(super) fn run<R: Send>(pass: impl FnOnce() -> R + Send) -> R {
     let done = AtomicBool::new(false);
-    let began = Instant::now();
     rayon::scope(|scope| {
+        // Counted from here, on the pool's thread: a caller outside the pool waits for one to
+        // take the scope up first.
+        let began = Instant::now();
         for _ in 1..rayon::current_num_threads() {
             let done = &done;
             scope.spawn(move |_| {
