@@ -145,6 +145,15 @@ fn quantize_values(kernels: Kernels, dst: &mut [u8], values: &[f32], inv: f32) {
     }
 }
 
+/// One pixel's channels quantised into the start of `dst` (its channels padded to a
+/// multiple of four), the padding after them zeroed.
+#[inline]
+fn quantize_pixel(kernels: Kernels, dst: &mut [u8], pixel: &[f32], inv: f32) {
+    let (values, padding) = dst.split_at_mut(pixel.len());
+    quantize_values(kernels, values, pixel, inv);
+    padding.fill(0);
+}
+
 #[inline]
 fn quantize_values_portable(dst: &mut [u8], values: &[f32], inv: f32) {
     for (q, &v) in dst.iter_mut().zip(values) {
@@ -206,9 +215,7 @@ pub fn quantize_per_pixel(
                 .zip(src.chunks_exact(c))
             {
                 *s = scale_for(max_of(kernels, pixel));
-                let (values, padding) = d.split_at_mut(c);
-                quantize_values(kernels, values, pixel, 1.0 / *s);
-                padding.fill(0);
+                quantize_pixel(kernels, d, pixel, 1.0 / *s);
             }
         });
     QuantizedNhwc {
@@ -255,9 +262,7 @@ pub fn quantize(
             right.fill(0);
             let src = &data[(b * h + y - pad) * w * c..(b * h + y - pad + 1) * w * c];
             for (d, pixel) in pixels.chunks_exact_mut(cp).zip(src.chunks_exact(c)) {
-                let (values, padding) = d.split_at_mut(c);
-                quantize_values(kernels, values, pixel, inv);
-                padding.fill(0);
+                quantize_pixel(kernels, d, pixel, inv);
             }
         });
     QuantizedNhwc {
