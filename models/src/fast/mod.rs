@@ -72,7 +72,7 @@ use std::sync::Mutex;
 use candle_core::{Device, Tensor};
 use rayon::prelude::*;
 
-use int8::{matmul_int8, quantize, quantize_per_pixel, PackedInt8, QuantizedNhwc};
+use int8::{matmul_int8, quantize, quantize_per_pixel, AlignedBytes, PackedInt8, QuantizedNhwc};
 use matmul::{matmul, Epilogue, PackedB, RowLayout, Rows};
 use winograd::WinogradWeights;
 
@@ -924,7 +924,7 @@ impl FastResNet {
 #[derive(Default)]
 struct Buffers {
     f32s: Vec<Vec<f32>>,
-    bytes: Vec<Vec<u8>>,
+    bytes: Vec<AlignedBytes>,
     winograd: winograd::Buffers,
 }
 
@@ -984,13 +984,13 @@ impl Scratch {
     }
 
     /// The largest byte buffer kept (quantisation resizes it).
-    fn take_bytes(&mut self) -> Vec<u8> {
+    fn take_bytes(&mut self) -> AlignedBytes {
         let free = &mut self.free.bytes;
         free.sort_by_key(|b| b.capacity());
         free.pop().unwrap_or_default()
     }
 
-    fn give_bytes(&mut self, buffer: Vec<u8>) {
+    fn give_bytes(&mut self, buffer: AlignedBytes) {
         self.free.bytes.push(buffer);
     }
 }

@@ -29,7 +29,7 @@ use rayon::prelude::*;
 
 use super::super::matmul::{avx512, store, Epilogue, Rows, SharedOut, NR};
 use super::super::Kernels;
-use super::{PackedInt8, QUAD};
+use super::{AlignedBytes, PackedInt8, QUAD};
 
 /// Depth values (bytes) in a tile row, and rows in a tile.
 const TILE_DEPTH: usize = 64;
@@ -114,7 +114,7 @@ const CONFIG: TileConfig = TileConfig {
 
 thread_local! {
     /// A task's gathered rows (BLOCK_ROWS x a whole number of tiles' depth), kept per thread.
-    static GATHERED: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    static GATHERED: RefCell<AlignedBytes> = RefCell::new(AlignedBytes::default());
 }
 
 /// `c = epilogue(a * b)` on AMX tiles; `kernels` must be the AMX level (its stores are the
@@ -201,7 +201,7 @@ struct RowSource {
 }
 
 impl RowSource {
-    fn new(a: &Rows<u8>, row0: usize, height: usize, gathered: &mut Vec<u8>) -> Self {
+    fn new(a: &Rows<u8>, row0: usize, height: usize, gathered: &mut AlignedBytes) -> Self {
         let (data, taps, tap_depth) = (a.data(), a.taps(), a.tap_depth());
         let starts: Vec<usize> = (0..height).map(|i| a.row_start(row0 + i)).collect();
         let uniform = |rows: &[usize]| -> Option<usize> {
@@ -323,10 +323,11 @@ fn prefetch_outputs(
 
 /// Gathers the rows starting at `starts` (each row's taps one after the other) into
 /// `gathered`, zero from the depth to a whole number of tiles; returns the row stride.
-fn gather(a: &Rows<u8>, starts: &[usize], gathered: &mut Vec<u8>) -> usize {
+fn gather(a: &Rows<u8>, starts: &[usize], gathered: &mut AlignedBytes) -> usize {
     let depth = a.depth();
+    // Whole tiles a row: each row starts on a cache line, as the buffer does.
     let stride = depth.div_ceil(TILE_DEPTH) * TILE_DEPTH;
-    gathered.resize(BLOCK_ROWS * stride, 0);
+    gathered.reset(BLOCK_ROWS * stride);
     let (data, taps, tap_depth) = (a.data(), a.taps(), a.tap_depth());
     for (i, row) in gathered.chunks_exact_mut(stride).enumerate() {
         if let Some(&start) = starts.get(i) {
