@@ -15,7 +15,7 @@ use crate::fast::{ConvWeights, FastResNet};
 pub use crate::fold::{fold_batch_norm, FoldedResNet, FoldedWeights};
 pub use crate::format::{
     write_exported, Calibration, ExportAccuracy, ExportError, Manifest, ModelFile, Quantization,
-    FORMAT_NAME, FORMAT_VERSION, MANIFEST_KEY, OLDEST_READABLE_VERSION,
+    DATA_ALIGNMENT, FORMAT_NAME, FORMAT_VERSION, MANIFEST_KEY, OLDEST_READABLE_VERSION,
 };
 
 /// An exported model, checked and ready to run.

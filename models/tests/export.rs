@@ -9,7 +9,7 @@ use candle_nn::{ModuleT, VarMap};
 use fingerprint_common::Preprocessing;
 use fingerprint_models::export::{
     fold_batch_norm, write_exported, ExportError, ExportedModel, FoldedResNet, Manifest,
-    Quantization, FORMAT_NAME, FORMAT_VERSION, MANIFEST_KEY,
+    Quantization, DATA_ALIGNMENT, FORMAT_NAME, FORMAT_VERSION, MANIFEST_KEY,
 };
 use fingerprint_models::{formula, Arch, ResNet};
 
@@ -82,6 +82,43 @@ fn every_format_round_trips() -> Result<()> {
         (int8_size / f32_size - 0.25).abs() < 0.02,
         "int8 is a quarter of f32"
     );
+    Ok(())
+}
+
+#[test]
+fn packed_int8_weights_start_on_cache_lines() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    // Even class counts: an odd one leaves the f32 tensors 4 bytes off the 8 bytes the header
+    // pads to, and the weights where they fall (the file reads the same).
+    for classes in [6, 148] {
+        let (_, model) = formula::resnet(Arch::ResNet18, classes)?;
+        let path = dir.path().join(format!("model-{classes}.safetensors"));
+        let manifest = Manifest::new(
+            Arch::ResNet18,
+            (0..classes).map(|i| format!("finger-{i}")).collect(),
+            Preprocessing::imagenet(64),
+            Quantization::Int8,
+            "test".into(),
+        );
+        write_exported(&path, &fold_batch_norm(&model)?, manifest)?;
+        let bytes = std::fs::read(&path)?;
+        let (header_len, metadata) = safetensors::SafeTensors::read_metadata(&bytes)?;
+        let starts: Vec<(String, usize)> = metadata
+            .tensors()
+            .into_iter()
+            .filter(|(_, t)| t.dtype == safetensors::Dtype::I8)
+            .map(|(name, t)| (name, 8 + header_len + t.data_offsets.0))
+            .collect();
+        assert!(starts.len() > 10, "{classes}: int8 tensors {starts:?}");
+        for (name, start) in &starts {
+            assert_eq!(
+                start % DATA_ALIGNMENT,
+                0,
+                "{classes} classes: {name} at {start}"
+            );
+        }
+        ExportedModel::open(&path, &Device::Cpu)?;
+    }
     Ok(())
 }
 
