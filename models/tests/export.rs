@@ -21,9 +21,13 @@ fn trained_like(arch: Arch) -> Result<(VarMap, ResNet)> {
 }
 
 fn manifest(arch: Arch, quantization: Quantization) -> Manifest {
+    manifest_with_classes(arch, CLASSES, quantization)
+}
+
+fn manifest_with_classes(arch: Arch, classes: usize, quantization: Quantization) -> Manifest {
     Manifest::new(
         arch,
-        (0..CLASSES).map(|i| format!("finger-{i}")).collect(),
+        (0..classes).map(|i| format!("finger-{i}")).collect(),
         Preprocessing::imagenet(64),
         quantization,
         "test".into(),
@@ -93,13 +97,7 @@ fn packed_int8_weights_start_on_cache_lines() -> Result<()> {
     for classes in [6, 148] {
         let (_, model) = formula::resnet(Arch::ResNet18, classes)?;
         let path = dir.path().join(format!("model-{classes}.safetensors"));
-        let manifest = Manifest::new(
-            Arch::ResNet18,
-            (0..classes).map(|i| format!("finger-{i}")).collect(),
-            Preprocessing::imagenet(64),
-            Quantization::Int8,
-            "test".into(),
-        );
+        let manifest = manifest_with_classes(Arch::ResNet18, classes, Quantization::Int8);
         write_exported(&path, &fold_batch_norm(&model)?, manifest)?;
         let bytes = std::fs::read(&path)?;
         let (header_len, metadata) = safetensors::SafeTensors::read_metadata(&bytes)?;

@@ -1148,8 +1148,6 @@ mod tests {
     use crate::fast::matmul::RowLayout;
     use crate::format::int8::{packed_shape, unpack};
 
-    /// The vectorised kernel against the portable one on awkward shapes: odd quad counts,
-    /// several taps, partial tiles and panels. Integer sums: the results must be equal.
     #[test]
     fn aligned_bytes_start_on_a_cache_line_as_they_grow_and_shrink() {
         let mut bytes = AlignedBytes::default();
@@ -1167,6 +1165,8 @@ mod tests {
         assert_eq!(from.as_ptr() as usize % AlignedBytes::ALIGN, 0);
     }
 
+    /// The vectorised kernel against the portable one on awkward shapes: odd quad counts,
+    /// several taps, partial tiles and panels. Integer sums: the results must be equal.
     #[test]
     fn vectorised_and_portable_int8_products_are_equal() {
         for (rows, cols, taps, tap_depth) in [
