@@ -25,6 +25,7 @@ use rayon::prelude::*;
 #[cfg(target_arch = "x86_64")]
 pub(super) mod amx;
 
+use super::aligned::AlignedBytes;
 use super::matmul::{for_each_tile, wide, Epilogue, Rows, TileOut, MR, NR};
 use super::{Kernels, Level};
 
@@ -89,7 +90,7 @@ impl PackedInt8 {
     pub fn from_f32(weight: &[f32], cout: usize, cin: usize, k: usize) -> Self {
         let (q, scales) = quantize_rows(weight, cout);
         Self::new(
-            WeightBytes::Owned(AlignedBytes::from_bytes(&pack(&q, cout, cin, k))),
+            WeightBytes::Owned(AlignedBytes::from_slice(&pack(&q, cout, cin, k))),
             scales,
             cout,
             cin,
@@ -129,82 +130,6 @@ pub struct QuantizedNhwc {
     /// Per-pixel scales (unpadded pixels, NHW order) instead of `scale`.
     pub pixel_scales: Option<Vec<f32>>,
     pub data: AlignedBytes,
-}
-
-/// Bytes that start on a cache line (64 bytes), kept for reuse. AMX reads its tiles 64 bytes a
-/// row: rows that straddle two lines made a tile load about six times slower (2.3 -> 14 ns on
-/// a Xeon), and an int8 pass's products about twice as slow, where the allocator had put a
-/// buffer 16 bytes past a line.
-#[derive(Default)]
-pub struct AlignedBytes {
-    buffer: Vec<u8>,
-    start: usize,
-    len: usize,
-}
-
-impl AlignedBytes {
-    /// The alignment of the first byte.
-    pub const ALIGN: usize = 64;
-
-    /// `len` bytes from a cache line, holding whatever earlier use left (zeros where the
-    /// buffer grew): for callers that write every byte.
-    pub fn reset(&mut self, len: usize) {
-        let needed = len + Self::ALIGN - 1;
-        if self.buffer.len() < needed {
-            self.buffer.resize(needed, 0);
-        }
-        let address = self.buffer.as_ptr() as usize;
-        self.start = (Self::ALIGN - address % Self::ALIGN) % Self::ALIGN;
-        self.len = len;
-    }
-
-    /// A copy of `bytes`, aligned.
-    pub fn from_bytes(bytes: &[u8]) -> Self {
-        let mut aligned = Self::default();
-        aligned.reset(bytes.len());
-        aligned.copy_from_slice(bytes);
-        aligned
-    }
-
-    /// Bytes held, for choosing the largest buffer to reuse.
-    pub fn capacity(&self) -> usize {
-        self.buffer.capacity()
-    }
-}
-
-impl Deref for AlignedBytes {
-    type Target = [u8];
-    fn deref(&self) -> &[u8] {
-        &self.buffer[self.start..self.start + self.len]
-    }
-}
-
-impl std::ops::DerefMut for AlignedBytes {
-    fn deref_mut(&mut self) -> &mut [u8] {
-        &mut self.buffer[self.start..self.start + self.len]
-    }
-}
-
-// A copy is aligned afresh: its buffer lies elsewhere.
-impl Clone for AlignedBytes {
-    fn clone(&self) -> Self {
-        Self::from_bytes(self)
-    }
-}
-
-impl PartialEq for AlignedBytes {
-    fn eq(&self, other: &Self) -> bool {
-        **self == **other
-    }
-}
-
-impl std::fmt::Debug for AlignedBytes {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AlignedBytes")
-            .field("len", &self.len)
-            .field("bytes", &&**self)
-            .finish()
-    }
 }
 
 /// Quantises values to `dst` with `inv = 1 / scale`: `trunc(clamp(v * inv, 0, MAX) + 0.5)`.
@@ -1148,25 +1073,9 @@ mod tests {
     use crate::fast::matmul::RowLayout;
     use crate::format::int8::{packed_shape, unpack};
 
-    #[test]
-    fn aligned_bytes_start_on_a_cache_line_as_they_grow_and_shrink() {
-        let mut bytes = AlignedBytes::default();
-        for len in [1, 63, 64, 100, 4096, 10, 1 << 20, 3] {
-            bytes.reset(len);
-            assert_eq!(bytes.len(), len);
-            assert_eq!(bytes.as_ptr() as usize % AlignedBytes::ALIGN, 0, "{len}");
-            bytes.fill(7);
-            let copy = bytes.clone();
-            assert_eq!(copy.as_ptr() as usize % AlignedBytes::ALIGN, 0, "{len}");
-            assert_eq!(copy, bytes);
-        }
-        let from = AlignedBytes::from_bytes(&[1, 2, 3]);
-        assert_eq!(&*from, &[1, 2, 3]);
-        assert_eq!(from.as_ptr() as usize % AlignedBytes::ALIGN, 0);
-    }
-
     /// The vectorised kernel against the portable one on awkward shapes: odd quad counts,
-    /// several taps, partial tiles and panels. Integer sums: the results must be equal.
+    /// several taps, partial tiles and panels, with a plain and a full epilogue. Integer sums
+    /// and the same order of operations after them: the results must be equal.
     #[test]
     fn vectorised_and_portable_int8_products_are_equal() {
         for (rows, cols, taps, tap_depth) in [

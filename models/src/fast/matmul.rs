@@ -13,6 +13,7 @@
 
 use rayon::prelude::*;
 
+use super::aligned::Aligned;
 use super::Kernels;
 
 /// Columns of a packed panel (two AVX registers of f32).
@@ -62,23 +63,36 @@ pub struct PackedB {
     // Private: built only by `new`, so depth x cols always matches the data.
     depth: usize,
     cols: usize,
-    data: Vec<f32>,
+    // Aligned: the AVX-512 kernel loads a panel row (64 bytes) at a time.
+    data: Aligned<f32>,
 }
 
 impl PackedB {
     /// Packs a row-major depth x cols matrix.
     pub fn new(depth: usize, cols: usize, b: &[f32]) -> Self {
+        let mut packed = Self::zeroed(depth, cols);
+        packed.pack(b);
+        packed
+    }
+
+    /// Zeros, to [`pack`](Self::pack) later: for packing values made after it is allocated
+    /// (see `Conv::new`).
+    pub fn zeroed(depth: usize, cols: usize) -> Self {
+        let data = Aligned::zeroed(cols.div_ceil(NR) * depth * NR);
+        Self { depth, cols, data }
+    }
+
+    /// Packs a row-major depth x cols matrix in place of the values held.
+    pub fn pack(&mut self, b: &[f32]) {
+        let (depth, cols) = (self.depth, self.cols);
         assert_eq!(b.len(), depth * cols, "matrix size");
-        let panels = cols.div_ceil(NR);
-        let mut data = vec![0f32; panels * depth * NR];
-        for (p, panel) in data.chunks_exact_mut(depth * NR).enumerate() {
+        for (p, panel) in self.data.chunks_exact_mut(depth * NR).enumerate() {
             let width = NR.min(cols - p * NR);
             for (k, row) in panel.chunks_exact_mut(NR).enumerate() {
                 let src = k * cols + p * NR;
                 row[..width].copy_from_slice(&b[src..src + width]);
             }
         }
-        Self { depth, cols, data }
     }
 
     pub fn depth(&self) -> usize {

@@ -16,6 +16,7 @@
 
 use rayon::prelude::*;
 
+use super::aligned::Aligned;
 use super::matmul::{matmul_serial, Epilogue, PackedB, RowLayout, Rows};
 use super::Kernels;
 
@@ -66,8 +67,28 @@ pub struct WinogradWeights {
 impl WinogradWeights {
     /// From the weights as rows (ky, kx, ci) x cout, row-major (as the direct path packs them).
     pub fn new(rows: &[f32], cin: usize, cout: usize) -> Self {
+        let mut weights = Self::zeroed(cin, cout);
+        weights.transform(rows);
+        weights
+    }
+
+    /// Zeros, to [`transform`](Self::transform) later (see [`PackedB::zeroed`]).
+    pub fn zeroed(cin: usize, cout: usize) -> Self {
+        Self {
+            cin,
+            cout,
+            positions: (0..POSITIONS).map(|_| PackedB::zeroed(cin, cout)).collect(),
+            zeros: vec![0.0; cout],
+        }
+    }
+
+    /// Transforms the weights as rows (ky, kx, ci) x cout, row-major, in place of the values
+    /// held.
+    pub fn transform(&mut self, rows: &[f32]) {
+        let (cin, cout) = (self.cin, self.cout);
         assert_eq!(rows.len(), 9 * cin * cout, "3x3 weights");
-        let mut u = vec![vec![0f32; cin * cout]; POSITIONS];
+        // One matrix per position, one after the other.
+        let mut u = vec![0f32; POSITIONS * cin * cout];
         for ci in 0..cin {
             for o in 0..cout {
                 let g =
@@ -83,16 +104,13 @@ impl WinogradWeights {
                 for (i, row) in gg.iter().enumerate() {
                     for j in 0..SPAN {
                         let v: f64 = (0..3).map(|k| row[k] * G[j][k]).sum();
-                        u[i * SPAN + j][ci * cout + o] = v as f32;
+                        u[(i * SPAN + j) * cin * cout + ci * cout + o] = v as f32;
                     }
                 }
             }
         }
-        Self {
-            cin,
-            cout,
-            positions: u.iter().map(|m| PackedB::new(cin, cout, m)).collect(),
-            zeros: vec![0.0; cout],
+        for (packed, m) in self.positions.iter_mut().zip(u.chunks_exact(cin * cout)) {
+            packed.pack(m);
         }
     }
 }
@@ -108,8 +126,8 @@ pub struct Finish<'a> {
 /// Working memory of one convolution (kept between calls by the caller).
 #[derive(Default)]
 pub struct Buffers {
-    pub transformed: Vec<f32>,
-    pub products: Vec<f32>,
+    pub transformed: Aligned<f32>,
+    pub products: Aligned<f32>,
 }
 
 /// The convolution of `n` NHWC images h x w x cin (padding 1, stride 1) into `out`
@@ -137,9 +155,9 @@ pub fn conv3x3(
     let (tiles_y, tiles_x) = (h.div_ceil(TILE), w.div_ceil(TILE));
     let tiles = tiles_y * tiles_x;
     let transformed = &mut buffers.transformed;
-    transformed.resize(tiles * POSITIONS * cin, 0.0);
+    transformed.reset(tiles * POSITIONS * cin);
     let products = &mut buffers.products;
-    products.resize(POSITIONS * tiles * cout, 0.0);
+    products.reset(POSITIONS * tiles * cout);
     let image_in = h * w * cin;
     let image_out = h * w * cout;
     for b in 0..n {
@@ -212,13 +230,11 @@ pub fn conv3x3(
 /// the transforms would otherwise allocate and zero it for every piece of work).
 fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
     thread_local! {
-        static SCRATCH: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+        static SCRATCH: std::cell::RefCell<Aligned<f32>> = std::cell::RefCell::default();
     }
     SCRATCH.with_borrow_mut(|scratch| {
-        if scratch.len() < len {
-            scratch.resize(len, 0.0);
-        }
-        f(&mut scratch[..len])
+        scratch.reset(len);
+        f(scratch)
     })
 }
 

@@ -36,7 +36,7 @@ pub const MANIFEST_KEY: &str = "fingerprint.manifest";
 pub const ALIGNMENT_KEY: &str = "fingerprint.alignment";
 /// Where packed int8 weights start in an exported file (where the layout allows): a cache
 /// line. AMX reads its weight tiles 64 bytes a row; rows that straddle two lines made int8
-/// products markedly slower (see `fast::int8::AlignedBytes`).
+/// products markedly slower (see `fast::aligned`).
 pub const DATA_ALIGNMENT: usize = 64;
 /// The format's name, in every manifest.
 pub const FORMAT_NAME: &str = "fingerprint-resnet";

@@ -29,7 +29,8 @@ use rayon::prelude::*;
 
 use super::super::matmul::{avx512, store, Epilogue, Rows, SharedOut, NR};
 use super::super::Kernels;
-use super::{AlignedBytes, PackedInt8, QUAD};
+use super::{PackedInt8, QUAD};
+use crate::fast::aligned::AlignedBytes;
 
 /// Depth values (bytes) in a tile row, and rows in a tile.
 const TILE_DEPTH: usize = 64;
