@@ -1118,8 +1118,25 @@ mod tests {
                 residual: None,
                 relu: false,
             };
+            // And every part of an epilogue: scales per column and per row, a residual, the
+            // ReLU (on outputs of both signs).
+            let column_scales: Vec<f32> = (0..cols).map(|c| 1e-3 * (1 + c % 7) as f32).collect();
+            let row_scales: Vec<f32> = (0..rows).map(|r| 0.5 + (r % 5) as f32).collect();
+            let residual: Vec<f32> = (0..rows * cols)
+                .map(|i| (i % 11) as f32 * 0.25 - 1.5)
+                .collect();
+            let full = Epilogue {
+                scale: Some(&column_scales),
+                row_scale: Some(&row_scales),
+                bias: &bias,
+                residual: Some(&residual),
+                relu: true,
+            };
             let mut portable = vec![0f32; rows * cols];
             matmul_int8(Kernels::portable(), &rows_a, &b, &epilogue, &mut portable);
+            let mut portable_full = vec![0f32; rows * cols];
+            matmul_int8(Kernels::portable(), &rows_a, &b, &full, &mut portable_full);
+            assert!(portable_full.contains(&0.0) && portable_full.iter().any(|&v| v > 0.0));
             // On one thread too: tasks then hold every panel, so wide tiles meet a
             // one-panel rest in the same task.
             let one_thread = rayon::ThreadPoolBuilder::new()
@@ -1127,15 +1144,17 @@ mod tests {
                 .build()
                 .expect("a thread pool");
             for kernels in Kernels::available() {
-                let mut fast = vec![0f32; rows * cols];
-                matmul_int8(kernels, &rows_a, &b, &epilogue, &mut fast);
-                assert_eq!(
-                    fast, portable,
-                    "{kernels}: {rows}x{cols}, {taps} taps of {tap_depth}"
-                );
-                let mut serial = vec![0f32; rows * cols];
-                one_thread.install(|| matmul_int8(kernels, &rows_a, &b, &epilogue, &mut serial));
-                assert_eq!(serial, portable, "{kernels} on one thread: {rows}x{cols}");
+                for (epilogue, expected) in [(&epilogue, &portable), (&full, &portable_full)] {
+                    let mut fast = vec![0f32; rows * cols];
+                    matmul_int8(kernels, &rows_a, &b, epilogue, &mut fast);
+                    assert_eq!(
+                        &fast, expected,
+                        "{kernels}: {rows}x{cols}, {taps} taps of {tap_depth}"
+                    );
+                    let mut serial = vec![0f32; rows * cols];
+                    one_thread.install(|| matmul_int8(kernels, &rows_a, &b, epilogue, &mut serial));
+                    assert_eq!(&serial, expected, "{kernels} on one thread: {rows}x{cols}");
+                }
             }
             // And both equal the plain sum.
             let q: Vec<i8> = unpack(&b.bytes, cols, depth, 1);
