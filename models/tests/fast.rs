@@ -98,6 +98,7 @@ fn portable_kernels_give_the_results_of_the_vectorised_ones() -> Result<()> {
 fn a_batch_gives_each_image_the_logits_it_has_alone() -> Result<()> {
     // A batch's images run in parallel, one run per thread, each with its own buffers; three
     // threads over five images make runs of two, two and one, whatever this machine's cores.
+    // The f32 network takes each run of two through its layers as one pair.
     let pool = rayon::ThreadPoolBuilder::new().num_threads(3).build()?;
     let weights = fold_batch_norm(&trained_like(Arch::ResNet18)?)?;
     let batch = formula::input((5, 3, 36, 36), &Device::Cpu)?;

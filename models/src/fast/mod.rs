@@ -678,9 +678,19 @@ pub struct FastResNet {
     fc_bias: Vec<f32>,
     features: usize,
     kernels: Kernels,
+    /// Images of a batch a thread runs through the layers together (see
+    /// [`F32_IMAGES_TOGETHER`]).
+    images_together: usize,
     /// Buffer sets kept between passes, one per image run in parallel (`pooled`).
     pool: Mutex<Vec<Buffers>>,
 }
+
+/// Images of a batch a thread runs through a f32 network's layers together: the weights of
+/// the late layers (a 512 x 2048 matrix is 4 MB, twice a core's L2) are then read once for
+/// both. ResNet-50 at batch 8 on a 2-core Xeon: 38 -> 42 images/s, 24 MB more resident. int8
+/// networks run image by image: their activations are quantised with a scale per tensor,
+/// which must not depend on the batch's other images.
+const F32_IMAGES_TOGETHER: usize = 2;
 
 impl FastResNet {
     /// The network of f32 weights (batch norm folded), re-laid out for our kernels.
@@ -758,9 +768,14 @@ impl FastResNet {
             .contiguous()?
             .flatten_all()?
             .to_vec1::<f32>()?;
+        let quantised = blocks
+            .iter()
+            .flat_map(|b| b.path.iter().chain(&b.downsample))
+            .any(|conv| matches!(conv.weights, Weights::Int8(_)));
         Ok(Self {
             stem,
             blocks,
+            images_together: if quantised { 1 } else { F32_IMAGES_TOGETHER },
             fc_weight: PackedB::new(features, classes, &fc_rows),
             fc_bias,
             features,
@@ -839,10 +854,11 @@ impl FastResNet {
             if images < 2 || threads < 2 {
                 return self.pooled_images(data, (c, h, w));
             }
-            // A batch's images split in runs, one per thread, each run image by image with
-            // its own buffers: a thread's products then seldom wait for the others (their
-            // splits find the other threads busy and run inline). One image's activations
-            // per thread, never a batch's: memory grows with the threads, not the batch.
+            // A batch's images split in runs, one per thread, each run image by image (or
+            // two by two, f32) with its own buffers: a thread's products then seldom wait for
+            // the others (their splits find the other threads busy and run inline). One or
+            // two images' activations per thread, never a batch's: memory grows with the
+            // threads, not the batch.
             let per_run = images.div_ceil(threads);
             data.par_chunks(per_run * per_image)
                 .map(|run| self.pooled_images(run, (c, h, w)))
@@ -855,16 +871,19 @@ impl FastResNet {
     fn pooled_images(&self, data: &[f32], (c, h, w): (usize, usize, usize)) -> Vec<f32> {
         let mut pooled = Vec::with_capacity(data.len() / (h * w * c) * self.features);
         let mut scratch = Scratch::from_pool(&self.pool);
-        for image in data.chunks_exact(h * w * c) {
-            // NCHW to NHWC here (candle's strided copy took longer than the stem).
-            let mut nhwc = scratch.take(h * w * c);
-            for (channel, plane) in image.chunks_exact(h * w).enumerate() {
-                for (pixel, &v) in plane.iter().enumerate() {
-                    nhwc[pixel * c + channel] = v;
+        for images in data.chunks(self.images_together * h * w * c) {
+            let n = images.len() / (h * w * c);
+            let mut nhwc = scratch.take(n * h * w * c);
+            for (b, image) in images.chunks_exact(h * w * c).enumerate() {
+                let nhwc = &mut nhwc[b * h * w * c..];
+                for (channel, plane) in image.chunks_exact(h * w).enumerate() {
+                    for (pixel, &v) in plane.iter().enumerate() {
+                        nhwc[pixel * c + channel] = v;
+                    }
                 }
             }
             let input = Nhwc {
-                n: 1,
+                n,
                 h,
                 w,
                 c,
@@ -876,7 +895,7 @@ impl FastResNet {
         pooled
     }
 
-    /// Pooled features of one NHWC image.
+    /// Pooled features of NHWC images, one after the other.
     fn pooled_one(&self, input: Nhwc, scratch: &mut Scratch) -> Vec<f32> {
         let k = self.kernels;
         let stem = self.stem.forward_once(k, &input, None, true, scratch);
@@ -919,10 +938,16 @@ impl FastResNet {
         }
         let per_image = x.h * x.w * x.c;
         let scale = 1.0 / (x.h * x.w) as f32;
-        let mut pooled = vec![0f32; x.c];
-        for pixel in x.data[..per_image].chunks_exact(x.c) {
-            for (s, v) in pooled.iter_mut().zip(pixel) {
-                *s += v;
+        let mut pooled = vec![0f32; x.n * x.c];
+        for (image, sums) in x
+            .data
+            .chunks_exact(per_image)
+            .zip(pooled.chunks_exact_mut(x.c))
+        {
+            for pixel in image.chunks_exact(x.c) {
+                for (s, v) in sums.iter_mut().zip(pixel) {
+                    *s += v;
+                }
             }
         }
         pooled.iter_mut().for_each(|s| *s *= scale);
