@@ -94,6 +94,26 @@ fn portable_kernels_give_the_results_of_the_vectorised_ones() -> Result<()> {
     Ok(())
 }
 
+/// ResNet-50's bottlenecks, which ResNet-18 lacks: 1x1 convolutions on activations quantised
+/// per pixel, 256 to 2048 channels, downsampling 1x1s of stride 2; on two threads, so that the
+/// first stage's products (16x16 rows at 64x64) run in tasks of whole rows on AMX. The int8
+/// logits must be the portable code's on every level.
+#[test]
+fn int8_bottlenecks_are_the_same_on_every_level() -> Result<()> {
+    let weights = fold_batch_norm(&trained_like(Arch::ResNet50)?)?;
+    let x = formula::input((2, 3, 64, 64), &Device::Cpu)?;
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build()?;
+    pool.install(|| -> Result<()> {
+        let network = || FastResNet::new_int8(Arch::ResNet50, &weights);
+        let portable = logits_on(network()?, Kernels::portable(), &x)?;
+        for kernels in Kernels::available() {
+            let logits = logits_on(network()?, kernels, &x)?;
+            assert_eq!(logits, portable, "int8 ResNet-50 on {kernels} and portable");
+        }
+        Ok(())
+    })
+}
+
 #[test]
 fn a_batch_gives_each_image_the_logits_it_has_alone() -> Result<()> {
     // A batch's images run in parallel, one run per thread, each with its own buffers; three
