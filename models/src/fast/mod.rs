@@ -497,41 +497,43 @@ impl Conv {
                 // 1x1: a scale per pixel (it factors out of each output row); kxk: one for the
                 // tensor (a row mixes pixels).
                 let per_pixel = self.k == 1 && self.pad == 0;
-                let q: &QuantizedNhwc = match quantized {
-                    Some(q)
-                        if q.h == x.h + 2 * self.pad && q.pixel_scales.is_some() == per_pixel =>
-                    {
-                        q
-                    }
-                    slot => {
-                        let buffer = match slot.take() {
-                            Some(old) => old.data,
-                            None => scratch.take_bytes(),
-                        };
-                        let dims = (x.n, x.h, x.w, x.c);
-                        slot.insert(if per_pixel {
-                            quantize_per_pixel(kernels, &x.data, dims, buffer)
-                        } else {
-                            quantize(kernels, &x.data, dims, self.pad, buffer)
-                        })
-                    }
-                };
+                let cached = quantized.as_ref().is_some_and(|q| {
+                    q.h == x.h + 2 * self.pad && q.pixel_scales.is_some() == per_pixel
+                });
+                if !cached {
+                    let buffer = match quantized.take() {
+                        Some(old) => old.data,
+                        None => scratch.take_bytes(),
+                    };
+                    let dims = (x.n, x.h, x.w, x.c);
+                    *quantized = Some(if per_pixel {
+                        quantize_per_pixel(kernels, &x.data, dims, buffer)
+                    } else {
+                        quantize(kernels, &x.data, dims, self.pad, buffer)
+                    });
+                }
+                let q = quantized.as_ref().expect("quantised above");
                 let taps = self.taps(q.w, q.c);
                 let a = self.rows(&q.data, x.n, (oh, ow), (q.h, q.w, q.c), &taps, q.c);
                 let scale: Vec<f32> = weight.scales.iter().map(|s| s * q.scale).collect();
-                // Output row (b, oy, ox) of a 1x1 convolution reads pixel (b, oy*s, ox*s).
-                let row_scale: Option<Vec<f32>> = q.pixel_scales.as_ref().map(|pixels| {
-                    let mut scales = Vec::with_capacity(rows);
-                    for b in 0..x.n {
-                        for oy in 0..oh {
-                            let line = (b * x.h + oy * self.stride) * x.w;
-                            scales.extend((0..ow).map(|ox| pixels[line + ox * self.stride]));
+                // Output row (b, oy, ox) of a 1x1 convolution reads pixel (b, oy*s, ox*s): at
+                // stride 1 the pixels' own scales, in order.
+                let strided_scales: Option<Vec<f32>> = q
+                    .pixel_scales
+                    .as_ref()
+                    .filter(|_| self.stride > 1)
+                    .map(|pixels| {
+                        let mut scales = Vec::with_capacity(rows);
+                        for b in 0..x.n {
+                            for oy in 0..oh {
+                                let line = (b * x.h + oy * self.stride) * x.w;
+                                scales.extend((0..ow).map(|ox| pixels[line + ox * self.stride]));
+                            }
                         }
-                    }
-                    scales
-                });
+                        scales
+                    });
                 epilogue.scale = Some(&scale);
-                epilogue.row_scale = row_scale.as_deref();
+                epilogue.row_scale = strided_scales.as_deref().or(q.pixel_scales.as_deref());
                 matmul_int8(kernels, &a, weight, &epilogue, &mut out);
             }
         }
