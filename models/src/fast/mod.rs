@@ -57,7 +57,7 @@ macro_rules! neon_kernel_entry {
     };
 }
 
-mod aligned;
+pub mod aligned;
 mod awake;
 // The kernel modules: the only code of the engine that may be unsafe (SIMD intrinsics behind
 // run-time feature detection, each block with its SAFETY reasoning).
