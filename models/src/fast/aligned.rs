@@ -17,8 +17,8 @@ pub const CACHE_LINE: usize = 64;
 struct Line([u8; CACHE_LINE]);
 
 /// `len` values starting on a cache line, kept for reuse (the storage only grows). Held in
-/// whole lines, so buffers of equal sizes fit each other's freed memory as `Vec`s do (an
-/// offset into a longer `Vec` fitted none: 18 MB more resident for a f32 ResNet-50).
+/// whole lines, a `Vec` the allocator aligns, and viewed as values through `bytemuck`: no
+/// unsafe code.
 pub struct Aligned<T> {
     lines: Vec<Line>,
     len: usize,
@@ -29,9 +29,6 @@ pub struct Aligned<T> {
 pub type AlignedBytes = Aligned<u8>;
 
 impl<T: Pod> Aligned<T> {
-    /// The alignment of the first value, in bytes.
-    pub const ALIGN: usize = CACHE_LINE;
-
     // Lines hold whole values (every plain number's size divides 64), or the casts to
     // values would fail: refused when compiled.
     const VALUES_PER_LINE: usize = {
