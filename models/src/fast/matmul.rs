@@ -60,7 +60,7 @@ impl RowBlocks {
 
 /// B (depth x cols), packed in panels of NR columns, the last one padded with zeros.
 pub struct PackedB {
-    // Private: built only by `new`, so depth x cols always matches the data.
+    // Private: built only by `new` and `zeroed`, so depth x cols always matches the data.
     depth: usize,
     cols: usize,
     // Aligned: the AVX-512 kernel loads a panel row (64 bytes) at a time.
