@@ -1103,7 +1103,7 @@ mod vnni {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fast::matmul::RowLayout;
+    use crate::fast::matmul::{Residual, RowLayout};
     use crate::format::int8::{packed_shape, unpack};
 
     /// The vectorised kernel against the portable one on awkward shapes: odd quad counts,
@@ -1162,8 +1162,13 @@ mod tests {
                 scale: Some(&column_scales),
                 row_scale: Some(&row_scales),
                 bias: &bias,
-                residual: Some(&residual),
+                residual: Some(Residual::Tensor(&residual)),
                 relu: true,
+            };
+            // The same residual held by C, which the products write over.
+            let in_c = Epilogue {
+                residual: Some(Residual::InC),
+                ..full
             };
             let mut portable = vec![0f32; rows * cols];
             matmul_int8(Kernels::portable(), &rows_a, &b, &epilogue, &mut portable);
@@ -1188,6 +1193,18 @@ mod tests {
                     one_thread.install(|| matmul_int8(kernels, &rows_a, &b, epilogue, &mut serial));
                     assert_eq!(&serial, expected, "{kernels} on one thread: {rows}x{cols}");
                 }
+                let mut over = residual.clone();
+                matmul_int8(kernels, &rows_a, &b, &in_c, &mut over);
+                assert_eq!(
+                    over, portable_full,
+                    "{kernels} over its residual: {rows}x{cols}"
+                );
+                let mut over = residual.clone();
+                one_thread.install(|| matmul_int8(kernels, &rows_a, &b, &in_c, &mut over));
+                assert_eq!(
+                    over, portable_full,
+                    "{kernels} over its residual, one thread"
+                );
             }
             // And both equal the plain sum.
             let q: Vec<i8> = unpack(&b.bytes, cols, depth, 1);

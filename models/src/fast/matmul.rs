@@ -312,12 +312,43 @@ pub struct Epilogue<'a> {
     pub row_scale: Option<&'a [f32]>,
     /// One per column of C.
     pub bias: &'a [f32],
-    /// Same shape as C.
-    pub residual: Option<&'a [f32]>,
+    pub residual: Option<Residual<'a>>,
     pub relu: bool,
 }
 
-impl Epilogue<'_> {
+/// Where the residual added to each output comes from.
+#[derive(Clone, Copy)]
+pub enum Residual<'a> {
+    /// A tensor of C's shape.
+    Tensor(&'a [f32]),
+    /// C itself: each output is added to the value it replaces. A bottleneck's last
+    /// convolution writes over its shortcut, which nothing reads afterwards: the lines it
+    /// stores are the ones it has just read, where a fresh output's lines would first be
+    /// fetched from memory (a 56x56 ResNet-50 layer writes 3.2 MB, more than a core's L2).
+    InC,
+}
+
+impl Residual<'_> {
+    /// The residual of output `at` (`c_at` its own address in C), to read from.
+    #[inline(always)]
+    pub(super) fn at(self, at: usize, c_at: *const f32) -> *const f32 {
+        match self {
+            Residual::Tensor(r) => r.as_ptr().wrapping_add(at),
+            Residual::InC => c_at,
+        }
+    }
+}
+
+impl<'a> Epilogue<'a> {
+    /// The residual's own tensor, to prefetch besides C (none when C holds it).
+    #[inline(always)]
+    pub(super) fn residual_tensor(&self) -> Option<&'a [f32]> {
+        match self.residual {
+            Some(Residual::Tensor(r)) => Some(r),
+            _ => None,
+        }
+    }
+
     /// What the stores rely on: C holds `rows` x `cols`, and the epilogue's values cover it.
     pub(super) fn check(&self, rows: usize, cols: usize, c: &[f32]) {
         assert!(c.len() >= rows * cols, "C too short");
@@ -325,7 +356,7 @@ impl Epilogue<'_> {
         if let Some(scale) = self.scale {
             assert_eq!(scale.len(), cols, "one scale per column");
         }
-        if let Some(r) = self.residual {
+        if let Some(r) = self.residual_tensor() {
             assert!(r.len() >= rows * cols, "residual too short");
         }
         if let Some(r) = self.row_scale {
@@ -619,6 +650,16 @@ fn store_portable(
     at: usize,
 ) {
     let width = dst.len();
+    // C's own values are the residual's when it holds it: kept before they are overwritten.
+    let mut kept = [0f32; NR];
+    let residual = match epilogue.residual {
+        None => None,
+        Some(Residual::Tensor(r)) => Some(&r[at..at + width]),
+        Some(Residual::InC) => {
+            kept[..width].copy_from_slice(dst);
+            Some(&kept[..width])
+        }
+    };
     let bias = &epilogue.bias[col0..col0 + width];
     let row_scale = epilogue.row_scale.map_or(1.0, |r| r[row]);
     match epilogue.scale {
@@ -633,8 +674,8 @@ fn store_portable(
             }
         }
     }
-    if let Some(res) = epilogue.residual {
-        for (d, r) in dst.iter_mut().zip(&res[at..at + width]) {
+    if let Some(res) = residual {
+        for (d, r) in dst.iter_mut().zip(res) {
             *d += r;
         }
     }
@@ -766,7 +807,7 @@ pub(super) mod avx512 {
                 // residual), so every value of it does.
                 unsafe {
                     _mm_prefetch::<_MM_HINT_T0>(out.c.at(offset) as *const i8);
-                    if let Some(res) = out.epilogue.residual {
+                    if let Some(res) = out.epilogue.residual_tensor() {
                         _mm_prefetch::<_MM_HINT_T0>(res.as_ptr().add(offset) as *const i8);
                     }
                 }
@@ -779,7 +820,8 @@ pub(super) mod avx512 {
     ///
     /// # Safety
     /// The CPU must support AVX-512 F; bias (and scale) hold columns `col..col + 16`, the row
-    /// scales row `row`, the residual `at..at + 16`.
+    /// scales row `row`, the residual `at..at + 16`; `c_at` is where
+    /// output `at` lies in C (the residual's place when C holds it).
     #[target_feature(enable = "avx512f")]
     #[inline]
     pub(in super::super) unsafe fn finish(
@@ -788,6 +830,7 @@ pub(super) mod avx512 {
         col: usize,
         row: usize,
         at: usize,
+        c_at: *const f32,
     ) -> __m512 {
         // SAFETY: as the caller guarantees.
         unsafe {
@@ -801,7 +844,7 @@ pub(super) mod avx512 {
                 None => _mm512_add_ps(v, bias),
             };
             if let Some(res) = epilogue.residual {
-                v = _mm512_add_ps(v, _mm512_loadu_ps(res.as_ptr().add(at)));
+                v = _mm512_add_ps(v, _mm512_loadu_ps(res.at(at, c_at)));
             }
             if epilogue.relu {
                 // max(0, v) returns v when v is NaN, and -0.0 for -0.0: as the portable
@@ -837,7 +880,10 @@ pub(super) mod avx512 {
                 let col = out.col0 + k * NR;
                 let at = row * out.cols + col;
                 // SAFETY: as the caller guarantees.
-                unsafe { _mm512_storeu_ps(out.c.at(at), finish(v, out.epilogue, col, row, at)) };
+                unsafe {
+                    let dst = out.c.at(at);
+                    _mm512_storeu_ps(dst, finish(v, out.epilogue, col, row, at, dst));
+                }
             }
         }
     }
@@ -865,7 +911,8 @@ pub(super) mod avx2 {
     ///
     /// # Safety
     /// The CPU must support AVX2; bias (and scale) hold columns `col..col + 8`, the row
-    /// scales row `row`, the residual `at..at + 8`.
+    /// scales row `row`, the residual `at..at + 8`; `c_at` is where
+    /// output `at` lies in C (the residual's place when C holds it).
     #[target_feature(enable = "avx2")]
     #[inline]
     pub(in super::super) unsafe fn finish(
@@ -874,6 +921,7 @@ pub(super) mod avx2 {
         col: usize,
         row: usize,
         at: usize,
+        c_at: *const f32,
     ) -> __m256 {
         // SAFETY: as the caller guarantees.
         unsafe {
@@ -887,7 +935,7 @@ pub(super) mod avx2 {
                 None => _mm256_add_ps(v, bias),
             };
             if let Some(res) = epilogue.residual {
-                v = _mm256_add_ps(v, _mm256_loadu_ps(res.as_ptr().add(at)));
+                v = _mm256_add_ps(v, _mm256_loadu_ps(res.at(at, c_at)));
             }
             if epilogue.relu {
                 // max(0, v) returns v when v is NaN, and -0.0 for -0.0: as the portable
@@ -915,7 +963,7 @@ pub(super) mod avx2 {
                 // residual), so both ends of it do.
                 unsafe {
                     _mm_prefetch::<_MM_HINT_T0>(out.c.at(offset) as *const i8);
-                    if let Some(res) = out.epilogue.residual {
+                    if let Some(res) = out.epilogue.residual_tensor() {
                         _mm_prefetch::<_MM_HINT_T0>(res.as_ptr().add(offset) as *const i8);
                     }
                 }
@@ -953,7 +1001,10 @@ pub(super) mod avx2 {
                 let col = out.col0 + 8 * half;
                 let at = row * out.cols + col;
                 // SAFETY: as the caller guarantees.
-                unsafe { _mm256_storeu_ps(out.c.at(at), finish(v, out.epilogue, col, row, at)) };
+                unsafe {
+                    let dst = out.c.at(at);
+                    _mm256_storeu_ps(dst, finish(v, out.epilogue, col, row, at, dst));
+                }
             }
         }
     }
@@ -980,8 +1031,9 @@ pub(super) mod avx2 {
             // SAFETY: as the caller guarantees; every access is o..o + 8 of a whole row.
             unsafe {
                 let a = _mm256_loadu_ps(acc.as_ptr().add(o));
-                let v = finish(a, epilogue, col0 + o, row, at + o);
-                _mm256_storeu_ps(dst.as_mut_ptr().add(o), v);
+                let d = dst.as_mut_ptr().add(o);
+                let v = finish(a, epilogue, col0 + o, row, at + o, d);
+                _mm256_storeu_ps(d, v);
             }
         }
     }
@@ -1190,18 +1242,21 @@ mod tests {
             scale: None,
             row_scale: None,
             bias: &bias,
-            residual: Some(&residual),
+            residual: Some(Residual::Tensor(&residual)),
             relu: true,
         };
+        // The same residual held by C, which the products write over.
+        let in_c = Epilogue {
+            residual: Some(Residual::InC),
+            ..epilogue
+        };
+        let a_rows = Rows::matrix(&a, rows, depth).expect("a holds rows x depth");
         for kernels in Kernels::available() {
             let mut c = vec![f32::NAN; rows * cols];
-            matmul(
-                kernels,
-                &Rows::matrix(&a, rows, depth).expect("a holds rows x depth"),
-                &packed,
-                &epilogue,
-                &mut c,
-            );
+            matmul(kernels, &a_rows, &packed, &epilogue, &mut c);
+            let mut over = residual.clone();
+            matmul(kernels, &a_rows, &packed, &in_c, &mut over);
+            assert_eq!(over, c, "{kernels:?} over its residual");
             for r in 0..rows {
                 for j in 0..cols {
                     let sum: f32 = (0..depth).map(|k| a[r * depth + k] * b[k * cols + j]).sum();

@@ -75,7 +75,7 @@ use rayon::prelude::*;
 
 use aligned::{Aligned, AlignedBytes};
 use int8::{matmul_int8, quantize, quantize_per_pixel, PackedInt8, QuantizedNhwc};
-use matmul::{matmul, Epilogue, PackedB, RowLayout, Rows};
+use matmul::{matmul, Epilogue, PackedB, Residual, RowLayout, Rows};
 use winograd::WinogradWeights;
 
 use crate::fold::FoldedWeights;
@@ -309,6 +309,16 @@ struct Nhwc {
     data: Aligned<f32>,
 }
 
+/// What a convolution adds to its outputs before the ReLU.
+enum Shortcut<'a> {
+    None,
+    /// A tensor of the output's shape.
+    Add(&'a Nhwc),
+    /// A tensor of the output's shape that nothing reads afterwards: the output is written
+    /// over it (see [`Residual::InC`]).
+    Onto(Nhwc),
+}
+
 /// A convolution's weights as a source gives them.
 pub enum ConvWeights {
     /// (cout, cin, k, k) f32, batch norm folded.
@@ -439,19 +449,40 @@ impl Conv {
         kernels: Kernels,
         x: &Nhwc,
         quantized: &mut Option<QuantizedNhwc>,
-        shortcut: Option<&Nhwc>,
+        shortcut: Shortcut,
         relu: bool,
         scratch: &mut Scratch,
     ) -> Nhwc {
         debug_assert_eq!(x.c, self.cin);
         let (oh, ow) = (self.out_size(x.h), self.out_size(x.w));
         let rows = x.n * oh * ow;
-        let mut out = scratch.take(rows * self.cout);
+        let (mut out, residual) = match shortcut {
+            Shortcut::None => (scratch.take(rows * self.cout), None),
+            Shortcut::Add(s) => (
+                scratch.take(rows * self.cout),
+                Some(Residual::Tensor(&s.data)),
+            ),
+            // Winograd's output transform reads its residual by rows of tiles: added from
+            // the tensor as it is, which then goes back to the scratch.
+            Shortcut::Onto(s) if matches!(self.weights, Weights::Winograd(_)) => {
+                let out = self.forward(kernels, x, quantized, Shortcut::Add(&s), relu, scratch);
+                scratch.give(s.data);
+                return out;
+            }
+            Shortcut::Onto(s) => {
+                assert_eq!(
+                    s.data.len(),
+                    rows * self.cout,
+                    "shortcut of the output's shape"
+                );
+                (s.data, Some(Residual::InC))
+            }
+        };
         let mut epilogue = Epilogue {
             scale: None,
             row_scale: None,
             bias: &self.bias,
-            residual: shortcut.map(|s| &*s.data),
+            residual,
             relu,
         };
         match &self.weights {
@@ -480,7 +511,11 @@ impl Conv {
             Weights::Winograd(weight) => {
                 let finish = winograd::Finish {
                     bias: &self.bias,
-                    residual: epilogue.residual,
+                    residual: match epilogue.residual {
+                        None => None,
+                        Some(Residual::Tensor(r)) => Some(r),
+                        Some(Residual::InC) => unreachable!("Winograd never writes in place"),
+                    },
                     relu,
                 };
                 winograd::conv3x3(
@@ -552,7 +587,7 @@ impl Conv {
         &self,
         kernels: Kernels,
         x: &Nhwc,
-        shortcut: Option<&Nhwc>,
+        shortcut: Shortcut,
         relu: bool,
         scratch: &mut Scratch,
     ) -> Nhwc {
@@ -901,7 +936,9 @@ impl FastResNet {
     /// Pooled features (n x features) of NHWC images.
     fn pooled_nhwc(&self, input: Nhwc, scratch: &mut Scratch) -> Vec<f32> {
         let k = self.kernels;
-        let stem = self.stem.forward_once(k, &input, None, true, scratch);
+        let stem = self
+            .stem
+            .forward_once(k, &input, Shortcut::None, true, scratch);
         scratch.give(input.data);
         let mut x = max_pool(&stem, scratch);
         scratch.give(stem.data);
@@ -915,8 +952,8 @@ impl FastResNet {
             let mut y: Option<Nhwc> = None;
             for conv in rest {
                 let next = match &y {
-                    None => conv.forward(k, &x, &mut x_quantized, None, true, scratch),
-                    Some(y) => conv.forward_once(k, y, None, true, scratch),
+                    None => conv.forward(k, &x, &mut x_quantized, Shortcut::None, true, scratch),
+                    Some(y) => conv.forward_once(k, y, Shortcut::None, true, scratch),
                 };
                 if let Some(old) = y.replace(next) {
                     scratch.give(old.data);
@@ -925,19 +962,35 @@ impl FastResNet {
             let projected = block
                 .downsample
                 .as_ref()
-                .map(|d| d.forward(k, &x, &mut x_quantized, None, false, scratch));
-            let shortcut = projected.as_ref().unwrap_or(&x);
-            let out = match &y {
-                None => last.forward(k, &x, &mut x_quantized, Some(shortcut), true, scratch),
-                Some(y) => last.forward_once(k, y, Some(shortcut), true, scratch),
+                .map(|d| d.forward(k, &x, &mut x_quantized, Shortcut::None, false, scratch));
+            let out = match y {
+                // The last convolution reads the path's output; the shortcut is read by
+                // nothing after the addition, so the block's output is written over it.
+                Some(y) => {
+                    let (onto, spent) = match projected {
+                        Some(p) => (p, Some(x)),
+                        None => (x, None),
+                    };
+                    let out = last.forward_once(k, &y, Shortcut::Onto(onto), true, scratch);
+                    for used in [Some(y), spent].into_iter().flatten() {
+                        scratch.give(used.data);
+                    }
+                    out
+                }
+                // A path of one convolution reads the block's input itself.
+                None => {
+                    let shortcut = Shortcut::Add(projected.as_ref().unwrap_or(&x));
+                    let out = last.forward(k, &x, &mut x_quantized, shortcut, true, scratch);
+                    for used in [projected, Some(x)].into_iter().flatten() {
+                        scratch.give(used.data);
+                    }
+                    out
+                }
             };
-            for used in [y, projected].into_iter().flatten() {
-                scratch.give(used.data);
-            }
             if let Some(q) = x_quantized {
                 scratch.give_bytes(q.data);
             }
-            scratch.give(std::mem::replace(&mut x, out).data);
+            x = out;
         }
         let per_image = x.h * x.w * x.c;
         let scale = 1.0 / (x.h * x.w) as f32;

@@ -351,7 +351,7 @@ unsafe fn deliver_whole<const PANELS: usize>(
         let row_scale = epilogue.row_scale.map_or(one, |r| _mm512_set1_ps(r[row]));
         for j in 0..PANELS {
             // SAFETY: as the caller guarantees: `row_sums` holds 2 x NR sums, the residual
-            // has C's shape and this panel's NR columns of the row lie inside C.
+            // has C's shape (or is C) and this panel's NR columns of the row lie inside C.
             unsafe {
                 let v = _mm512_cvtepi32_ps(_mm512_loadu_si512(
                     row_sums.as_ptr().add(j * NR) as *const __m512i
@@ -360,10 +360,10 @@ unsafe fn deliver_whole<const PANELS: usize>(
                     _mm512_mul_ps(_mm512_mul_ps(v, scale[j]), row_scale),
                     bias[j],
                 );
-                if let Some(residual) = epilogue.residual {
-                    v = _mm512_add_ps(v, _mm512_loadu_ps(residual.as_ptr().add(at + j * NR)));
-                }
                 let dst = out.row(at + j * NR, NR).as_mut_ptr();
+                if let Some(residual) = epilogue.residual {
+                    v = _mm512_add_ps(v, _mm512_loadu_ps(residual.at(at + j * NR, dst)));
+                }
                 _mm512_storeu_ps(dst, _mm512_max_ps(floor, v));
             }
         }
@@ -388,7 +388,7 @@ fn prefetch_outputs(
             // address is allowed.
             unsafe {
                 _mm_prefetch::<_MM_HINT_T0>(out.base().wrapping_add(line).cast());
-                if let Some(residual) = epilogue.residual {
+                if let Some(residual) = epilogue.residual_tensor() {
                     _mm_prefetch::<_MM_HINT_T0>(residual.as_ptr().wrapping_add(line).cast());
                 }
             }
