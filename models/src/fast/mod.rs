@@ -868,6 +868,9 @@ impl FastResNet {
                 self.stem.cin
             )));
         }
+        if h == 0 || w == 0 {
+            return Err(msg(format!("input of {h} x {w} pixels: no pixels to read")));
+        }
         // Read in place (a copy of a batch of eight 224 x 224 images is 4.8 MB more resident).
         let x = x
             .to_device(&Device::Cpu)?
@@ -1133,6 +1136,35 @@ mod tests {
             }
             assert!(winograd > 0 && direct > 0, "{arch}: {winograd} / {direct}");
         }
+        Ok(())
+    }
+
+    /// An input without pixels is refused with an error (it had split the work into chunks
+    /// of no length, a panic), and one pixel is still a picture.
+    #[test]
+    fn inputs_without_pixels_are_refused() -> candle_core::Result<()> {
+        let arch = Arch::ResNet18;
+        let net = FastResNet::from_parts(
+            arch,
+            |spec| {
+                let (cout, cin, k) = (spec.out_channels, spec.in_channels, spec.kernel);
+                let w = Tensor::ones((cout, cin, k, k), candle_core::DType::F32, &Device::Cpu)?;
+                Ok((ConvWeights::F32(w), vec![0.0; cout]))
+            },
+            Tensor::ones(
+                (2, arch.feature_dim()),
+                candle_core::DType::F32,
+                &Device::Cpu,
+            )?,
+            vec![0.0; 2],
+        )?;
+        for (h, w) in [(0, 32), (32, 0), (0, 0)] {
+            let x = Tensor::zeros((2, 3, h, w), candle_core::DType::F32, &Device::Cpu)?;
+            let err = net.forward(&x).expect_err("no pixels");
+            assert!(err.to_string().contains("no pixels"), "{h} x {w}: {err}");
+        }
+        let one = Tensor::ones((1, 3, 1, 1), candle_core::DType::F32, &Device::Cpu)?;
+        assert_eq!(net.forward(&one)?.dims(), &[1, 2]);
         Ok(())
     }
 
