@@ -328,6 +328,8 @@ pub enum Residual<'a> {
     InC,
 }
 
+// Read by the x86 kernels' stores (the others go through `store_portable`).
+#[cfg(target_arch = "x86_64")]
 impl Residual<'_> {
     /// The residual of output `at` (`c_at` its own address in C), to read from.
     #[inline(always)]
