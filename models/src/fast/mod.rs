@@ -1094,26 +1094,28 @@ impl Scratch {
 mod tests {
     use super::*;
 
+    /// An f32 network of `arch` with every weight `value`, no biases and two classes.
+    fn uniform_net(arch: Arch, value: f64) -> candle_core::Result<FastResNet> {
+        let full = |shape: &[usize]| {
+            Tensor::full(value, shape, &Device::Cpu)?.to_dtype(candle_core::DType::F32)
+        };
+        FastResNet::from_parts(
+            arch,
+            |spec| {
+                let (cout, cin, k) = (spec.out_channels, spec.in_channels, spec.kernel);
+                Ok((ConvWeights::F32(full(&[cout, cin, k, k])?), vec![0.0; cout]))
+            },
+            full(&[2, arch.feature_dim()])?,
+            vec![0.0; 2],
+        )
+    }
+
     /// f32 stride-1 3x3 convolutions run on Winograd up to 256 input channels and directly
     /// in the 512-channel last stage (where Winograd was slower and held 79 MB more).
     #[test]
     fn the_last_stage_keeps_direct_3x3_convolutions() -> candle_core::Result<()> {
         for arch in [Arch::ResNet18, Arch::ResNet50] {
-            let net = FastResNet::from_parts(
-                arch,
-                |spec| {
-                    let (cout, cin, k) = (spec.out_channels, spec.in_channels, spec.kernel);
-                    let w =
-                        Tensor::zeros((cout, cin, k, k), candle_core::DType::F32, &Device::Cpu)?;
-                    Ok((ConvWeights::F32(w), vec![0.0; cout]))
-                },
-                Tensor::zeros(
-                    (2, arch.feature_dim()),
-                    candle_core::DType::F32,
-                    &Device::Cpu,
-                )?,
-                vec![0.0; 2],
-            )?;
+            let net = uniform_net(arch, 0.0)?;
             let (mut winograd, mut direct) = (0, 0);
             for conv in net.blocks.iter().flat_map(|b| &b.path) {
                 let stride_1_3x3 = conv.k == 3 && conv.stride == 1;
@@ -1143,21 +1145,7 @@ mod tests {
     /// of no length, a panic), and one pixel is still a picture.
     #[test]
     fn inputs_without_pixels_are_refused() -> candle_core::Result<()> {
-        let arch = Arch::ResNet18;
-        let net = FastResNet::from_parts(
-            arch,
-            |spec| {
-                let (cout, cin, k) = (spec.out_channels, spec.in_channels, spec.kernel);
-                let w = Tensor::ones((cout, cin, k, k), candle_core::DType::F32, &Device::Cpu)?;
-                Ok((ConvWeights::F32(w), vec![0.0; cout]))
-            },
-            Tensor::ones(
-                (2, arch.feature_dim()),
-                candle_core::DType::F32,
-                &Device::Cpu,
-            )?,
-            vec![0.0; 2],
-        )?;
+        let net = uniform_net(Arch::ResNet18, 1.0)?;
         for (h, w) in [(0, 32), (32, 0), (0, 0)] {
             let x = Tensor::zeros((2, 3, h, w), candle_core::DType::F32, &Device::Cpu)?;
             let err = net.forward(&x).expect_err("no pixels");
