@@ -295,7 +295,7 @@ pub fn matmul_int8(
     }
     for_each_tile(
         kernels,
-        |row| a.row_start(row),
+        |first, starts| a.row_starts(first, starts),
         a.rows(),
         b.cols,
         // `vpdpbusd`, `sdot` and `smmla` need no temporaries: six rows' accumulators fit the

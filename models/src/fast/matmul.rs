@@ -241,6 +241,23 @@ impl<'a, T> Rows<'a, T> {
     pub(super) fn row_start(&self, row: usize) -> usize {
         self.start(row / self.layout.line_len, row % self.layout.line_len)
     }
+
+    /// [`row_start`](Self::row_start) of rows `first..first + starts.len()`, into `starts`:
+    /// stepped along each line, with divisions only where a line begins (two divisions a
+    /// row were a tenth of an AMX task's time on 64-deep products).
+    pub(super) fn row_starts(&self, first: usize, starts: &mut [usize]) {
+        let l = &self.layout;
+        let (mut line, mut pos) = (first / l.line_len, first % l.line_len);
+        let mut line_start = self.start(line, 0);
+        for start in starts {
+            if pos == l.line_len {
+                (line, pos) = (line + 1, 0);
+                line_start = self.start(line, 0);
+            }
+            *start = line_start + pos * l.row_stride;
+            pos += 1;
+        }
+    }
 }
 
 /// Where a whole-width tile goes: rows `row..row + height`, columns `col0..col0 + NR` of C
@@ -372,7 +389,7 @@ pub fn matmul(kernels: Kernels, a: &Rows, b: &PackedB, epilogue: &Epilogue, c: &
     assert_eq!(a.depth(), b.depth, "depth of A and B");
     for_each_tile(
         kernels,
-        |row| a.row_start(row),
+        |first, starts| a.row_starts(first, starts),
         a.rows(),
         b.cols,
         MR,
@@ -454,14 +471,14 @@ pub(super) fn matmul_serial(
 }
 
 /// The tiles of C (`rows` x `cols`) split over rayon's threads: `product` fills a tile's
-/// accumulators (`height` <= `mr` rows, whose starts in A `a_starts` gives, against panel
-/// `p`), then the epilogue stores it. Where `wide` > 1 whole panels follow in one task,
+/// accumulators (`height` <= `mr` rows, whose starts in A `a_starts(first, starts)` writes
+/// for rows from `first`, against panel `p`), then the epilogue stores it. Where `wide` > 1 whole panels follow in one task,
 /// `product` is called once for `wide` panels `p..p + wide` with a tile that covers them all
 /// (`TileOut::panels`), and must store it itself (return true).
 #[allow(clippy::too_many_arguments)]
 pub(super) fn for_each_tile<F>(
     kernels: Kernels,
-    a_starts: impl Fn(usize) -> usize + Sync,
+    a_starts: impl Fn(usize, &mut [usize]) + Sync,
     rows: usize,
     cols: usize,
     mr: usize,
@@ -504,9 +521,7 @@ pub(super) fn for_each_tile<F>(
             let mut starts = [0usize; MC_MAX + MR];
             // Filled by each kernel call before it is read (not zeroed per tile).
             let mut acc = [[0f32; NR]; MR];
-            for (s, row) in starts.iter_mut().zip(row_range.clone()) {
-                *s = a_starts(row);
-            }
+            a_starts(row_range.start, &mut starts[..row_range.len()]);
             let first_panel = group * panels_per_group;
             let group_end = (first_panel + panels_per_group).min(panels);
             let mut p = first_panel;
@@ -1189,6 +1204,38 @@ mod tests {
             ..layout
         };
         assert!(Rows::new(&data, huge, &[0]).is_err());
+    }
+
+    /// Consecutive rows' starts, stepped along their lines, are the ones each row's own
+    /// division gives: from any first row, across lines and images (an image stride apart
+    /// from whole lines, a partial last image).
+    #[test]
+    fn row_starts_are_each_rows_own() {
+        let data = vec![0f32; 4000];
+        let layout = RowLayout {
+            lines: 7,
+            line_len: 5,
+            lines_per_image: 3,
+            image_stride: 1000,
+            line_stride: 160,
+            row_stride: 24,
+            tap_depth: 8,
+        };
+        let rows = Rows::new(&data, layout, &[0, 8]).expect("every read inside the data");
+        for first in 0..rows.rows() {
+            for len in 0..=rows.rows() - first {
+                let mut starts = vec![usize::MAX; len];
+                rows.row_starts(first, &mut starts);
+                let expected: Vec<usize> =
+                    (first..first + len).map(|r| rows.row_start(r)).collect();
+                assert_eq!(starts, expected, "rows {first}..{}", first + len);
+            }
+        }
+        // One line of a plain matrix.
+        let matrix = Rows::matrix(&data, 40, 100).expect("inside");
+        let mut starts = [0usize; 6];
+        matrix.row_starts(33, &mut starts);
+        assert_eq!(starts, [3300, 3400, 3500, 3600, 3700, 3800]);
     }
 
     /// Blocks are whole tiles, fit the row-start buffer, and split the rows evenly: no block

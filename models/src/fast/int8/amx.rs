@@ -214,10 +214,9 @@ impl<'a> RowSource<'a> {
     fn new(a: &Rows<u8>, row0: usize, height: usize, buffers: &'a mut TaskBuffers) -> Self {
         let (data, taps, tap_depth) = (a.data(), a.taps(), a.tap_depth());
         let mut starts = [0usize; BLOCK_ROWS];
-        for (i, start) in starts.iter_mut().enumerate().take(height) {
-            *start = a.row_start(row0 + i);
-        }
-        let starts = &starts[..height];
+        let starts = &mut starts[..height];
+        a.row_starts(row0, starts);
+        let starts = &starts[..];
         let uniform = |rows: &[usize]| -> Option<usize> {
             let step = rows[1].checked_sub(rows[0])?;
             rows.windows(2)
