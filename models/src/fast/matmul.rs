@@ -243,8 +243,8 @@ impl<'a, T> Rows<'a, T> {
     }
 
     /// [`row_start`](Self::row_start) of rows `first..first + starts.len()`, into `starts`:
-    /// stepped along each line, with divisions only where a line begins (two divisions a
-    /// row were a tenth of an AMX task's time on 64-deep products).
+    /// stepped along each line, with divisions only where a line begins (two divisions for
+    /// every row cost an int8 ResNet-50 pass on AMX about 4% of its time).
     pub(super) fn row_starts(&self, first: usize, starts: &mut [usize]) {
         let l = &self.layout;
         let (mut line, mut pos) = (first / l.line_len, first % l.line_len);
@@ -472,9 +472,10 @@ pub(super) fn matmul_serial(
 
 /// The tiles of C (`rows` x `cols`) split over rayon's threads: `product` fills a tile's
 /// accumulators (`height` <= `mr` rows, whose starts in A `a_starts(first, starts)` writes
-/// for rows from `first`, against panel `p`), then the epilogue stores it. Where `wide` > 1 whole panels follow in one task,
-/// `product` is called once for `wide` panels `p..p + wide` with a tile that covers them all
-/// (`TileOut::panels`), and must store it itself (return true).
+/// for the rows from `first`, against panel `p`), then the epilogue stores it. Where
+/// `wide` > 1 whole panels follow in one task, `product` is called once for `wide` panels
+/// `p..p + wide` with a tile that covers them all (`TileOut::panels`), and must store it
+/// itself (return true).
 #[allow(clippy::too_many_arguments)]
 pub(super) fn for_each_tile<F>(
     kernels: Kernels,

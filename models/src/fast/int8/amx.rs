@@ -214,9 +214,8 @@ impl<'a> RowSource<'a> {
     fn new(a: &Rows<u8>, row0: usize, height: usize, buffers: &'a mut TaskBuffers) -> Self {
         let (data, taps, tap_depth) = (a.data(), a.taps(), a.tap_depth());
         let mut starts = [0usize; BLOCK_ROWS];
-        let starts = &mut starts[..height];
-        a.row_starts(row0, starts);
-        let starts = &starts[..];
+        a.row_starts(row0, &mut starts[..height]);
+        let starts = &starts[..height];
         let uniform = |rows: &[usize]| -> Option<usize> {
             let step = rows[1].checked_sub(rows[0])?;
             rows.windows(2)
