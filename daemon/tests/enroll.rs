@@ -164,6 +164,51 @@ async fn decide(setup: &Setup, name: &str, scan: &[u8]) -> Result<fingerprint_co
     .await
 }
 
+/// A batch's answers are each scan's own, in order (the engine lays a batch's inputs end to
+/// end for the network), and an input of the wrong size is an error, not a panic.
+#[test]
+fn a_batch_answers_each_scan_as_alone_and_refuses_a_wrong_size() -> Result<()> {
+    for quantization in [Quantization::F32, Quantization::Int8] {
+        let dir = tempfile::tempdir()?;
+        let model = dir.path().join("model.safetensors");
+        write_model(&model, quantization, 0.0)?;
+        let engine = Engine::load(&model, "cpu", None)?;
+        let limits = fingerprint_common::ScanLimits::default();
+        let inputs = [
+            stripes(45.0, 10.0, 0.0),
+            stripes(135.0, 4.0, 1.5),
+            flat_scan(90),
+        ]
+        .iter()
+        .map(|s| encoded_scan_input(s, engine.preprocessing(), None, &limits))
+        .collect::<Result<Vec<_>, _>>()?;
+        let batch = engine.logits(&inputs)?;
+        assert_eq!(batch.len(), inputs.len());
+        for (input, in_batch) in inputs.iter().zip(&batch) {
+            let alone = engine.logits(std::slice::from_ref(input))?;
+            for (a, b) in alone[0].iter().zip(in_batch) {
+                assert!(
+                    (a - b).abs() <= 1e-5 * a.abs().max(1.0),
+                    "{quantization:?}: {a} vs {b}"
+                );
+            }
+        }
+        assert_ne!(
+            batch[0], batch[1],
+            "{quantization:?}: different scans, different logits"
+        );
+        // One value short beside one value long: the batch's total is right, each input not.
+        let (mut long, mut short) = (inputs[0].clone(), inputs[1].clone());
+        long.push(0.0);
+        short.pop();
+        let err = engine
+            .logits(&[long, short])
+            .expect_err("inputs of the wrong size");
+        assert!(err.to_string().contains("input 0 holds"), "{err}");
+    }
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cli_enrolment_is_picked_up_by_the_running_service() -> Result<()> {
     let mut setup = Setup::new(Quantization::F32)?;
