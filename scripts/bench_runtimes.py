@@ -8,8 +8,10 @@ scripts/bench-inference.sh, one process per runtime so memory figures do not mix
 
 `run` prints one JSON object: median and p90 batch-1 latency (ms), images/s at --batch, the
 process's resident memory after the runs (bytes; includes Python and the runtime's
-libraries), and the logits of the first input. Inputs are the formula input that
-`fingerprintd bench` uses (fingerprint_models::formula::uniform("input", n)), so the logits
+libraries), and the logits of the first input. Inputs are the formula grey scans that
+`fingerprintd bench` uses (fingerprint_models::formula::grey_scans: grey levels from
+uniform("input", n), copied to three channels and normalised with ImageNet's mean and
+standard deviation in f32, as the service's preprocessing does), the same bits, so the logits
 compare directly.
 """
 import argparse
@@ -25,9 +27,23 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from make_parity_fixture import uniform  # noqa: E402  (same formula as the Rust side)
 
 
+IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
+IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
+
+
+def normalized(levels):
+    """Grey levels (batch, size, size) as the service's input: three channels, each
+    `v * scale - shift` in f32 (common's ChannelNorm)."""
+    scale = np.float32(1.0) / (np.float32(255.0) * IMAGENET_STD)
+    shift = IMAGENET_MEAN / IMAGENET_STD
+    v = levels.astype(np.float32)[:, None, :, :]
+    return v * scale[None, :, None, None] - shift[None, :, None, None]
+
+
 def formula_inputs(batch, size):
-    n = batch * 3 * size * size
-    return uniform("input", n).astype(np.float32).reshape(batch, 3, size, size)
+    u = uniform("input", batch * size * size)
+    levels = np.floor((u + 1.0) * 128.0).astype(np.uint8).reshape(batch, size, size)
+    return normalized(levels)
 
 
 def rss_bytes():
@@ -56,7 +72,7 @@ def quantize(args):
     class Inputs(CalibrationDataReader):
         def __init__(self):
             batches = [formula_inputs(1, size)]
-            batches += [rng.uniform(-2.0, 2.5, (1, 3, size, size)).astype(np.float32) for _ in range(15)]
+            batches += [normalized(rng.integers(0, 256, (1, size, size), dtype=np.uint8)) for _ in range(15)]
             self.it = iter({"input": b} for b in batches)
 
         def get_next(self):

@@ -19,7 +19,7 @@ pub use config::{DaemonConfig, DEFAULT_CONFIG};
 pub use decision::{Candidate, Decision, MatchMode, ModelRef, ScanSource, SourceKind, Verdict};
 pub use gallery::Gallery;
 pub use matcher::MatcherMode;
-pub use preprocess::{Preprocessing, ResizePolicy};
+pub use preprocess::{ChannelNorm, Preprocessing, ResizePolicy};
 /// The model class of scans of fingers that are not to be recognised (`trainer train
 /// --background`): it teaches the network that other fingers exist, so a stranger lands
 /// there rather than on the enrolled finger it most resembles. Never granted, never enrolled.

@@ -42,6 +42,24 @@ pub enum ResizePolicy {
 pub const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
 pub const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];
 
+/// How one channel of the network input is made from a grey value `v` (0..=255):
+/// `v * scale - shift`, i.e. `(v / 255 - mean) / std`. The one formula: the CPU engine
+/// recognises inputs made by it (three channels of one grey scan) and runs its first layer on
+/// the grey values alone.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ChannelNorm {
+    pub scale: f32,
+    pub shift: f32,
+}
+
+impl ChannelNorm {
+    /// The network's input value for grey value `v`.
+    #[inline]
+    pub fn normalize(self, v: u8) -> f32 {
+        f32::from(v) * self.scale - self.shift
+    }
+}
+
 /// Parameters of the preprocessing; recorded in every exported model so the daemon applies
 /// exactly what the trainer did.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -113,11 +131,17 @@ impl Preprocessing {
     /// Step (2): a `size`x`size` grey image as normalised CHW values, appended to `out`.
     pub fn normalize_into(&self, square: &GrayImage, out: &mut Vec<f32>) {
         debug_assert_eq!(square.dimensions(), (self.size, self.size));
-        for c in 0..3 {
-            let scale = 1.0 / (255.0 * self.std[c]);
-            let shift = self.mean[c] / self.std[c];
-            out.extend(square.as_raw().iter().map(|&v| v as f32 * scale - shift));
+        for channel in self.channels() {
+            out.extend(square.as_raw().iter().map(|&v| channel.normalize(v)));
         }
+    }
+
+    /// The three channels' normalisations, in order.
+    pub fn channels(&self) -> [ChannelNorm; 3] {
+        std::array::from_fn(|c| ChannelNorm {
+            scale: 1.0 / (255.0 * self.std[c]),
+            shift: self.mean[c] / self.std[c],
+        })
     }
 
     /// Both steps: the network input for one scan, 3 x size x size values, CHW.

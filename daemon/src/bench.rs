@@ -37,7 +37,7 @@ pub struct BenchReport {
     /// Resident and peak resident memory of this process after the runs, bytes.
     pub rss_bytes: u64,
     pub peak_rss_bytes: u64,
-    /// Logits of the first input (the formula input, `fingerprint_models::formula`), for
+    /// Logits of the first input (a formula grey scan, `fingerprint_models::formula::grey_scans`), for
     /// comparing runtimes.
     pub logits: Vec<f32>,
     /// What the minutiae or fused matcher adds, when asked for.
@@ -262,9 +262,11 @@ pub fn bench(
     let size = engine.preprocessing().size as usize;
     let per_input = 3 * size * size;
     // The harness holds the inputs once (resident memory is the service's, not ours).
-    let inputs: Vec<Vec<f32>> = formula::uniform("input", batch.max(1) * per_input)
+    // Grey scans normalised as the service's preprocessing does (the fast path's stem reads
+    // such inputs' grey values; `scripts/bench_runtimes.py` makes the same values).
+    let inputs: Vec<Vec<f32>> = formula::grey_scans(batch.max(1), engine.preprocessing())
         .chunks(per_input)
-        .map(|chunk| chunk.iter().map(|&v| v as f32).collect())
+        .map(<[f32]>::to_vec)
         .collect();
 
     let first = &inputs[..1];

@@ -93,6 +93,9 @@ impl ExportedModel {
     /// As [`open`](Self::open), on a chosen backend.
     pub fn open_with(path: &Path, device: &Device, backend: Backend) -> Result<Self, ExportError> {
         let file = ModelFile::open(path)?;
+        // Scans reach the network as three normalised copies of one grey image: the fast
+        // path's stem reads the grey image once (a third of its products).
+        let grey_scans = file.manifest.preprocessing.channels();
         let network = if device.is_cpu() && backend == Backend::Auto && file.is_packed_int8() {
             // int8 weights straight from the mapped file; biases, scales and the classifier
             // (small) decoded.
@@ -116,14 +119,16 @@ impl ExportedModel {
                 file.tensor("fc.weight")?,
                 file.values("fc.bias")?,
             )?;
-            Network::Fast(Box::new(fast))
+            Network::Fast(Box::new(fast.with_grey_scans(grey_scans)))
         } else {
             let mut weights = FoldedWeights::new();
             for (name, _) in file.tensors().filter(|(n, _)| !n.ends_with("_scale")) {
                 weights.insert(name.to_string(), file.tensor(name)?);
             }
             if device.is_cpu() && backend == Backend::Auto {
-                Network::Fast(Box::new(FastResNet::new(file.manifest.arch, &weights)?))
+                Network::Fast(Box::new(
+                    FastResNet::new(file.manifest.arch, &weights)?.with_grey_scans(grey_scans),
+                ))
             } else {
                 Network::Candle(FoldedResNet::new(file.manifest.arch, &weights, device)?)
             }

@@ -63,6 +63,26 @@ pub fn input(shape: (usize, usize, usize, usize), device: &Device) -> Result<Ten
     Tensor::from_vec(values, shape, device)
 }
 
+/// `n` grey scans of `preprocessing.size` pixels a side, normalised as preprocessing
+/// normalises a scan: n x 3 x size x size values, CHW (what the service feeds its network).
+/// Grey level of pixel `i` (image after image, row-major) is `floor((u + 1) * 128)` with `u`
+/// value `i` of `uniform("input")`; `scripts/bench_runtimes.py` makes the same values.
+pub fn grey_scans(n: usize, preprocessing: &fingerprint_common::Preprocessing) -> Vec<f32> {
+    let pixels = (preprocessing.size as usize).pow(2);
+    let levels: Vec<u8> = uniform("input", n * pixels)
+        .into_iter()
+        .map(|u| ((u + 1.0) * 128.0) as u8)
+        .collect();
+    let channels = preprocessing.channels();
+    let mut out = Vec::with_capacity(n * 3 * pixels);
+    for image in levels.chunks_exact(pixels.max(1)) {
+        for channel in channels {
+            out.extend(image.iter().map(|&v| channel.normalize(v)));
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

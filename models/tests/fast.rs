@@ -54,6 +54,59 @@ fn fast_path_matches_candle_on_every_architecture() -> Result<()> {
     Ok(())
 }
 
+/// Scans as preprocessing makes them (three normalised copies of one grey image) run the stem
+/// on their grey values, a third of its products: the same outputs within f32 rounding.
+#[test]
+fn grey_scans_give_what_their_three_channels_give() -> Result<()> {
+    for arch in Arch::ALL {
+        let model = trained_like(arch)?;
+        let weights = fold_batch_norm(&model)?;
+        for (n, size) in [(1, 64), (3, 45)] {
+            let preprocessing = Preprocessing::imagenet(size as u32);
+            let x = grey_scans(n, &preprocessing)?;
+            let three = FastResNet::new(arch, &weights)?;
+            let grey = FastResNet::new(arch, &weights)?.with_grey_scans(preprocessing.channels());
+            let first = x.get(0)?.flatten_all()?.to_vec1::<f32>()?;
+            assert!(grey.reads_as_grey(&first), "{arch} {size}");
+            assert!(!three.reads_as_grey(&first), "{arch} {size}: no grey stem");
+
+            let (grey_logits, three_logits) = (grey.forward(&x)?, three.forward(&x)?);
+            let err = max_relative_error(&grey_logits, &three_logits)?;
+            let (candle_logits, features) = model.forward_with_features(&x, false)?;
+            let candle_err = max_relative_error(&grey_logits, &candle_logits)?;
+            let features_err = max_relative_error(&grey.features(&x)?, &features)?;
+            println!(
+                "{arch} {n}x{size}: grey vs three channels {err:.2e}, vs candle {candle_err:.2e}"
+            );
+            assert!(err <= 1e-5, "{arch} {size}: {err}");
+            assert!(candle_err <= 1e-4, "{arch} {size}: {candle_err}");
+            assert!(features_err <= 1e-4, "{arch} {size}: {features_err}");
+            // The grey stem did run: its rounding is not the three-channel stem's.
+            assert_ne!(
+                grey_logits.to_vec2::<f32>()?,
+                three_logits.to_vec2::<f32>()?,
+                "{arch} {size}"
+            );
+
+            let int8 =
+                FastResNet::new_int8(arch, &weights)?.with_grey_scans(preprocessing.channels());
+            let int8_err = max_relative_error(&int8.forward(&x)?, &candle_logits)?;
+            assert!(int8_err <= 5e-2, "{arch} {size}: int8 {int8_err}");
+        }
+    }
+    Ok(())
+}
+
+/// `n` formula grey scans normalised by `preprocessing`, NCHW.
+fn grey_scans(n: usize, preprocessing: &Preprocessing) -> Result<Tensor> {
+    let size = preprocessing.size as usize;
+    Ok(Tensor::from_vec(
+        formula::grey_scans(n, preprocessing),
+        (n, 3, size, size),
+        &Device::Cpu,
+    )?)
+}
+
 #[test]
 fn portable_kernels_give_the_results_of_the_vectorised_ones() -> Result<()> {
     let model = trained_like(Arch::ResNet18)?;
@@ -119,15 +172,30 @@ fn a_batch_gives_each_image_the_logits_it_has_alone() -> Result<()> {
     // A batch's images run in parallel, one run per thread, each with its own buffers; three
     // threads over five images make runs of two, two and one, whatever this machine's cores.
     // The f32 network takes each run of two through its layers as one pair.
+    // Images 0, 2 and 3 are grey scans, 1 and 4 not: the first run mixes them.
     let pool = rayon::ThreadPoolBuilder::new().num_threads(3).build()?;
     let weights = fold_batch_norm(&trained_like(Arch::ResNet18)?)?;
-    let batch = formula::input((5, 3, 36, 36), &Device::Cpu)?;
+    let preprocessing = Preprocessing::imagenet(36);
+    let (grey, other) = (
+        grey_scans(3, &preprocessing)?,
+        formula::input((2, 3, 36, 36), &Device::Cpu)?,
+    );
+    let batch = Tensor::cat(
+        &[
+            grey.narrow(0, 0, 1)?,
+            other.narrow(0, 0, 1)?,
+            grey.narrow(0, 1, 2)?,
+            other.narrow(0, 1, 1)?,
+        ],
+        0,
+    )?;
     for int8 in [false, true] {
         let network = if int8 {
             FastResNet::new_int8(Arch::ResNet18, &weights)?
         } else {
             FastResNet::new(Arch::ResNet18, &weights)?
-        };
+        }
+        .with_grey_scans(preprocessing.channels());
         pool.install(|| -> Result<()> {
             // Twice: the second pass reuses the buffers the first one left.
             for pass in 0..2 {
@@ -160,15 +228,39 @@ const INT8_LOGITS: [u32; CLASSES] = [
     0xbd58_1e18, // -0.052763075
 ];
 
+/// As [`INT8_LOGITS`], for a grey scan (`formula::grey_scans`, ImageNet's normalisation, 32x32):
+/// the stem on its grey values.
+const INT8_GREY_LOGITS: [u32; CLASSES] = [
+    0x3d47_6da1, // 0.048688535
+    0xbd82_561e, // -0.06364082
+    0x3d95_fa34, // 0.07323113
+    0xbd22_dcec, // -0.03976147
+    0x3aec_2b40, // 0.0018018261
+    0x3de9_12f6, // 0.1138057
+    0xbd70_7540, // -0.05870557
+];
+
 #[test]
 fn int8_logits_are_the_same_on_every_cpu() -> Result<()> {
     let weights = fold_batch_norm(&trained_like(Arch::ResNet18)?)?;
-    let x = formula::input((1, 3, 32, 32), &Device::Cpu)?;
-    for kernels in Kernels::available() {
-        let logits = logits_on(FastResNet::new_int8(Arch::ResNet18, &weights)?, kernels, &x)?;
-        let bits: Vec<u32> = logits.iter().map(|v| v.to_bits()).collect();
-        println!("{kernels}: {logits:?} = {bits:#010x?}");
-        assert_eq!(bits, INT8_LOGITS, "{kernels}");
+    let preprocessing = Preprocessing::imagenet(32);
+    let inputs = [
+        (
+            "three channels",
+            formula::input((1, 3, 32, 32), &Device::Cpu)?,
+            INT8_LOGITS,
+        ),
+        ("grey", grey_scans(1, &preprocessing)?, INT8_GREY_LOGITS),
+    ];
+    for (input, x, expected) in inputs {
+        for kernels in Kernels::available() {
+            let network = FastResNet::new_int8(Arch::ResNet18, &weights)?
+                .with_grey_scans(preprocessing.channels());
+            let logits = logits_on(network, kernels, &x)?;
+            let bits: Vec<u32> = logits.iter().map(|v| v.to_bits()).collect();
+            println!("{input}, {kernels}: {logits:?} = {bits:#010x?}");
+            assert_eq!(bits, expected, "{input}, {kernels}");
+        }
     }
     Ok(())
 }

@@ -125,7 +125,8 @@ impl LoadedModel {
         // On the CPU, the checkpoint runs as the daemon would run its f32 export: batch norm
         // folded, on our fast path (same outputs as candle's eval mode, several times faster).
         let weights = fingerprint_models::export::fold_batch_norm(&model)?;
-        let fast = fingerprint_models::fast::FastResNet::new(model.arch(), &weights)?;
+        let fast = fingerprint_models::fast::FastResNet::new(model.arch(), &weights)?
+            .with_grey_scans(info.config.preprocessing.channels());
         Ok(Self {
             description: model.arch().to_string(),
             labels: info.identities,

@@ -95,6 +95,20 @@ impl PackedB {
         }
     }
 
+    /// The row-major depth x cols matrix packed (the inverse of [`pack`](Self::pack)).
+    pub fn unpack(&self) -> Vec<f32> {
+        let (depth, cols) = (self.depth, self.cols);
+        let mut b = vec![0f32; depth * cols];
+        for (p, panel) in self.data.chunks_exact(depth * NR).enumerate() {
+            let width = NR.min(cols - p * NR);
+            for (k, row) in panel.chunks_exact(NR).enumerate() {
+                let dst = k * cols + p * NR;
+                b[dst..dst + width].copy_from_slice(&row[..width]);
+            }
+        }
+        b
+    }
+
     pub fn depth(&self) -> usize {
         self.depth
     }

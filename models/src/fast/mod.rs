@@ -59,6 +59,7 @@ macro_rules! neon_kernel_entry {
 
 pub mod aligned;
 mod awake;
+mod grey;
 // The kernel modules: the only code of the engine that may be unsafe (SIMD intrinsics behind
 // run-time feature detection, each block with its SAFETY reasoning).
 #[allow(unsafe_code)]
@@ -80,6 +81,8 @@ use winograd::WinogradWeights;
 
 use crate::fold::FoldedWeights;
 use crate::resnet::{Arch, ConvSpec};
+use fingerprint_common::ChannelNorm;
+use grey::GreyStem;
 
 /// Environment variable that chooses a lower kernel level than the CPU's best (`portable`,
 /// `avx2`, `avx-vnni`, `avx512-vnni`, `amx`; `neon`, `neon-dot`, `neon-i8mm`), for comparisons and bisecting. A level this CPU cannot
@@ -660,12 +663,23 @@ fn pad(x: &Nhwc, pad: usize, scratch: &mut Scratch) -> Nhwc {
     }
 }
 
+/// Whether the stem's output has had its ReLU.
+#[derive(Clone, Copy, PartialEq)]
+enum StemRelu {
+    Applied,
+    /// Applied by the pooling: the largest of a window's ReLUs is the ReLU of its largest.
+    InPooling,
+}
+
 /// 3x3 max pooling, stride 2, padding 1 (padding never wins: it is left out).
-fn max_pool(x: &Nhwc, scratch: &mut Scratch) -> Nhwc {
+fn max_pool(x: &Nhwc, relu: StemRelu, scratch: &mut Scratch) -> Nhwc {
     let (oh, ow) = ((x.h + 2 - 3) / 2 + 1, (x.w + 2 - 3) / 2 + 1);
     let c = x.c;
     let mut out = scratch.take(x.n * oh * ow * c);
-    out.fill(f32::NEG_INFINITY);
+    out.fill(match relu {
+        StemRelu::Applied => f32::NEG_INFINITY,
+        StemRelu::InPooling => 0.0,
+    });
     out.par_chunks_mut(ow * c)
         .enumerate()
         .for_each(|(row, line)| {
@@ -709,6 +723,8 @@ struct Block {
 /// [`FoldedResNet`](crate::fold::FoldedResNet): NCHW batches in, pooled features or logits out.
 pub struct FastResNet {
     stem: Conv,
+    /// The stem folded for grey scans ([`with_grey_scans`](Self::with_grey_scans)).
+    grey_stem: Option<GreyStem>,
     blocks: Vec<Block>,
     /// The classifier as a features x classes matrix.
     fc_weight: PackedB,
@@ -811,6 +827,7 @@ impl FastResNet {
             .any(|conv| matches!(conv.weights, Weights::Int8(_)));
         Ok(Self {
             stem,
+            grey_stem: None,
             blocks,
             images_together: if quantised { 1 } else { F32_IMAGES_TOGETHER },
             fc_weight: PackedB::new(features, classes, &fc_rows),
@@ -819,6 +836,26 @@ impl FastResNet {
             kernels: Kernels::detect(),
             pool: Mutex::default(),
         })
+    }
+
+    /// The same network, running its stem on the grey values of any input image whose three
+    /// channels are one grey scan normalised by `channels` (as preprocessing makes every scan's:
+    /// [`Preprocessing::channels`](fingerprint_common::Preprocessing::channels)): a third of
+    /// the stem's multiplications, the same outputs up to f32 rounding (`grey.rs`). Other
+    /// inputs run as before.
+    pub fn with_grey_scans(mut self, channels: [ChannelNorm; 3]) -> Self {
+        self.grey_stem = GreyStem::new(&self.stem, channels);
+        self
+    }
+
+    /// Whether image `chw` (3 x h x w) would run on the grey stem.
+    pub fn reads_as_grey(&self, chw: &[f32]) -> bool {
+        match &self.grey_stem {
+            Some(stem) if chw.len().is_multiple_of(3) => {
+                stem.read(chw, &mut vec![0f32; chw.len() / 3])
+            }
+            _ => false,
+        }
     }
 
     /// The same network on other kernels (tests compare the portable ones with the fast ones).
@@ -912,38 +949,89 @@ impl FastResNet {
         let mut pooled = Vec::with_capacity(data.len() / (h * w * c) * self.features);
         let mut scratch = Scratch::from_pool(&self.pool);
         for images in data.chunks(self.images_together * h * w * c) {
-            // NCHW to NHWC here (candle's strided copy took longer than the stem).
-            let n = images.len() / (h * w * c);
-            let mut nhwc = scratch.take(n * h * w * c);
-            for (b, image) in images.chunks_exact(h * w * c).enumerate() {
-                let nhwc = &mut nhwc[b * h * w * c..];
-                for (channel, plane) in image.chunks_exact(h * w).enumerate() {
-                    for (pixel, &v) in plane.iter().enumerate() {
-                        nhwc[pixel * c + channel] = v;
-                    }
-                }
-            }
-            let input = Nhwc {
-                n,
-                h,
-                w,
-                c,
-                data: nhwc,
-            };
-            pooled.extend(self.pooled_nhwc(input, &mut scratch));
+            pooled.extend(self.pooled_together(images, (c, h, w), &mut scratch));
         }
         scratch.return_to(&self.pool);
         pooled
     }
 
-    /// Pooled features (n x features) of NHWC images.
-    fn pooled_nhwc(&self, input: Nhwc, scratch: &mut Scratch) -> Vec<f32> {
+    /// Pooled features of NCHW images that run through the layers together.
+    fn pooled_together(
+        &self,
+        images: &[f32],
+        (c, h, w): (usize, usize, usize),
+        scratch: &mut Scratch,
+    ) -> Vec<f32> {
+        let per_image = h * w * c;
+        let n = images.len() / per_image;
+        if let Some(stem) = self.grey_stem.as_ref().filter(|_| c == 3) {
+            let mut grey = scratch.take(n * h * w);
+            let greys = images
+                .chunks_exact(per_image)
+                .zip(grey.chunks_exact_mut(h * w))
+                .map(|(image, grey)| stem.read(image, grey))
+                .filter(|&read| read)
+                .count();
+            if greys == n {
+                let input = Nhwc {
+                    n,
+                    h,
+                    w,
+                    c: 1,
+                    data: grey,
+                };
+                return self.pooled_nhwc(input, Some(stem), scratch);
+            }
+            scratch.give(grey);
+            if greys > 0 {
+                // Grey and other images: each alone, so that each image's answer is its own.
+                return images
+                    .chunks_exact(per_image)
+                    .flat_map(|image| self.pooled_together(image, (c, h, w), scratch))
+                    .collect();
+            }
+        }
+        // NCHW to NHWC here (candle's strided copy took longer than the stem).
+        let mut nhwc = scratch.take(n * per_image);
+        for (b, image) in images.chunks_exact(per_image).enumerate() {
+            let nhwc = &mut nhwc[b * per_image..];
+            for (channel, plane) in image.chunks_exact(h * w).enumerate() {
+                for (pixel, &v) in plane.iter().enumerate() {
+                    nhwc[pixel * c + channel] = v;
+                }
+            }
+        }
+        let input = Nhwc {
+            n,
+            h,
+            w,
+            c,
+            data: nhwc,
+        };
+        self.pooled_nhwc(input, None, scratch)
+    }
+
+    /// Pooled features (n x features) of NHWC images: the network's input, or with
+    /// `grey_stem` grey images (one channel) for it.
+    fn pooled_nhwc(
+        &self,
+        input: Nhwc,
+        grey_stem: Option<&GreyStem>,
+        scratch: &mut Scratch,
+    ) -> Vec<f32> {
         let k = self.kernels;
-        let stem = self
-            .stem
-            .forward_once(k, &input, Shortcut::None, true, scratch);
+        // The grey stem leaves its ReLU to the pooling (the padding's share is added after
+        // its products, before the ReLU).
+        let (stem, relu) = match grey_stem {
+            Some(grey) => (grey.forward(k, &input, scratch), StemRelu::InPooling),
+            None => (
+                self.stem
+                    .forward_once(k, &input, Shortcut::None, true, scratch),
+                StemRelu::Applied,
+            ),
+        };
         scratch.give(input.data);
-        let mut x = max_pool(&stem, scratch);
+        let mut x = max_pool(&stem, relu, scratch);
         scratch.give(stem.data);
         for block in &self.blocks {
             // `from_parts` refuses empty paths.

@@ -1,0 +1,333 @@
+//! The stem on grey scans: a third of its multiplications.
+//!
+//! Preprocessing copies a grey scan into the three input channels, each normalised on its own:
+//! channel `c` holds `v * scale[c] - shift[c]` for grey value `v`
+//! ([`ChannelNorm`](fingerprint_common::ChannelNorm)). So the stem's k x k x 3 products equal
+//! k x k x 1 products of the grey values, with each tap's three weights summed (each times its
+//! channel's scale), plus a constant: minus every tap's weights times the channels' shifts.
+//! Except at the border, where a tap reads the padding, whose value is 0 in every channel, not
+//! `-shift[c]`: there that tap's share of the constant is given back. A ResNet-50's stem at
+//! 224 x 224 does 39 million multiply-adds instead of 118.
+//!
+//! Nothing needs telling: a network built [`with_grey_scans`](super::FastResNet::with_grey_scans)
+//! checks each input image, and takes this path only where all three channels are, bit for bit,
+//! the normalisation of one grey image (whatever made them); any other input runs the
+//! three-channel stem. The two give the same values up to f32 rounding, and this path is the
+//! same on every kernel level (the products are fused in depth order on each), so an int8
+//! model's answers for a scan are the same on every CPU.
+
+use fingerprint_common::ChannelNorm;
+
+use super::aligned::Aligned;
+use super::matmul::{matmul, Epilogue, PackedB, RowLayout, Rows};
+use super::{pad, Conv, Kernels, Nhwc, Scratch, Weights};
+
+/// The stem folded for grey input (see the module's documentation).
+pub(super) struct GreyStem {
+    /// k*k x cout: tap (ky, kx)'s three weights, each times its channel's scale, summed.
+    weight: PackedB,
+    /// The stem's bias minus every tap's shifts (the value of an output whose taps all lie
+    /// inside the image, before its products).
+    bias: Vec<f32>,
+    /// k*k x cout: tap (ky, kx)'s weights times the channels' shifts (what a tap in the
+    /// padding gives back), in f64 so that border corrections are summed before rounding.
+    tap_shift: Vec<f64>,
+    k: usize,
+    stride: usize,
+    pad: usize,
+    cout: usize,
+    channels: [ChannelNorm; 3],
+}
+
+impl GreyStem {
+    /// The grey form of `stem` (f32 weights, three input channels) for inputs normalised by
+    /// `channels`; None for a stem of other input channels or weights.
+    pub(super) fn new(stem: &Conv, channels: [ChannelNorm; 3]) -> Option<Self> {
+        let Weights::F32(packed) = &stem.weights else {
+            return None;
+        };
+        if stem.cin != 3 {
+            return None;
+        }
+        let (k, cout) = (stem.k, stem.cout);
+        // Rows of the packed stem: (ky, kx, channel) x cout.
+        let rows = packed.unpack();
+        let taps = k * k;
+        let mut weight = vec![0f32; taps * cout];
+        let mut tap_shift = vec![0f64; taps * cout];
+        for t in 0..taps {
+            for o in 0..cout {
+                let w = |c: usize| f64::from(rows[(t * 3 + c) * cout + o]);
+                weight[t * cout + o] = (0..3)
+                    .map(|c| w(c) * f64::from(channels[c].scale))
+                    .sum::<f64>() as f32;
+                tap_shift[t * cout + o] = (0..3).map(|c| w(c) * f64::from(channels[c].shift)).sum();
+            }
+        }
+        let bias = (0..cout)
+            .map(|o| {
+                let shifts: f64 = (0..taps).map(|t| tap_shift[t * cout + o]).sum();
+                (f64::from(stem.bias[o]) - shifts) as f32
+            })
+            .collect();
+        Some(Self {
+            weight: PackedB::new(taps, cout, &weight),
+            bias,
+            tap_shift,
+            k,
+            stride: stem.stride,
+            pad: stem.pad,
+            cout,
+            channels,
+        })
+    }
+
+    /// Writes image `chw` (3 x h x w, normalised) to `grey` (h x w) as its grey values, if it is
+    /// one grey image normalised by this stem's channels, bit for bit; else false (and `grey`
+    /// holds garbage).
+    pub(super) fn read(&self, chw: &[f32], grey: &mut [f32]) -> bool {
+        let pixels = grey.len();
+        debug_assert_eq!(chw.len(), 3 * pixels);
+        let (first, rest) = chw.split_at(pixels);
+        let (second, third) = rest.split_at(pixels);
+        let [c0, c1, c2] = self.channels;
+        // A grey value's nearest integer: exact, as the normalisation's rounding error is far
+        // below half a grey level.
+        let to_grey = 1.0 / c0.scale;
+        let mut same = true;
+        for (((out, &x0), &x1), &x2) in grey.iter_mut().zip(first).zip(second).zip(third) {
+            // `as u8` saturates (and takes NaN to 0): such a value then fails the comparison.
+            let v = ((x0 + c0.shift) * to_grey + 0.5) as u8;
+            // Compared as bits: the same formula on the same value gives the same bits.
+            same &= c0.normalize(v).to_bits() == x0.to_bits()
+                && c1.normalize(v).to_bits() == x1.to_bits()
+                && c2.normalize(v).to_bits() == x2.to_bits();
+            *out = f32::from(v);
+        }
+        same
+    }
+
+    /// The stem's output, before its ReLU, for grey images `x` (c = 1, values 0..=255).
+    pub(super) fn forward(&self, kernels: Kernels, x: &Nhwc, scratch: &mut Scratch) -> Nhwc {
+        debug_assert_eq!(x.c, 1);
+        let (k, s, p) = (self.k, self.stride, self.pad);
+        let out_size = |size: usize| (size + 2 * p).saturating_sub(k) / s + 1;
+        let (oh, ow) = (out_size(x.h), out_size(x.w));
+        let padded = pad(x, p, scratch);
+        // One channel: a kernel row's k taps are k adjacent values, read as one tap of depth
+        // k (the same depth order as the packed rows).
+        let taps: Vec<usize> = (0..k).map(|ky| ky * padded.w).collect();
+        let layout = RowLayout {
+            lines: x.n * oh,
+            line_len: ow,
+            lines_per_image: oh,
+            image_stride: padded.h * padded.w,
+            line_stride: s * padded.w,
+            row_stride: s,
+            tap_depth: k,
+        };
+        let a = Rows::new(&padded.data, layout, &taps)
+            .expect("stem rows inside their padded input (sizes from the input's)");
+        let mut out = scratch.take(x.n * oh * ow * self.cout);
+        let epilogue = Epilogue {
+            scale: None,
+            row_scale: None,
+            bias: &self.bias,
+            residual: None,
+            relu: false,
+        };
+        matmul(kernels, &a, &self.weight, &epilogue, &mut out);
+        scratch.give(padded.data);
+        self.give_back_padding(&mut out, (x.n, x.h, x.w), (oh, ow));
+        Nhwc {
+            n: x.n,
+            h: oh,
+            w: ow,
+            c: self.cout,
+            data: out,
+        }
+    }
+
+    /// Adds back, at each output whose window reaches into the padding, the shifts of the taps
+    /// there (the bias took every tap's).
+    fn give_back_padding(
+        &self,
+        out: &mut Aligned<f32>,
+        (n, h, w): (usize, usize, usize),
+        (oh, ow): (usize, usize),
+    ) {
+        let (k, s, p, cout) = (self.k, self.stride, self.pad, self.cout);
+        // The taps inside the image along one axis of `len` pixels, for output position `o`.
+        let inside = |o: usize, len: usize| {
+            let first = p.saturating_sub(o * s).min(k);
+            let end = (len + p).saturating_sub(o * s).min(k);
+            (first, end.max(first))
+        };
+        // A handful of distinct windows (4 x 4 at ResNet's 7x7, stride 2, padding 3).
+        // Keyed by the taps inside, [first row, end row, first column, end column].
+        let mut corrections: Vec<([usize; 4], Vec<f32>)> = Vec::new();
+        for oy in 0..oh {
+            let (y0, y1) = inside(oy, h);
+            for ox in 0..ow {
+                let (x0, x1) = inside(ox, w);
+                let key = [y0, y1, x0, x1];
+                if key == [0, k, 0, k] {
+                    continue;
+                }
+                let index = match corrections.iter().position(|(c, _)| *c == key) {
+                    Some(i) => i,
+                    None => {
+                        let given_back = (0..cout)
+                            .map(|o| {
+                                let mut sum = 0f64;
+                                for ky in 0..k {
+                                    for kx in 0..k {
+                                        let outside =
+                                            !(y0..y1).contains(&ky) || !(x0..x1).contains(&kx);
+                                        if outside {
+                                            sum += self.tap_shift[(ky * k + kx) * cout + o];
+                                        }
+                                    }
+                                }
+                                sum as f32
+                            })
+                            .collect();
+                        corrections.push((key, given_back));
+                        corrections.len() - 1
+                    }
+                };
+                let given_back = &corrections[index].1;
+                for b in 0..n {
+                    let at = ((b * oh + oy) * ow + ox) * cout;
+                    for (v, g) in out[at..at + cout].iter_mut().zip(given_back) {
+                        *v += g;
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::{Device, Tensor};
+    use fingerprint_common::Preprocessing;
+
+    use super::*;
+    use crate::fast::{ConvWeights, Shortcut};
+    use crate::resnet::ConvSpec;
+
+    /// A 7x7, stride-2 stem of `cout` channels with formula weights and biases.
+    fn stem(cout: usize) -> candle_core::Result<Conv> {
+        let spec = ConvSpec {
+            name: "conv1".into(),
+            bn: "bn1".into(),
+            in_channels: 3,
+            out_channels: cout,
+            kernel: 7,
+            stride: 2,
+        };
+        let weight = crate::formula::parameter("conv1.weight", &[cout, 3, 7, 7]);
+        let weight = Tensor::from_vec(weight, (cout, 3, 7, 7), &Device::Cpu)?;
+        let bias = crate::formula::parameter("bn1.bias", &[cout]);
+        Conv::new(&spec, ConvWeights::F32(weight), bias, true)
+    }
+
+    fn nhwc(n: usize, h: usize, w: usize, c: usize, values: &[f32]) -> Nhwc {
+        let mut data = Aligned::zeroed(values.len());
+        data.copy_from_slice(values);
+        Nhwc { n, h, w, c, data }
+    }
+
+    /// The folded stem on grey values gives the three-channel stem's outputs (before the
+    /// ReLU) within f32 rounding, at the border too (odd sizes: every combination of taps in
+    /// the padding), and the same bits on every kernel level.
+    #[test]
+    fn the_grey_stem_is_the_stem_on_three_copies() -> candle_core::Result<()> {
+        let conv = stem(24)?;
+        for size in [31usize, 40, 9] {
+            let preprocessing = Preprocessing::imagenet(size as u32);
+            let grey_stem =
+                GreyStem::new(&conv, preprocessing.channels()).expect("a 3-channel stem");
+            let n = 2;
+            let chw = crate::formula::grey_scans(n, &preprocessing);
+            let pixels = size * size;
+            // NHWC copies: the three channels, and the grey values read back.
+            let mut three = vec![0f32; n * 3 * pixels];
+            let mut grey = vec![0f32; n * pixels];
+            for b in 0..n {
+                let image = &chw[b * 3 * pixels..(b + 1) * 3 * pixels];
+                assert!(grey_stem.read(image, &mut grey[b * pixels..(b + 1) * pixels]));
+                for c in 0..3 {
+                    for p in 0..pixels {
+                        three[(b * pixels + p) * 3 + c] = image[c * pixels + p];
+                    }
+                }
+            }
+            let mut scratch = Scratch {
+                free: Default::default(),
+            };
+            let mut portable: Option<Vec<f32>> = None;
+            for kernels in Kernels::available() {
+                let x3 = nhwc(n, size, size, 3, &three);
+                let expected = conv.forward_once(kernels, &x3, Shortcut::None, false, &mut scratch);
+                let xg = nhwc(n, size, size, 1, &grey);
+                let got = grey_stem.forward(kernels, &xg, &mut scratch);
+                assert_eq!((got.h, got.w, got.c), (expected.h, expected.w, expected.c));
+                let largest = expected.data.iter().fold(0f32, |m, v| m.max(v.abs()));
+                let error = got
+                    .data
+                    .iter()
+                    .zip(expected.data.iter())
+                    .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+                assert!(
+                    error <= 2e-6 * largest,
+                    "{kernels} {size}: {error} of {largest}"
+                );
+                match &portable {
+                    None => portable = Some(got.data.to_vec()),
+                    Some(first) => assert_eq!(first, &got.data.to_vec(), "{kernels} {size}"),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Only the normalisation of one grey image is read as grey: another normalisation, or one
+    /// value one bit away, is not.
+    #[test]
+    fn only_normalised_grey_images_read_as_grey() -> candle_core::Result<()> {
+        let conv = stem(8)?;
+        let preprocessing = Preprocessing::imagenet(16);
+        let grey_stem = GreyStem::new(&conv, preprocessing.channels()).expect("a 3-channel stem");
+        let image = crate::formula::grey_scans(1, &preprocessing);
+        let mut grey = vec![0f32; 256];
+        assert!(grey_stem.read(&image, &mut grey));
+        let levels: Vec<u8> = grey.iter().map(|&v| v as u8).collect();
+        assert!(grey.iter().zip(&levels).all(|(&v, &l)| v == f32::from(l)));
+        let [c0, ..] = preprocessing.channels();
+        assert!(grey
+            .iter()
+            .zip(&image)
+            .all(|(&v, &x)| c0.normalize(v as u8) == x));
+
+        for at in [0, 255, 256 + 17, 3 * 256 - 1] {
+            let mut changed = image.clone();
+            changed[at] = f32::from_bits(changed[at].to_bits() + 1);
+            assert!(
+                !grey_stem.read(&changed, &mut grey),
+                "value {at} a bit away"
+            );
+        }
+        let mut other = Preprocessing::imagenet(16);
+        other.mean = [0.5; 3];
+        let other_stem = GreyStem::new(&conv, other.channels()).expect("a 3-channel stem");
+        assert!(!other_stem.read(&image, &mut grey), "another normalisation");
+        let noise: Vec<f32> = crate::formula::uniform("input", 3 * 256)
+            .into_iter()
+            .map(|v| v as f32)
+            .collect();
+        assert!(!grey_stem.read(&noise, &mut grey), "noise");
+        Ok(())
+    }
+}
