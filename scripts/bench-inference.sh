@@ -9,7 +9,8 @@
 # f32 and int8 for fingerprintd, ONNX (f32) for the others; ONNX Runtime's static int8
 # (QDQ, per-channel weights, u8 activations) is made from that ONNX file and run by both
 # peers. OpenVINO's f32 row runs at f32 precision (INFERENCE_PRECISION_HINT; its default may
-# be bf16), with a labelled bf16 row beside it on CPUs that have bf16. Every runtime gets the same formula input; the table also shows how far each one's
+# be bf16), with a labelled bf16 row beside it on CPUs that have bf16. Every runtime gets the same input (formula grey scans, normalised as the service's
+# preprocessing does: fingerprint_models::formula::grey_scans); the table also shows how far each one's
 # logits are from ours in f32 (largest difference relative to the largest logit), the CPU's
 # vector features and the kernels ours ran (FINGERPRINT_KERNELS=avx2 runs ours as on an
 # AVX2-only CPU, for the comparison on such CPUs). Every

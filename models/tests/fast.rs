@@ -4,7 +4,7 @@ use anyhow::Result;
 use candle_core::{Device, Tensor};
 use fingerprint_common::Preprocessing;
 use fingerprint_models::export::{
-    fold_batch_norm, write_exported, Backend, ExportedModel, Manifest, Quantization,
+    fold_batch_norm, write_exported, Backend, ExportedModel, Manifest, Network, Quantization,
 };
 use fingerprint_models::fast::{FastResNet, Kernels, Level};
 use fingerprint_models::{formula, Arch, ResNet};
@@ -300,6 +300,12 @@ fn an_int8_file_runs_from_its_mapped_weights() -> Result<()> {
 
     let mapped = ExportedModel::open(&path, &Device::Cpu)?;
     assert_eq!(mapped.network.name(), "fast");
+    // A scan as the service preprocesses it runs on the grey stem.
+    let scan = image::GrayImage::from_fn(60, 50, |x, y| image::Luma([(x * 3 + y * 2) as u8]));
+    let Network::Fast(fast) = &mapped.network else {
+        unreachable!("named fast above")
+    };
+    assert!(fast.reads_as_grey(&mapped.manifest.preprocessing.apply(&scan)));
     let in_memory = FastResNet::new_int8(Arch::ResNet18, &weights)?;
     // Features: the file's classifier is int8 too, the in-memory one f32.
     assert_eq!(

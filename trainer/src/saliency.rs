@@ -72,8 +72,9 @@ pub fn occlusion_map(
         .flatten_all()?
         .to_vec1::<f32>()?;
     let predicted = argmax(&base);
-    // A black square: pixel value 0, normalised.
-    let zero: Vec<f32> = (0..3).map(|c| -pre.mean[c] / pre.std[c]).collect();
+    // A black square: pixel value 0, normalised by the one formula (so an occluded scan is
+    // still one grey image normalised, and runs on the same stem as the scan itself).
+    let zero: Vec<f32> = pre.channels().iter().map(|c| c.normalize(0)).collect();
     let window = occlusion.window.min(s);
     let xs = positions(s, window, occlusion.stride);
     let places: Vec<(usize, usize)> = xs
