@@ -56,7 +56,13 @@ impl ChannelNorm {
     /// The network's input value for grey value `v`.
     #[inline]
     pub fn normalize(self, v: u8) -> f32 {
-        f32::from(v) * self.scale - self.shift
+        self.normalize_level(f32::from(v))
+    }
+
+    /// [`normalize`](Self::normalize) of a grey value held as f32 (a whole number 0..=255).
+    #[inline]
+    pub fn normalize_level(self, v: f32) -> f32 {
+        v * self.scale - self.shift
     }
 }
 

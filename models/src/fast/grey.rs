@@ -91,20 +91,26 @@ impl GreyStem {
         let (first, rest) = chw.split_at(pixels);
         let (second, third) = rest.split_at(pixels);
         let [c0, c1, c2] = self.channels;
-        // A grey value's nearest integer: exact, as the normalisation's rounding error is far
-        // below half a grey level.
         let to_grey = 1.0 / c0.scale;
-        let mut same = true;
+        // Adding and taking away 1.5 x 2^23 rounds an f32 below 2^22 to the nearest whole
+        // number (in plain SSE2, so this loop vectorises; `round` and `as u8` would not).
+        const ROUND: f32 = 12_582_912.0;
+        let mut differ = 0u32;
         for (((out, &x0), &x1), &x2) in grey.iter_mut().zip(first).zip(second).zip(third) {
-            // `as u8` saturates (and takes NaN to 0): such a value then fails the comparison.
-            let v = ((x0 + c0.shift) * to_grey + 0.5) as u8;
+            // The grey level x0 was made from, if any: the normalisation's rounding error is
+            // far below half a level. NaN and out-of-range values end up in 0..=255 and
+            // then fail the comparison (`clamp` would keep a NaN).
+            #[allow(clippy::manual_clamp)]
+            let v = (((x0 + c0.shift) * to_grey + ROUND) - ROUND)
+                .max(0.0)
+                .min(255.0);
             // Compared as bits: the same formula on the same value gives the same bits.
-            same &= c0.normalize(v).to_bits() == x0.to_bits()
-                && c1.normalize(v).to_bits() == x1.to_bits()
-                && c2.normalize(v).to_bits() == x2.to_bits();
-            *out = f32::from(v);
+            differ |= (c0.normalize_level(v).to_bits() ^ x0.to_bits())
+                | (c1.normalize_level(v).to_bits() ^ x1.to_bits())
+                | (c2.normalize_level(v).to_bits() ^ x2.to_bits());
+            *out = v;
         }
-        same
+        differ == 0
     }
 
     /// The stem's output, before its ReLU, for grey images `x` (c = 1, values 0..=255).
@@ -323,6 +329,16 @@ mod tests {
         other.mean = [0.5; 3];
         let other_stem = GreyStem::new(&conv, other.channels()).expect("a 3-channel stem");
         assert!(!other_stem.read(&image, &mut grey), "another normalisation");
+        for odd in [f32::NAN, f32::INFINITY, -1e30, 1e30] {
+            let mut changed = image.clone();
+            for c in 0..3 {
+                changed[c * 256 + 5] = odd;
+            }
+            assert!(
+                !grey_stem.read(&changed, &mut grey),
+                "{odd} in every channel"
+            );
+        }
         let noise: Vec<f32> = crate::formula::uniform("input", 3 * 256)
             .into_iter()
             .map(|v| v as f32)

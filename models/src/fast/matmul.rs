@@ -320,12 +320,6 @@ impl SharedOut {
         unsafe { std::slice::from_raw_parts_mut(self.0.add(offset), width) }
     }
 
-    /// Where C starts (for prefetches, which may be given any address).
-    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
-    pub(super) fn base(self) -> *const f32 {
-        self.0
-    }
-
     /// # Safety
     /// `offset` must lie inside C.
     unsafe fn at(self, offset: usize) -> *mut f32 {

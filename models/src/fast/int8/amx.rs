@@ -175,9 +175,6 @@ pub(super) fn matmul_int8(
                 // A lone last panel is paired with itself; its copy is not delivered.
                 let second = if p + 1 < end { p + 1 } else { p };
                 let (b0, b1) = (b.panel(p), b.panel(second));
-                // The lines `deliver` writes and reads, asked for while the products run
-                // (delivery had waited on them: 28% of an int8 ResNet-50's samples, 8% now).
-                prefetch_outputs(row0, height, p * NR, cols, epilogue, out);
                 // SAFETY: as above; `source` gives 16 rows of 64 bytes at each of its tiles
                 // (`RowSource`); each panel holds depth x NR bytes, read in whole tiles only
                 // where they lie inside it.
@@ -363,32 +360,6 @@ unsafe fn deliver_whole<const PANELS: usize>(
                     v = _mm512_add_ps(v, _mm512_loadu_ps(residual.at(at + j * NR, dst)));
                 }
                 _mm512_storeu_ps(dst, _mm512_max_ps(floor, v));
-            }
-        }
-    }
-}
-
-/// Asks for the lines a block's delivery writes (C) and reads (the residual): rows
-/// `row0..row0 + height`, two panels from column `col0`.
-fn prefetch_outputs(
-    row0: usize,
-    height: usize,
-    col0: usize,
-    cols: usize,
-    epilogue: &Epilogue,
-    out: SharedOut,
-) {
-    use std::arch::x86_64::*;
-    for row in row0..row0 + height {
-        let at = row * cols + col0;
-        for line in [at, at + NR] {
-            // SAFETY: a prefetch never faults and reads nothing into the program: any
-            // address is allowed.
-            unsafe {
-                _mm_prefetch::<_MM_HINT_T0>(out.base().wrapping_add(line).cast());
-                if let Some(residual) = epilogue.residual_tensor() {
-                    _mm_prefetch::<_MM_HINT_T0>(residual.as_ptr().wrapping_add(line).cast());
-                }
             }
         }
     }
