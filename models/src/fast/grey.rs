@@ -24,18 +24,13 @@ use super::{pad, Conv, Kernels, Nhwc, Scratch, Weights};
 
 /// The stem folded for grey input (see the module's documentation).
 pub(super) struct GreyStem {
-    /// k*k x cout: tap (ky, kx)'s three weights, each times its channel's scale, summed.
-    weight: PackedB,
-    /// The stem's bias minus every tap's shifts (the value of an output whose taps all lie
-    /// inside the image, before its products).
-    bias: Vec<f32>,
+    /// The stem's geometry on one input channel: as weights, each tap's three weights times
+    /// their channels' scales, summed (k*k x cout); as bias, the stem's minus every tap's
+    /// shifts (the value of an output whose taps all lie inside the image, before its products).
+    conv: Conv,
     /// k*k x cout: tap (ky, kx)'s weights times the channels' shifts (what a tap in the
     /// padding gives back), in f64 so that border corrections are summed before rounding.
     tap_shift: Vec<f64>,
-    k: usize,
-    stride: usize,
-    pad: usize,
-    cout: usize,
     channels: [ChannelNorm; 3],
 }
 
@@ -71,13 +66,16 @@ impl GreyStem {
             })
             .collect();
         Some(Self {
-            weight: PackedB::new(taps, cout, &weight),
-            bias,
+            conv: Conv {
+                cin: 1,
+                cout,
+                k,
+                stride: stem.stride,
+                pad: stem.pad,
+                weights: Weights::F32(PackedB::new(taps, cout, &weight)),
+                bias,
+            },
             tap_shift,
-            k,
-            stride: stem.stride,
-            pad: stem.pad,
-            cout,
             channels,
         })
     }
@@ -116,9 +114,12 @@ impl GreyStem {
     /// The stem's output, before its ReLU, for grey images `x` (c = 1, values 0..=255).
     pub(super) fn forward(&self, kernels: Kernels, x: &Nhwc, scratch: &mut Scratch) -> Nhwc {
         debug_assert_eq!(x.c, 1);
-        let (k, s, p) = (self.k, self.stride, self.pad);
-        let out_size = |size: usize| (size + 2 * p).saturating_sub(k) / s + 1;
-        let (oh, ow) = (out_size(x.h), out_size(x.w));
+        let conv = &self.conv;
+        let Weights::F32(weight) = &conv.weights else {
+            unreachable!("made with f32 weights (`new`)")
+        };
+        let (k, s, p) = (conv.k, conv.stride, conv.pad);
+        let (oh, ow) = (conv.out_size(x.h), conv.out_size(x.w));
         let padded = pad(x, p, scratch);
         // One channel: a kernel row's k taps are k adjacent values, read as one tap of depth
         // k (the same depth order as the packed rows).
@@ -134,22 +135,22 @@ impl GreyStem {
         };
         let a = Rows::new(&padded.data, layout, &taps)
             .expect("stem rows inside their padded input (sizes from the input's)");
-        let mut out = scratch.take(x.n * oh * ow * self.cout);
+        let mut out = scratch.take(x.n * oh * ow * conv.cout);
         let epilogue = Epilogue {
             scale: None,
             row_scale: None,
-            bias: &self.bias,
+            bias: &conv.bias,
             residual: None,
             relu: false,
         };
-        matmul(kernels, &a, &self.weight, &epilogue, &mut out);
+        matmul(kernels, &a, weight, &epilogue, &mut out);
         scratch.give(padded.data);
         self.give_back_padding(&mut out, (x.n, x.h, x.w), (oh, ow));
         Nhwc {
             n: x.n,
             h: oh,
             w: ow,
-            c: self.cout,
+            c: conv.cout,
             data: out,
         }
     }
@@ -162,7 +163,13 @@ impl GreyStem {
         (n, h, w): (usize, usize, usize),
         (oh, ow): (usize, usize),
     ) {
-        let (k, s, p, cout) = (self.k, self.stride, self.pad, self.cout);
+        let Conv {
+            k,
+            stride: s,
+            pad: p,
+            cout,
+            ..
+        } = self.conv;
         // The taps inside the image along one axis of `len` pixels, for output position `o`.
         let inside = |o: usize, len: usize| {
             let first = p.saturating_sub(o * s).min(k);
