@@ -129,6 +129,8 @@ pub struct QuantizedNhwc {
     pub scale: f32,
     /// Per-pixel scales (unpadded pixels, NHW order) instead of `scale`.
     pub pixel_scales: Option<Vec<f32>>,
+    /// n x h x w x c values; where padded, followed by twice the padding's width of zero
+    /// pixels (see [`quantize`]).
     pub data: AlignedBytes,
 }
 
@@ -248,8 +250,14 @@ pub fn quantize(
     // Every byte is written below, the padding as zeros (no zeroing pass over the whole
     // buffer first: it was a tenth of quantisation's time).
     let mut out = buffer;
-    out.reset(n * hp * wp * cp);
-    out.par_chunks_mut(wp * cp)
+    // Past the last image, `2 * pad` zero pixels: a stride-1 convolution's rows taken over the
+    // padded width (`matmul_int8_lines`) read that far from the last row's start.
+    let len = n * hp * wp * cp;
+    out.reset(len + 2 * pad * cp);
+    let (lines, tail) = out.split_at_mut(len);
+    tail.fill(0);
+    lines
+        .par_chunks_mut(wp * cp)
         .enumerate()
         .for_each(|(line, dst)| {
             let (b, y) = (line / hp, line % hp);
@@ -277,6 +285,30 @@ pub fn quantize(
     }
 }
 
+/// [`matmul_int8`] where only the first `kept` rows of each line of A are rows of C (in
+/// order): a stride-1 convolution's rows taken over the padded input's whole width, so that
+/// each image's rows lie at one stride and AMX reads its tiles in place rather than
+/// gathering them (the rows past the output's width are computed and dropped there). Every
+/// other level reads only the kept rows. The sums, and C, are those of `a.narrowed(kept)`.
+pub fn matmul_int8_lines(
+    kernels: Kernels,
+    a: &Rows<u8>,
+    kept: usize,
+    b: &PackedInt8,
+    epilogue: &Epilogue,
+    c: &mut [f32],
+) {
+    #[cfg(target_arch = "x86_64")]
+    if kernels.level() == Level::Amx {
+        assert_eq!(a.depth(), b.depth, "depth of A and B");
+        assert_eq!(a.tap_depth() % QUAD, 0, "tap depth in whole quads");
+        assert!(kept <= a.line_len(), "kept rows within a line");
+        amx::matmul_int8(kernels, a, amx::Kept::LineStart(kept), b, epilogue, c);
+        return;
+    }
+    matmul_int8(kernels, &a.narrowed(kept), b, epilogue, c);
+}
+
 /// `c = epilogue(a * b)` for u8 rows and packed int8 weights; `epilogue.scale` must hold the
 /// activation scale times each channel's weight scale.
 pub fn matmul_int8(
@@ -290,7 +322,7 @@ pub fn matmul_int8(
     assert_eq!(a.tap_depth() % QUAD, 0, "tap depth in whole quads");
     #[cfg(target_arch = "x86_64")]
     if kernels.level() == Level::Amx {
-        amx::matmul_int8(kernels, a, b, epilogue, c);
+        amx::matmul_int8(kernels, a, amx::Kept::All, b, epilogue, c);
         return;
     }
     for_each_tile(
@@ -1219,6 +1251,84 @@ mod tests {
         }
     }
 
+    /// A stride-1 3x3 convolution's rows taken over the padded width, the rows past the
+    /// output's width dropped (`matmul_int8_lines`), give C exactly as its own rows do, on
+    /// every level and on one thread: images of several lines, lines that cross AMX's 16-row
+    /// tiles and 32-row blocks, channels of whole tiles (read in place on AMX) and not
+    /// (gathered), a partial last block, a partial panel, a residual and row scales.
+    #[test]
+    fn rows_over_the_padded_width_give_the_rows_of_the_output() {
+        for (n, h, w, c, cols) in [(2, 5, 14, 64, 40), (1, 9, 9, 128, 32), (1, 4, 6, 12, 16)] {
+            let len = n * h * w * c;
+            let x: Vec<f32> = (0..len).map(|i| ((i * 31 % 89) as f32) * 0.1).collect();
+            let q = quantize(
+                Kernels::portable(),
+                &x,
+                (n, h, w, c),
+                1,
+                AlignedBytes::default(),
+            );
+            let (hp, wp, cp) = (q.h, q.w, q.c);
+            let (oh, ow) = (h, w);
+            let taps: Vec<usize> = (0..9).map(|t| ((t / 3) * wp + t % 3) * cp).collect();
+            let layout = |line_len: usize| RowLayout {
+                lines: n * oh,
+                line_len,
+                lines_per_image: oh,
+                image_stride: hp * wp * cp,
+                line_stride: wp * cp,
+                row_stride: cp,
+                tap_depth: cp,
+            };
+            let wide = Rows::new(&q.data, layout(wp), &taps).expect("the quantised input's tail");
+            let own = Rows::new(&q.data, layout(ow), &taps).expect("rows inside the input");
+            let depth = 9 * cp;
+            let weights: Vec<f32> = (0..cols * depth)
+                .map(|i| (i * 53 % 255) as f32 - 127.0)
+                .collect();
+            let b = PackedInt8::from_f32(&weights, cols, depth, 1);
+            let rows = n * oh * ow;
+            let bias: Vec<f32> = (0..cols).map(|c| c as f32 * 0.25 - 3.0).collect();
+            let scales: Vec<f32> = (0..cols).map(|c| 1e-3 * (1 + c % 7) as f32).collect();
+            let row_scales: Vec<f32> = (0..rows).map(|r| 0.5 + (r % 5) as f32).collect();
+            let residual: Vec<f32> = (0..rows * cols).map(|i| (i % 11) as f32 - 5.0).collect();
+            let epilogue = Epilogue {
+                scale: Some(&scales),
+                row_scale: Some(&row_scales),
+                bias: &bias,
+                residual: Some(Residual::Tensor(&residual)),
+                relu: true,
+            };
+            let mut expected = vec![0f32; rows * cols];
+            matmul_int8(Kernels::portable(), &own, &b, &epilogue, &mut expected);
+            assert!(expected.contains(&0.0) && expected.iter().any(|&v| v > 0.0));
+            let one_thread = rayon::ThreadPoolBuilder::new()
+                .num_threads(1)
+                .build()
+                .expect("a thread pool");
+            for kernels in Kernels::available() {
+                let mut out = vec![f32::NAN; rows * cols];
+                matmul_int8_lines(kernels, &wide, ow, &b, &epilogue, &mut out);
+                assert_eq!(out, expected, "{kernels}: {n}x{h}x{w}x{c} -> {cols}");
+                let mut out = vec![f32::NAN; rows * cols];
+                one_thread
+                    .install(|| matmul_int8_lines(kernels, &wide, ow, &b, &epilogue, &mut out));
+                assert_eq!(out, expected, "{kernels} on one thread: {n}x{h}x{w}x{c}");
+                // The residual held by C, written over.
+                let in_c = Epilogue {
+                    residual: Some(Residual::InC),
+                    ..epilogue
+                };
+                let mut out = residual.clone();
+                matmul_int8_lines(kernels, &wide, ow, &b, &in_c, &mut out);
+                assert_eq!(
+                    out, expected,
+                    "{kernels} over its residual: {n}x{h}x{w}x{c}"
+                );
+            }
+        }
+    }
+
     /// Every level's quantisation gives the portable bytes and scales: negatives, values past
     /// the maximum, exact halves and tails shorter than a vector.
     #[test]
@@ -1245,6 +1355,12 @@ mod tests {
                 .collect();
             let dims = (n, h, w, c);
             let portable = quantize(Kernels::portable(), &data, dims, 1, AlignedBytes::default());
+            // Two zero pixels past the last image (rows over the padded width read them).
+            let cp = padded_channels(c);
+            assert_eq!(portable.data.len(), n * (h + 2) * (w + 2) * cp + 2 * cp);
+            assert!(portable.data[n * (h + 2) * (w + 2) * cp..]
+                .iter()
+                .all(|&v| v == 0));
             let portable_pixels =
                 quantize_per_pixel(Kernels::portable(), &data, dims, AlignedBytes::default());
             for kernels in Kernels::available() {

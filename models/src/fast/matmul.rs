@@ -224,6 +224,34 @@ impl<'a, T> Rows<'a, T> {
         self.layout.lines * self.layout.line_len
     }
 
+    /// Rows in each line.
+    pub fn line_len(&self) -> usize {
+        self.layout.line_len
+    }
+
+    /// The first `line_len` rows of each line (no more than it has: the rows read nothing
+    /// these rows did not).
+    pub fn narrowed(self, line_len: usize) -> Self {
+        assert!(line_len <= self.layout.line_len, "narrowed, not widened");
+        Self {
+            layout: RowLayout {
+                line_len,
+                ..self.layout
+            },
+            ..self
+        }
+    }
+
+    /// `line_len` rows in each line, the rows past the old length continuing the line at its
+    /// stride; refused where they would read past the data.
+    pub fn widened(self, line_len: usize) -> Result<Self, RowsOutOfBounds> {
+        let layout = RowLayout {
+            line_len,
+            ..self.layout
+        };
+        Self::new(self.data, layout, self.taps)
+    }
+
     pub fn depth(&self) -> usize {
         self.taps.len() * self.layout.tap_depth
     }

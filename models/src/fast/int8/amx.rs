@@ -127,11 +127,53 @@ thread_local! {
     static TASK_BUFFERS: RefCell<TaskBuffers> = RefCell::default();
 }
 
-/// `c = epilogue(a * b)` on AMX tiles; `kernels` must be the AMX level (its stores are the
-/// AVX-512 level's).
+/// Which of A's rows are rows of C.
+#[derive(Clone, Copy)]
+pub(super) enum Kept {
+    /// All of them, in order.
+    All,
+    /// The first so many of each of A's lines, in order (the others are dropped).
+    LineStart(usize),
+}
+
+impl Kept {
+    /// C's rows among `a`'s, in order, from A's row `first` on: (row of A - `first`, row of C)
+    /// into `targets`; returns how many.
+    fn rows(self, a: &Rows<u8>, first: usize, targets: &mut [(usize, usize)]) -> usize {
+        match self {
+            Kept::All => {
+                let count = targets.len().min(a.rows() - first);
+                for (i, target) in targets[..count].iter_mut().enumerate() {
+                    *target = (i, first + i);
+                }
+                count
+            }
+            Kept::LineStart(kept) => {
+                let line_len = a.line_len();
+                let (mut line, mut pos) = (first / line_len, first % line_len);
+                let mut count = 0;
+                for i in 0..targets.len().min(a.rows() - first) {
+                    if pos == line_len {
+                        (line, pos) = (line + 1, 0);
+                    }
+                    if pos < kept {
+                        targets[count] = (i, line * kept + pos);
+                        count += 1;
+                    }
+                    pos += 1;
+                }
+                count
+            }
+        }
+    }
+}
+
+/// `c = epilogue(a * b)` on AMX tiles, for the rows of A that `kept` keeps; `kernels` must be
+/// the AMX level (its stores are the AVX-512 level's).
 pub(super) fn matmul_int8(
     kernels: Kernels,
     a: &Rows<u8>,
+    kept: Kept,
     b: &PackedInt8,
     epilogue: &Epilogue,
     c: &mut [f32],
@@ -142,7 +184,11 @@ pub(super) fn matmul_int8(
     }
     assert!(enabled(), "AMX products on a CPU or OS without them");
     assert_eq!(depth % QUAD, 0, "depth in whole quads");
-    epilogue.check(rows, cols, c);
+    let c_rows = match kept {
+        Kept::All => rows,
+        Kept::LineStart(k) => rows / a.line_len() * k,
+    };
+    epilogue.check(c_rows, cols, c);
     let panels = cols.div_ceil(NR);
     let pairs = panels.div_ceil(2);
     let blocks = rows.div_ceil(BLOCK_ROWS);
@@ -164,6 +210,12 @@ pub(super) fn matmul_int8(
         if first >= end {
             return;
         }
+        let mut targets = [(0usize, 0usize); BLOCK_ROWS];
+        let count = kept.rows(a, row0, &mut targets[..height]);
+        let targets = &targets[..count];
+        if targets.is_empty() {
+            return;
+        }
         TASK_BUFFERS.with_borrow_mut(|buffers| {
             let source = RowSource::new(a, row0, height, buffers);
             let mut sums = [[0i32; 2 * NR]; BLOCK_ROWS];
@@ -180,15 +232,11 @@ pub(super) fn matmul_int8(
                 // where they lie inside it.
                 unsafe { products(&source, depth, b0, b1, &mut sums) };
                 let delivered = if second > p { 2 } else { 1 };
-                // SAFETY: this level has AVX-512 F; rows row0..row0 + height and the
-                // delivered panels' columns lie inside C (`check` above, which also found the
+                // SAFETY: this level has AVX-512 F; the targets' rows of C and the delivered
+                // panels' columns lie inside C (`check` above, which also found the
                 // epilogue's values covering them) and belong to this task alone (tasks split
-                // rows into blocks and panels into groups).
-                unsafe {
-                    deliver(
-                        kernels, &sums, height, row0, p, delivered, cols, epilogue, out,
-                    )
-                };
+                // A's rows into blocks, each row of C one row of A, and panels into groups).
+                unsafe { deliver(kernels, &sums, targets, p, delivered, cols, epilogue, out) };
             }
             // SAFETY: as for `load_config`.
             unsafe { release() };
@@ -258,19 +306,19 @@ impl<'a> RowSource<'a> {
     }
 }
 
-/// A block's sums (`height` rows, `delivered` panels from `p`) through the epilogue into C:
-/// whole panels by [`deliver_whole`], a partial last panel through `store`.
+/// A block's sums (`delivered` panels from `p`) through the epilogue into C, each target's
+/// (row of the block, row of C): whole panels by [`deliver_whole`], a partial last panel
+/// through `store`.
 ///
 /// # Safety
-/// The CPU must support AVX-512 F; rows `row0..row0 + height` and the panels' columns lie
-/// inside C (`cols` wide), and no other task writes them; the epilogue's values cover them.
+/// The CPU must support AVX-512 F; the targets' rows of C and the panels' columns lie inside
+/// C (`cols` wide), and no other task writes them; the epilogue's values cover them.
 #[target_feature(enable = "avx512f")]
 #[allow(clippy::too_many_arguments)]
 unsafe fn deliver(
     kernels: Kernels,
     sums: &[[i32; 2 * NR]; BLOCK_ROWS],
-    height: usize,
-    row0: usize,
+    targets: &[(usize, usize)],
     p: usize,
     delivered: usize,
     cols: usize,
@@ -279,19 +327,18 @@ unsafe fn deliver(
 ) {
     let col0 = p * NR;
     let whole = delivered.min((cols - col0) / NR);
-    let rows = &sums[..height];
     // SAFETY: as the caller guarantees; the first `whole` panels lie inside C.
     unsafe {
         match whole {
-            2 => deliver_whole::<2>(rows, row0, col0, cols, epilogue, out),
-            1 => deliver_whole::<1>(rows, row0, col0, cols, epilogue, out),
+            2 => deliver_whole::<2>(sums, targets, col0, cols, epilogue, out),
+            1 => deliver_whole::<1>(sums, targets, col0, cols, epilogue, out),
             _ => {}
         }
     }
     for j in whole..delivered {
         let col = col0 + j * NR;
-        for (i, row_sums) in rows.iter().enumerate() {
-            let (row, at) = (row0 + i, (row0 + i) * cols + col);
+        for &(i, row) in targets {
+            let (row_sums, at) = (&sums[i], row * cols + col);
             let acc: [f32; NR] = std::array::from_fn(|k| row_sums[j * NR + k] as f32);
             // SAFETY: as the caller guarantees.
             let dst = unsafe { out.row(at, cols - col) };
@@ -300,9 +347,9 @@ unsafe fn deliver(
     }
 }
 
-/// `PANELS` whole panels of sums from column `col0` through the epilogue into C, in the order
-/// of operations of the AVX-512 kernels' `finish` (so the same values; a missing scale is 1,
-/// which multiplies exactly).
+/// `PANELS` whole panels of sums from column `col0` through the epilogue into C (each
+/// target's row of `sums` into its row of C), in the order of operations of the AVX-512
+/// kernels' `finish` (so the same values; a missing scale is 1, which multiplies exactly).
 ///
 /// The per-column values are loaded once and the epilogue's options settled before the loop,
 /// over a panel count known at compile time: read from the epilogue inside a loop, as `finish`
@@ -311,13 +358,13 @@ unsafe fn deliver(
 /// Xeon.
 ///
 /// # Safety
-/// The CPU must support AVX-512 F; rows `row0..row0 + sums.len()` and columns
-/// `col0..col0 + PANELS * NR` lie inside C (`cols` wide), and no other task writes them; the
-/// epilogue's values cover them.
+/// The CPU must support AVX-512 F; the targets' rows of `sums` exist, their rows of C and
+/// columns `col0..col0 + PANELS * NR` lie inside C (`cols` wide), and no other task writes
+/// them; the epilogue's values cover them.
 #[target_feature(enable = "avx512f")]
 unsafe fn deliver_whole<const PANELS: usize>(
-    sums: &[[i32; 2 * NR]],
-    row0: usize,
+    sums: &[[i32; 2 * NR]; BLOCK_ROWS],
+    targets: &[(usize, usize)],
     col0: usize,
     cols: usize,
     epilogue: &Epilogue,
@@ -340,8 +387,8 @@ unsafe fn deliver_whole<const PANELS: usize>(
     } else {
         f32::NEG_INFINITY
     });
-    for (i, row_sums) in sums.iter().enumerate() {
-        let row = row0 + i;
+    for &(i, row) in targets {
+        let row_sums = &sums[i];
         let at = row * cols + col0;
         let row_scale = epilogue.row_scale.map_or(one, |r| _mm512_set1_ps(r[row]));
         for j in 0..PANELS {
