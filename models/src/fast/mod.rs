@@ -688,36 +688,24 @@ enum StemRelu {
 
 /// 3x3 max pooling, stride 2, padding 1 (padding never wins: it is left out).
 fn max_pool(x: &Nhwc, relu: StemRelu, scratch: &mut Scratch) -> Nhwc {
-    let (oh, ow) = ((x.h + 2 - 3) / 2 + 1, (x.w + 2 - 3) / 2 + 1);
+    let (oh, ow) = (pooled_size(x.h), pooled_size(x.w));
     let c = x.c;
     let mut out = scratch.take(x.n * oh * ow * c);
-    out.fill(match relu {
+    let floor = match relu {
         StemRelu::Applied => f32::NEG_INFINITY,
         StemRelu::InPooling => 0.0,
-    });
+    };
     out.par_chunks_mut(ow * c)
         .enumerate()
         .for_each(|(row, line)| {
             let (b, oy) = (row / oh, row % oh);
-            for ox in 0..ow {
-                let dst = &mut line[ox * c..(ox + 1) * c];
-                for ky in 0..3 {
-                    let iy = (2 * oy + ky) as isize - 1;
-                    if iy < 0 || iy >= x.h as isize {
-                        continue;
-                    }
-                    for kx in 0..3 {
-                        let ix = (2 * ox + kx) as isize - 1;
-                        if ix < 0 || ix >= x.w as isize {
-                            continue;
-                        }
-                        let src = ((b * x.h + iy as usize) * x.w + ix as usize) * c;
-                        for (d, s) in dst.iter_mut().zip(&x.data[src..src + c]) {
-                            // A select (not f32::max, nor a conditional store) vectorises.
-                            *d = if *s > *d { *s } else { *d };
-                        }
-                    }
-                }
+            let image = &x.data[b * x.h * x.w * c..(b + 1) * x.h * x.w * c];
+            // ResNet's 64 channels in fixed-size arrays: each window's 64 values unrolled, the
+            // largest kept in registers. As loops of unknown length, their overhead for each
+            // window took most of the pooling's time.
+            match c {
+                64 => pool_line::<64>(line, image, oy, (x.h, x.w), floor),
+                _ => pool_line_any(line, image, oy, (x.h, x.w, c), floor),
             }
         });
     Nhwc {
@@ -726,6 +714,62 @@ fn max_pool(x: &Nhwc, relu: StemRelu, scratch: &mut Scratch) -> Nhwc {
         w: ow,
         c,
         data: out,
+    }
+}
+
+/// The size of max pooling's output (3x3, stride 2, padding 1) for an input `size` long.
+fn pooled_size(size: usize) -> usize {
+    (size + 2 - 3) / 2 + 1
+}
+
+/// The input pixels pooled into output pixel (`oy`, `ox`) of 3x3, stride-2, padding-1 max
+/// pooling over an image `h` x `w`: their offsets in pixels (padding never wins: it is left
+/// out).
+fn pooling_window(oy: usize, ox: usize, (h, w): (usize, usize)) -> impl Iterator<Item = usize> {
+    let lines = (2 * oy).saturating_sub(1)..(2 * oy + 2).min(h);
+    let columns = (2 * ox).saturating_sub(1)..(2 * ox + 2).min(w);
+    lines.flat_map(move |iy| columns.clone().map(move |ix| iy * w + ix))
+}
+
+/// Line `oy` of max pooling into `line`, each value the largest of `floor` and its window,
+/// for images of `C` channels.
+fn pool_line<const C: usize>(
+    line: &mut [f32],
+    image: &[f32],
+    oy: usize,
+    (h, w): (usize, usize),
+    floor: f32,
+) {
+    for (ox, dst) in line.chunks_exact_mut(C).enumerate() {
+        let mut largest = [floor; C];
+        for pixel in pooling_window(oy, ox, (h, w)) {
+            let src: &[f32; C] = image[pixel * C..(pixel + 1) * C]
+                .try_into()
+                .expect("C values");
+            for (m, v) in largest.iter_mut().zip(src) {
+                // A select (not f32::max, nor a conditional store) vectorises.
+                *m = if *v > *m { *v } else { *m };
+            }
+        }
+        dst.copy_from_slice(&largest);
+    }
+}
+
+/// [`pool_line`] for any number of channels.
+fn pool_line_any(
+    line: &mut [f32],
+    image: &[f32],
+    oy: usize,
+    (h, w, c): (usize, usize, usize),
+    floor: f32,
+) {
+    for (ox, dst) in line.chunks_exact_mut(c).enumerate() {
+        dst.fill(floor);
+        for pixel in pooling_window(oy, ox, (h, w)) {
+            for (m, v) in dst.iter_mut().zip(&image[pixel * c..(pixel + 1) * c]) {
+                *m = if *v > *m { *v } else { *m };
+            }
+        }
     }
 }
 
@@ -1246,6 +1290,51 @@ mod tests {
 
     /// An input without pixels is refused with an error (it had split the work into chunks
     /// of no length, a panic), and one pixel is still a picture.
+    /// Max pooling (3x3, stride 2, padding 1) against each window's largest value taken
+    /// directly, for 64 channels (the unrolled path) and others, at odd and even sizes, with
+    /// a floor of -inf and of 0 (the ReLU applied as it pools).
+    #[test]
+    fn max_pooling_takes_each_windows_largest_value() {
+        for (n, h, w, c) in [(2, 7, 6, 64), (1, 9, 9, 24), (1, 2, 3, 64), (1, 5, 4, 3)] {
+            let values: Vec<f32> = (0..n * h * w * c)
+                .map(|i| ((i * 37 % 101) as f32 - 85.0) * 0.5)
+                .collect();
+            let mut data = Aligned::zeroed(values.len());
+            data.copy_from_slice(&values);
+            let x = Nhwc { n, h, w, c, data };
+            let mut scratch = Scratch {
+                free: Default::default(),
+            };
+            for (relu, floor) in [
+                (StemRelu::Applied, f32::NEG_INFINITY),
+                (StemRelu::InPooling, 0.0),
+            ] {
+                let pooled = max_pool(&x, relu, &mut scratch);
+                let (oh, ow) = (pooled_size(h), pooled_size(w));
+                assert_eq!((pooled.n, pooled.h, pooled.w, pooled.c), (n, oh, ow, c));
+                for b in 0..n {
+                    for oy in 0..oh {
+                        for ox in 0..ow {
+                            for ch in 0..c {
+                                let mut largest = floor;
+                                for iy in (2 * oy).saturating_sub(1)..(2 * oy + 2).min(h) {
+                                    for ix in (2 * ox).saturating_sub(1)..(2 * ox + 2).min(w) {
+                                        largest =
+                                            largest.max(values[((b * h + iy) * w + ix) * c + ch]);
+                                    }
+                                }
+                                let at = ((b * oh + oy) * ow + ox) * c + ch;
+                                assert_eq!(pooled.data[at], largest, "{n}x{h}x{w}x{c} at {at}");
+                            }
+                        }
+                    }
+                }
+                // Some windows hold only negative values: the floor decides theirs.
+                assert_eq!(pooled.data.iter().any(|&v| v < 0.0), floor < 0.0);
+            }
+        }
+    }
+
     #[test]
     fn inputs_without_pixels_are_refused() -> candle_core::Result<()> {
         let net = uniform_net(Arch::ResNet18, 1.0)?;
