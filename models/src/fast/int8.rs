@@ -285,6 +285,18 @@ pub fn quantize(
     }
 }
 
+/// `c = epilogue(a * b)` for u8 rows and packed int8 weights; `epilogue.scale` must hold the
+/// activation scale times each channel's weight scale.
+pub fn matmul_int8(
+    kernels: Kernels,
+    a: &Rows<u8>,
+    b: &PackedInt8,
+    epilogue: &Epilogue,
+    c: &mut [f32],
+) {
+    matmul_int8_lines(kernels, a, a.line_len(), b, epilogue, c);
+}
+
 /// [`matmul_int8`] where only the first `kept` rows of each line of A are rows of C (in
 /// order): a stride-1 convolution's rows taken over the padded input's whole width, so that
 /// each image's rows lie at one stride and AMX reads its tiles in place rather than
@@ -298,33 +310,15 @@ pub fn matmul_int8_lines(
     epilogue: &Epilogue,
     c: &mut [f32],
 ) {
-    #[cfg(target_arch = "x86_64")]
-    if kernels.level() == Level::Amx {
-        assert_eq!(a.depth(), b.depth, "depth of A and B");
-        assert_eq!(a.tap_depth() % QUAD, 0, "tap depth in whole quads");
-        assert!(kept <= a.line_len(), "kept rows within a line");
-        amx::matmul_int8(kernels, a, amx::Kept::LineStart(kept), b, epilogue, c);
-        return;
-    }
-    matmul_int8(kernels, &a.narrowed(kept), b, epilogue, c);
-}
-
-/// `c = epilogue(a * b)` for u8 rows and packed int8 weights; `epilogue.scale` must hold the
-/// activation scale times each channel's weight scale.
-pub fn matmul_int8(
-    kernels: Kernels,
-    a: &Rows<u8>,
-    b: &PackedInt8,
-    epilogue: &Epilogue,
-    c: &mut [f32],
-) {
     assert_eq!(a.depth(), b.depth, "depth of A and B");
     assert_eq!(a.tap_depth() % QUAD, 0, "tap depth in whole quads");
+    assert!(kept <= a.line_len(), "kept rows within a line");
     #[cfg(target_arch = "x86_64")]
     if kernels.level() == Level::Amx {
-        amx::matmul_int8(kernels, a, amx::Kept::All, b, epilogue, c);
+        amx::matmul_int8(kernels, a, kept, b, epilogue, c);
         return;
     }
+    let a = &a.narrowed(kept);
     for_each_tile(
         kernels,
         |first, starts| a.row_starts(first, starts),
@@ -1280,8 +1274,8 @@ mod tests {
                 row_stride: cp,
                 tap_depth: cp,
             };
-            let wide = Rows::new(&q.data, layout(wp), &taps).expect("the quantised input's tail");
             let own = Rows::new(&q.data, layout(ow), &taps).expect("rows inside the input");
+            let wide = own.widened(wp).expect("the quantised input's tail");
             let depth = 9 * cp;
             let weights: Vec<f32> = (0..cols * depth)
                 .map(|i| (i * 53 % 255) as f32 - 127.0)

@@ -127,53 +127,39 @@ thread_local! {
     static TASK_BUFFERS: RefCell<TaskBuffers> = RefCell::default();
 }
 
-/// Which of A's rows are rows of C.
-#[derive(Clone, Copy)]
-pub(super) enum Kept {
-    /// All of them, in order.
-    All,
-    /// The first so many of each of A's lines, in order (the others are dropped).
-    LineStart(usize),
-}
-
-impl Kept {
-    /// C's rows among `a`'s, in order, from A's row `first` on: (row of A - `first`, row of C)
-    /// into `targets`; returns how many.
-    fn rows(self, a: &Rows<u8>, first: usize, targets: &mut [(usize, usize)]) -> usize {
-        match self {
-            Kept::All => {
-                let count = targets.len().min(a.rows() - first);
-                for (i, target) in targets[..count].iter_mut().enumerate() {
-                    *target = (i, first + i);
-                }
-                count
-            }
-            Kept::LineStart(kept) => {
-                let line_len = a.line_len();
-                let (mut line, mut pos) = (first / line_len, first % line_len);
-                let mut count = 0;
-                for i in 0..targets.len().min(a.rows() - first) {
-                    if pos == line_len {
-                        (line, pos) = (line + 1, 0);
-                    }
-                    if pos < kept {
-                        targets[count] = (i, line * kept + pos);
-                        count += 1;
-                    }
-                    pos += 1;
-                }
-                count
-            }
+/// C's rows among A's, in order, from A's row `first` on: the first `kept` rows of each of
+/// A's lines (all of them where `kept` is the line's length). Into `targets`, (row of A -
+/// `first`, row of C); returns how many.
+fn kept_rows(a: &Rows<u8>, kept: usize, first: usize, targets: &mut [(usize, usize)]) -> usize {
+    let (line_len, rows) = (a.line_len(), targets.len().min(a.rows() - first));
+    if kept == line_len {
+        // Every row (most products): no line to follow.
+        for (i, target) in targets[..rows].iter_mut().enumerate() {
+            *target = (i, first + i);
         }
+        return rows;
     }
+    let (mut line, mut pos) = (first / line_len, first % line_len);
+    let mut count = 0;
+    for i in 0..rows {
+        if pos == line_len {
+            (line, pos) = (line + 1, 0);
+        }
+        if pos < kept {
+            targets[count] = (i, line * kept + pos);
+            count += 1;
+        }
+        pos += 1;
+    }
+    count
 }
 
-/// `c = epilogue(a * b)` on AMX tiles, for the rows of A that `kept` keeps; `kernels` must be
-/// the AMX level (its stores are the AVX-512 level's).
+/// `c = epilogue(a * b)` on AMX tiles, C's rows the first `kept` of each of A's lines
+/// ([`kept_rows`]); `kernels` must be the AMX level (its stores are the AVX-512 level's).
 pub(super) fn matmul_int8(
     kernels: Kernels,
     a: &Rows<u8>,
-    kept: Kept,
+    kept: usize,
     b: &PackedInt8,
     epilogue: &Epilogue,
     c: &mut [f32],
@@ -184,10 +170,7 @@ pub(super) fn matmul_int8(
     }
     assert!(enabled(), "AMX products on a CPU or OS without them");
     assert_eq!(depth % QUAD, 0, "depth in whole quads");
-    let c_rows = match kept {
-        Kept::All => rows,
-        Kept::LineStart(k) => rows / a.line_len() * k,
-    };
+    let c_rows = rows / a.line_len() * kept;
     epilogue.check(c_rows, cols, c);
     let panels = cols.div_ceil(NR);
     let pairs = panels.div_ceil(2);
@@ -225,7 +208,7 @@ pub(super) fn matmul_int8(
             return;
         }
         let mut targets = [(0usize, 0usize); BLOCK_ROWS];
-        let count = kept.rows(a, row0, &mut targets[..height]);
+        let count = kept_rows(a, kept, row0, &mut targets[..height]);
         let targets = &targets[..count];
         if targets.is_empty() {
             return;
