@@ -8,7 +8,9 @@ scripts/bench-inference.sh, one process per runtime so memory figures do not mix
 
 `run` prints one JSON object: median and p90 batch-1 latency (ms), images/s at --batch, the
 process's resident memory after the runs (bytes; includes Python and the runtime's
-libraries), and the logits of the first input. Inputs are the formula grey scans that
+libraries), the kernels it ran (OpenVINO: its convolutions' oneDNN primitives, which
+ONEDNN_MAX_CPU_ISA in the environment caps; ONNX Runtime: MLAS, which nothing caps), and the
+logits of the first input. Inputs are the formula grey scans that
 `fingerprintd bench` uses (fingerprint_models::formula::grey_scans: grey levels from
 uniform("input", n), copied to three channels and normalised with ImageNet's mean and
 standard deviation in f32, as the service's preprocessing does), the same bits, so the logits
@@ -95,7 +97,9 @@ def session(runtime, model, precision=None):
 
         s = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
         name = s.get_inputs()[0].name
-        return lambda x: s.run(["logits"], {name: x})[0], f"ONNX Runtime {ort.__version__}"
+        # MLAS picks its kernels from CPUID and has no setting to cap them.
+        kernels = "MLAS, the best this CPU has (no cap exists)"
+        return lambda x: s.run(["logits"], {name: x})[0], f"ONNX Runtime {ort.__version__}", kernels
     import openvino as ov
 
     config = {"PERFORMANCE_HINT": "LATENCY"}
@@ -112,7 +116,20 @@ def session(runtime, model, precision=None):
     label = f"OpenVINO {ov.__version__}"
     if precision:
         label += f" ({precision} precision)"
-    return run, label
+    return run, label, convolution_primitives(compiled)
+
+
+def convolution_primitives(compiled):
+    """The oneDNN primitives OpenVINO chose for the convolutions, e.g.
+    `brgconv_avx512_amx_1x1_I8 x36, brgconv_avx512_amx_I8 x17`: the ISA it runs, which
+    ONEDNN_MAX_CPU_ISA caps (AVX2, AVX2_VNNI, AVX512_CORE_VNNI, ...)."""
+    counts = {}
+    for op in compiled.get_runtime_model().get_ops():
+        info = op.get_rt_info()
+        if "layerType" in info and info["layerType"].astype(str) == "Convolution":
+            primitive = info["primitiveType"].astype(str)
+            counts[primitive] = counts.get(primitive, 0) + 1
+    return ", ".join(f"{p} x{n}" for p, n in sorted(counts.items())) or "unknown"
 
 
 def run(args):
@@ -120,7 +137,7 @@ def run(args):
 
     size = onnx.load(args.model, load_external_data=False).graph.input[0].type.tensor_type.shape.dim[2].dim_value
     start = time.perf_counter()
-    infer, name = session(args.runtime, args.model, args.precision)
+    infer, name, kernels = session(args.runtime, args.model, args.precision)
     load_seconds = time.perf_counter() - start
     batch = formula_inputs(args.batch, size)
     first = batch[:1]
@@ -141,6 +158,8 @@ def run(args):
         json.dumps(
             {
                 "runtime": name,
+                "kernels": kernels,
+                "isa_cap": os.environ.get("ONEDNN_MAX_CPU_ISA") or None,
                 "model": args.model,
                 "load_seconds": load_seconds,
                 "latency_ms_median": statistics.median(times),
